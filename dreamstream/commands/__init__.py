@@ -1,0 +1,1 @@
+"""One module per `dreamstream` subcommand; see :data:`dreamstream.cli.COMMANDS`."""

@@ -1,0 +1,80 @@
+"""One typed, frozen settings object for every dreamstream process.
+
+Every field is reachable three ways, in this order of precedence: a CLI flag
+(``--half-life-s``), an environment variable (``DREAMSTREAM_HALF_LIFE_S``),
+the default written here. The CLI builds its flags from these fields
+(:func:`dreamstream.cli_options.settings_options`), so a setting added here is
+a flag and a variable everywhere at once and the two can never drift apart.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by the worker, the indexer, the tools and the tests."""
+
+    model_config = SettingsConfigDict(env_prefix="DREAMSTREAM_", frozen=True, extra="ignore")
+
+    # --- where things are -------------------------------------------------
+    broker: str = Field(
+        "kafka://127.0.0.1:9092",
+        description="Kafka bootstrap servers as kafka://host:port[,host:port].",
+    )
+    topic_prefix: str = Field("", description="Prefix put before every topic name (e.g. 'prod.').")
+    model_dir: Path = Field(Path("var/models"), description="Folder of exported ONNX bundles, one sub-folder per version.")
+    index_dir: Path = Field(Path("var/index"), description="Folder the indexer writes Faiss index versions into.")
+    data_dir: Path = Field(Path("var/data"), description="Folder of a RecBole atomic dataset (.inter, .item, *_feat.npy).")
+    state_dir: Path = Field(Path("var/state"), description="Folder for worker table state (RocksDB) and the indexer's item store.")
+    store: str = Field("memory://", description="Faust table store: memory:// (tests, demo) or rocksdb:// (production).")
+
+    # --- topics -----------------------------------------------------------
+    partitions: int = Field(8, ge=1, description="Partitions of watch-events, user-embeddings and the user-state changelog.")
+    item_partitions: int = Field(1, ge=1, description="Partitions of item-vectors and item-features.")
+    replication: int = Field(1, ge=1, description="Replication factor for topics created by `dreamstream topics`.")
+
+    # --- update math -----------------------------------------------------
+    half_life_s: float = Field(
+        math.inf, gt=0, description="Half-life in seconds of a past event's weight in the user state; inf = no decay."
+    )
+    cold_min_positive: int = Field(
+        5, ge=0, description="A user with fewer positive events than this is cold: blended with impressed candidates."
+    )
+
+    # --- worker -----------------------------------------------------------
+    batch_size: int = Field(512, ge=1, description="Most events the worker applies in one ONNX batch.")
+    batch_timeout_s: float = Field(0.05, gt=0, description="Longest the worker waits to fill a batch, in seconds.")
+    web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
+    metrics_port: int = Field(0, ge=0, description="Port of the indexer's Prometheus endpoint; 0 = none.")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    # --- indexer ---------------------------------------------------------
+    index_shards: int = Field(4, ge=1, description="Shards per index version (item -> shard by a stable hash of its id).")
+    index_interval_s: float = Field(5.0, gt=0, description="Seconds between index builds (only when items changed).")
+    index_grace_s: float = Field(300.0, ge=0, description="Seconds an old index version stays on disk after it stops being current.")
+    index_recall_floor: float = Field(0.95, ge=0, le=1, description="A version whose measured recall@10 is below this is not published.")
+    index_exact_max: int = Field(200_000, ge=1, description="Shards up to this many items use an exact (flat) index; larger ones IVF.")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if "://" not in value:
+            value = "kafka://" + value
+        parsed = urlparse(value)
+        if parsed.scheme != "kafka" or not parsed.netloc:
+            raise ValueError(f"broker must look like kafka://host:port, got {value!r}")
+        return value
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker URL as kafka-python / aiokafka want it: 'host:port,host:port'."""
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.split(","))
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the design's topics, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"

@@ -1,0 +1,94 @@
+"""The topics of the design, their partitioning and configs, and how to create them.
+
+Partition counts are settings because they are the unit of scale-out: one
+worker per ``watch-events`` partition at most. ``user-embeddings`` is
+co-partitioned with ``watch-events`` (same key, same count) so a user's record
+is produced by the worker that owns that user.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from dreamstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WATCH_EVENTS = "watch-events"
+ITEM_FEATURES = "item-features"
+ITEM_VECTORS = "item-vectors"
+USER_EMBEDDINGS = "user-embeddings"
+DLQ = "watch-events-dlq"
+INDEX_VERSIONS = "index-versions"
+
+COMPACT = {"cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its design name, partition count and configs."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the design, sized from the settings."""
+    p, ip = settings.partitions, settings.item_partitions
+    return [
+        TopicSpec(WATCH_EVENTS, p, {}),
+        TopicSpec(USER_EMBEDDINGS, p, COMPACT),
+        TopicSpec(DLQ, 1, {}),
+        TopicSpec(ITEM_FEATURES, ip, {}),
+        TopicSpec(ITEM_VECTORS, ip, COMPACT),
+        TopicSpec(INDEX_VERSIONS, 1, COMPACT),
+    ]
+
+
+def admin_client(settings: Settings, timeout_s: float = 30.0):
+    """A kafka-python admin client, retried until the broker answers."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="dreamstream-admin")
+        except (KafkaError, OSError):  # NoBrokersAvailable in kafka-python 2, renamed in 3
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"no Kafka broker answers at {settings.broker}; start one with `dreamstream broker` "
+                    "or point --broker / DREAMSTREAM_BROKER at your cluster"
+                ) from None
+            time.sleep(0.3)
+
+
+def create_topics(settings: Settings, extra: list[TopicSpec] | None = None) -> dict[str, str]:
+    """Create the design's topics (and ``extra``) that do not exist yet.
+
+    Returns ``{topic: "created" | "exists"}``. Existing topics are left as
+    they are: changing the partition count of a keyed topic moves keys.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+        result: dict[str, str] = {}
+        for spec in topic_specs(settings) + (extra or []):
+            full = settings.topic(spec.name)
+            if full in existing:
+                result[full] = "exists"
+                continue
+            new = NewTopic(full, spec.partitions, settings.replication, topic_configs=dict(spec.configs))
+            try:
+                admin.create_topics([new])
+                result[full] = "created"
+            except TopicAlreadyExistsError:
+                result[full] = "exists"
+        return result
+    finally:
+        admin.close()

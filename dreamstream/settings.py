@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     half_life_s: float = Field(
         math.inf, gt=0, description="Half-life in seconds of a past event's weight in the user state; inf = no decay."
     )
+    skip_ratio: float = Field(0.2, ge=0, le=1, description="A watch shorter than this fraction of the video is a quick skip.")
+    skip_weight: float = Field(-0.3, le=0, description="Engagement weight of a quick skip (negative pushes the user away).")
+    replay_cap: float = Field(1.5, ge=1, description="Largest engagement weight a (re)play can reach, as a completion ratio.")
+    impression_weight: float = Field(1.0, ge=0, description="Weight of an impressed candidate in the Candidate-DreamUMM blend.")
     cold_min_positive: int = Field(
         5, ge=0, description="A user with fewer positive events than this is cold: blended with impressed candidates."
     )
@@ -74,6 +78,13 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         """The broker URL as kafka-python / aiokafka want it: 'host:port,host:port'."""
         return ",".join(part.split("://", 1)[-1] for part in self.broker.split(","))
+
+    @property
+    def engagement(self) -> "Engagement":
+        """The engagement-weight function these settings describe."""
+        from dreamstream.engagement import Engagement
+
+        return Engagement(self.skip_ratio, self.skip_weight, self.replay_cap, self.impression_weight)
 
     def topic(self, name: str) -> str:
         """The full name of one of the design's topics, with the configured prefix."""

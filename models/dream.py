@@ -1,0 +1,363 @@
+"""DREAM — the item model: dual behaviour / modal lines, S3, behaviour–modal alignment.
+
+Paper: Zhang et al., "DREAM: A Dual Representation Learning Model for
+Multimodal Recommendation" (arXiv 2404.11119). Reference code read for facts
+(not copied): MMRec ``src/models/mgcn.py`` (filter gates, kNN item graphs,
+InfoNCE), ``src/models/freedom.py`` (kNN graph normalisation),
+``src/models/lightgcn.py``.
+
+What is here, per the paper:
+
+* **behaviour line** — LightGCN over the normalised user–item graph
+  (:class:`models.lightgcn.BehaviourLine`);
+* **modal line** — one encoder per modality present in the data (a missing
+  modality is simply absent): a linear projection of the raw features,
+  a **filter gate** ``sigmoid(W e_i)`` computed from the item's behaviour ID
+  embedding that filters the projection (denoising the modal features by
+  what behaviour says matters), and an **item–item relation graph** (kNN over
+  the raw features) the gated vectors propagate over. Modal user vectors are
+  the mean of the user's items' modal vectors. Modalities are fused with
+  learned softmax weights;
+* **Similarity Supervised Signal (S3)** — MSE between the cosine-similarity
+  matrix of the learned modal item vectors and that of the raw features (raw
+  side is a constant), on a random item sample each step;
+* **Behaviour–Modal Alignment** — intra (user↔item InfoNCE inside each line,
+  on interacting pairs) and inter (behaviour vs modal view of the same user /
+  item, InfoNCE), in-batch negatives;
+* **BPR** on the fused vectors, plus L2 on the batch's ID embeddings.
+
+Deviations, and why:
+
+* scoring is ``<user, normalize(item)>`` (see :mod:`models.lightgcn`): the
+  rest of the system serves unit item vectors from one inner-product index;
+* the kNN graph excludes the item itself, and the modal line keeps the
+  item's own vector by averaging layers 0..L of the item-graph propagation
+  (LightGCN-style) instead of MGCN's pure propagation;
+* the MGCN gate is the other way round (modal features gate the ID
+  embedding); we follow the brief: behaviour gates the modal projection;
+* the :class:`ItemTower` is not in the paper: it is the modal line without
+  its graph and without a behaviour embedding (a brand-new video has neither),
+  self-gated, and distilled after training onto the catalogue's final DREAM
+  item vectors with a cosine loss (see :func:`distil_item_tower`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.graphs import knn_adjacency, knn_neighbours
+from models.lightgcn import BehaviourLine, bpr_loss, l2_reg
+
+MODALITIES = ("text", "visual")
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    dim: int = 64                # D: the shared item space
+    n_layers: int = 2            # behaviour line (LightGCN) layers
+    n_item_layers: int = 1       # propagation layers over the item–item kNN graph
+    knn_k: int = 10              # neighbours per item in the relation graph
+    w_bpr: float = 1.0
+    w_s3: float = 0.5            # Similarity Supervised Signal
+    w_intra: float = 0.1         # intra-alignment InfoNCE (user<->item inside each line)
+    w_inter: float = 0.1         # inter-alignment InfoNCE (behaviour<->modal view of the same node)
+    w_reg: float = 1e-4          # L2 on the batch's ID embeddings
+    temperature: float = 0.2     # InfoNCE temperature (MGCN uses 0.2)
+    s3_items: int = 256          # items sampled per step for the S3 similarity matrices
+    use_modal: bool = True       # False: behaviour line only (plus intra-alignment if on)
+    use_s3: bool = True
+    use_intra: bool = True
+    use_inter: bool = True
+    use_filter_gate: bool = True
+    use_item_graph: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DreamConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown DreamConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with in-batch negatives: row b of view1 should match row b of view2. Shapes [B, D]."""
+    v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
+    logits = v1 @ v2.T / temperature  # [B, B]
+    return F.cross_entropy(logits, torch.arange(v1.shape[0], device=v1.device))
+
+
+def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
+    """[B, B] cosine similarities of the rows of x."""
+    x = F.normalize(x, dim=1)
+    return x @ x.T
+
+
+class DreamOutput(NamedTuple):
+    users: torch.Tensor                    # [U, D] fused user vectors (free norm)
+    items: torch.Tensor                    # [I, D] fused item vectors, unit rows
+    behaviour_users: torch.Tensor          # [U, D]
+    behaviour_items: torch.Tensor          # [I, D]
+    modal_users: torch.Tensor | None       # [U, D]
+    modal_items: torch.Tensor | None       # [I, D]
+    per_modality: dict[str, torch.Tensor]  # name -> [I, D] learned modal item vectors
+
+
+class Dream(nn.Module):
+    """DREAM over a fixed catalogue and interaction graph."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adjacency: torch.Tensor,
+        user_mean: torch.Tensor,
+        features: dict[str, np.ndarray | torch.Tensor],
+        config: DreamConfig = DreamConfig(),
+    ):
+        """``adjacency`` [U+I, U+I] and ``user_mean`` [U, I] from :mod:`models.graphs`;
+        ``features`` maps a modality name to its raw item features [I, Dm] (absent = not given)."""
+        super().__init__()
+        self.config = config
+        self.n_users, self.n_items = n_users, n_items
+        self.behaviour = BehaviourLine(n_users, n_items, adjacency, config.dim, config.n_layers)
+        self.modalities = [m for m in MODALITIES if m in features and features[m] is not None] if config.use_modal else []
+        self.register_buffer("user_mean", user_mean, persistent=False)
+        self.encoders = nn.ModuleDict()
+        self.gates = nn.ModuleDict()
+        for m in self.modalities:
+            raw = torch.as_tensor(features[m], dtype=torch.float32)
+            if raw.shape[0] != n_items:
+                raise ValueError(f"{m} features have {raw.shape[0]} rows, the catalogue has {n_items} items")
+            self.register_buffer(f"raw_{m}", raw, persistent=False)
+            self.encoders[m] = nn.Linear(raw.shape[1], config.dim)
+            self.gates[m] = nn.Linear(config.dim, config.dim)
+            if config.use_item_graph:
+                self.register_buffer(f"graph_{m}", knn_adjacency(knn_neighbours(raw, config.knn_k), n_items), persistent=False)
+        self.modal_mix = nn.Parameter(torch.zeros(max(len(self.modalities), 1)))
+
+    # --- forward ----------------------------------------------------------
+    def _modal_items(self, m: str, item_ids: torch.Tensor) -> torch.Tensor:
+        """One modality's item vectors [I, D]: project, filter by behaviour, propagate over the kNN graph."""
+        x = self.encoders[m](getattr(self, f"raw_{m}"))  # [I, D]
+        if self.config.use_filter_gate:
+            x = x * torch.sigmoid(self.gates[m](item_ids))
+        if self.config.use_item_graph:
+            graph = getattr(self, f"graph_{m}")
+            layers = [x]
+            for _ in range(self.config.n_item_layers):
+                layers.append(torch.sparse.mm(graph, layers[-1]))
+            x = torch.stack(layers).mean(dim=0)
+        return x
+
+    def forward(self) -> DreamOutput:
+        """Every user's and item's vectors, per line and fused. Pure: no state changes, no host syncs."""
+        b_users, b_items = self.behaviour()
+        per_modality = {m: self._modal_items(m, self.behaviour.item_emb.weight) for m in self.modalities}
+        if not per_modality:
+            return DreamOutput(b_users, F.normalize(b_items, dim=1), b_users, b_items, None, None, {})
+        mix = torch.softmax(self.modal_mix, dim=0)
+        m_items = sum(mix[k] * per_modality[m] for k, m in enumerate(self.modalities))  # [I, D]
+        m_users = torch.sparse.mm(self.user_mean, m_items)  # [U, D]
+        return DreamOutput(
+            users=b_users + m_users,
+            items=F.normalize(b_items + m_items, dim=1),
+            behaviour_users=b_users,
+            behaviour_items=b_items,
+            modal_users=m_users,
+            modal_items=m_items,
+            per_modality=per_modality,
+        )
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (users [U,D], items [I,D] unit rows)."""
+        out = self()
+        return out.users, out.items
+
+    # --- losses -----------------------------------------------------------
+    def s3_loss(self, per_modality: dict[str, torch.Tensor], sample: torch.Tensor) -> torch.Tensor:
+        """Similarity Supervised Signal: learned modal similarities should keep the raw ones."""
+        total = torch.zeros((), device=sample.device)
+        for m, learned in per_modality.items():
+            raw = getattr(self, f"raw_{m}")[sample]
+            target = cosine_matrix(raw).detach()  # stop-gradient on the raw side
+            total = total + F.mse_loss(cosine_matrix(learned[sample]), target)
+        return total
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its weighted parts for (user, positive, negative) index batches [B]."""
+        c = self.config
+        out = self()
+        parts: dict[str, torch.Tensor] = {}
+        u = out.users[users]
+        parts["bpr"] = c.w_bpr * bpr_loss((u * out.items[pos]).sum(-1), (u * out.items[neg]).sum(-1))
+        parts["reg"] = c.w_reg * l2_reg(
+            self.behaviour.user_emb(users), self.behaviour.item_emb(pos), self.behaviour.item_emb(neg)
+        )
+        if c.use_intra:
+            intra = info_nce(out.behaviour_users[users], out.behaviour_items[pos], c.temperature)
+            if out.modal_users is not None:
+                intra = intra + info_nce(out.modal_users[users], out.modal_items[pos], c.temperature)
+            parts["intra"] = c.w_intra * intra
+        if out.modal_users is not None:
+            if c.use_inter:
+                parts["inter"] = c.w_inter * (
+                    info_nce(out.behaviour_users[users], out.modal_users[users], c.temperature)
+                    + info_nce(out.behaviour_items[pos], out.modal_items[pos], c.temperature)
+                )
+            if c.use_s3:
+                sample = torch.randint(0, self.n_items, (min(c.s3_items, self.n_items),), device=users.device)
+                parts["s3"] = c.w_s3 * self.s3_loss(out.per_modality, sample)
+        return sum(parts.values()), parts
+
+
+# --- item tower -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ItemTowerConfig:
+    text_dim: int      # Dt of the `text` input (1 when the data has no text: a zero column)
+    visual_dim: int    # Dv of the `visual` input (1 when the data has no visual features)
+    dim: int = 64
+    text: bool = True  # whether the modality exists in the training data
+    visual: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ItemTower(nn.Module):
+    """A brand-new video's features -> a unit vector in DREAM's item space.
+
+    DREAM's modal line without what a new video lacks: no relation graph (no
+    neighbours yet) and no behaviour embedding, so the filter gate is computed
+    from the projection itself. A modality absent from the training data keeps
+    its input (width 1, fed zeros) so the ONNX signature is always
+    ``text [B,Dt], visual [B,Dv]``; its encoder then reduces to a learned
+    constant, which is what "no information" should map to.
+    """
+
+    def __init__(self, config: ItemTowerConfig):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.encoders = nn.ModuleDict({"text": nn.Linear(config.text_dim, d), "visual": nn.Linear(config.visual_dim, d)})
+        self.gates = nn.ModuleDict({m: nn.Linear(d, d) for m in MODALITIES})
+        self.modal_mix = nn.Parameter(torch.zeros(len(MODALITIES)))
+        self.head = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """text [B, Dt], visual [B, Dv] -> item [B, D], unit rows."""
+        mix = torch.softmax(self.modal_mix, dim=0)
+        fused = torch.zeros(text.shape[0], self.config.dim, dtype=text.dtype, device=text.device)
+        for k, (m, x) in enumerate(zip(MODALITIES, (text, visual))):
+            h = self.encoders[m](x)  # [B, D]
+            fused = fused + mix[k] * h * torch.sigmoid(self.gates[m](h))
+        return F.normalize(fused + self.head(fused), dim=1)
+
+
+def tower_inputs(features: dict[str, np.ndarray | None], n_items: int) -> tuple[ItemTowerConfig, torch.Tensor, torch.Tensor]:
+    """Tower config and its (text [I,Dt], visual [I,Dv]) inputs, a zero column for an absent modality."""
+    arrays = {}
+    for m in MODALITIES:
+        raw = features.get(m)
+        arrays[m] = torch.zeros(n_items, 1) if raw is None else torch.as_tensor(raw, dtype=torch.float32)
+    config = ItemTowerConfig(
+        text_dim=arrays["text"].shape[1],
+        visual_dim=arrays["visual"].shape[1],
+        text=features.get("text") is not None,
+        visual=features.get("visual") is not None,
+    )
+    return config, arrays["text"], arrays["visual"]
+
+
+def distil_item_tower(
+    features: dict[str, np.ndarray | None],
+    targets: torch.Tensor,
+    dim: int,
+    dream: Dream | None = None,
+    steps: int = 400,
+    lr: float = 3e-3,
+    batch_size: int = 1024,
+    holdout: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[ItemTower, dict[str, float]]:
+    """Fit an :class:`ItemTower` so ``tower(features of item i) ~ targets[i]`` (cosine loss).
+
+    ``targets`` are the trained catalogue's final DREAM item vectors [I, D].
+    A random ``holdout`` share of items is never trained on: their cosine is
+    the honest estimate of how well a *new* video lands in the space. The
+    projections start from DREAM's modal encoders when ``dream`` is given.
+    Returns the tower (trained on all items after the holdout is measured)
+    and ``{"cosine_to_catalogue", "cosine_holdout"}``.
+    """
+    from tqdm.auto import tqdm
+
+    n_items = targets.shape[0]
+    config, text, visual = tower_inputs(features, n_items)
+    config = ItemTowerConfig(**{**config.to_dict(), "dim": dim})
+    targets = F.normalize(targets.detach().float(), dim=1)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_items, generator=gen)
+    n_hold = int(n_items * holdout) if n_items >= 20 else 0
+    held, train_idx = order[:n_hold], order[n_hold:]
+
+    def fit(idx: torch.Tensor, desc: str) -> ItemTower:
+        torch.manual_seed(seed)
+        tower = ItemTower(config)
+        if dream is not None:
+            with torch.no_grad():
+                for m in dream.modalities:
+                    tower.encoders[m].load_state_dict(dream.encoders[m].state_dict())
+        opt = torch.optim.Adam(tower.parameters(), lr=lr)
+        bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+        for _ in bar:
+            batch = idx[torch.randint(0, len(idx), (min(batch_size, len(idx)),), generator=gen)]
+            pred = tower(text[batch], visual[batch])
+            loss = (1 - (pred * targets[batch]).sum(-1)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        return tower.eval()
+
+    def cosine(tower: ItemTower, idx: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float((tower(text[idx], visual[idx]) * targets[idx]).sum(-1).mean())
+
+    metrics: dict[str, float] = {}
+    if n_hold:
+        metrics["cosine_holdout"] = cosine(fit(train_idx, "item tower (holdout)"), held)
+    tower = fit(torch.arange(n_items), "item tower")
+    metrics["cosine_to_catalogue"] = cosine(tower, torch.arange(n_items))
+    return tower, metrics
+
+
+def save_item_tower(tower: ItemTower, path: Path) -> None:
+    torch.save({"config": tower.config.to_dict(), "state_dict": tower.state_dict()}, path)
+
+
+def load_item_tower(ckpt_dir: str | Path) -> ItemTower:
+    """The trained item tower of a checkpoint folder (``item_tower.pt``), in eval mode."""
+    path = Path(ckpt_dir) / "item_tower.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `dreamstream train --out {ckpt_dir}` first")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    tower = ItemTower(ItemTowerConfig(**blob["config"]))
+    tower.load_state_dict(blob["state_dict"])
+    return tower.eval()
+
+
+def load_features_json(ckpt_dir: str | Path) -> dict:
+    """What the item tower of a checkpoint expects: ``{text_dim, visual_dim, text, visual}``."""
+    return json.loads((Path(ckpt_dir) / "features.json").read_text())

@@ -1,0 +1,269 @@
+"""Retrieval for ranking services: search the current index version with a user's vectors.
+
+``Retriever(index_dir)`` loads the version ``CURRENT`` names, verifying every
+shard's sha256, and follows ``CURRENT`` as the indexer publishes new ones. A
+background thread checks at most every ``check_interval_ms`` and loads the
+new version off to the side; searches keep using the version they started
+with, and the swap is a single reference assignment, so a search never sees
+half a version. A version that fails verification is refused (the error
+names the file) and the previous one keeps serving.
+
+``search(user_record, k)`` searches every shard with the user vector and each
+interest vector and merges them with :mod:`dreamstream.merge`, exactly as
+the offline evaluation ranks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Mapping
+
+import faiss
+import numpy as np
+
+from dreamstream.codec import bin_to_vec
+from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
+from dreamstream.index.publish import read_current
+from dreamstream.merge import merge_by_score, query_weights
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Retriever", "LoadedVersion", "IndexCorruptError", "IndexNotReadyError", "load_version"]
+
+
+class IndexNotReadyError(RuntimeError):
+    """No index version is published yet (no CURRENT file)."""
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """One index version in memory: immutable once built, shared by concurrent searches."""
+
+    name: str
+    manifest: Manifest
+    indexes: tuple[faiss.Index, ...]
+    ids: tuple[np.ndarray, ...]  # object arrays of str, row i = Faiss id i
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` over every shard: (ids [Q,k] object, scores [Q,k]); missing slots are None / -inf."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"queries are {queries.shape[1]}-d but index version {self.name} is {self.dim}-d")
+        all_ids, all_scores = [], []
+        for index, ids in zip(self.indexes, self.ids):
+            if index.ntotal == 0:
+                continue
+            scores, rows = index.search(queries, min(k, index.ntotal))
+            found = np.full(rows.shape, None, dtype=object)
+            valid = rows >= 0
+            found[valid] = ids[rows[valid]]
+            scores = np.where(valid, scores, -np.inf)
+            all_ids.append(found)
+            all_scores.append(scores)
+        if not all_ids:
+            return np.full((len(queries), 0), None, dtype=object), np.zeros((len(queries), 0), dtype=np.float32)
+        ids_cat, scores_cat = np.hstack(all_ids), np.hstack(all_scores)
+        order = np.argsort(-scores_cat, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(ids_cat, order, 1), np.take_along_axis(scores_cat, order, 1)
+
+
+def load_version(index_dir: Path, name: str) -> LoadedVersion:
+    """Load and verify one version; raises :class:`IndexCorruptError` naming the bad file."""
+    folder = Path(index_dir) / name
+    manifest = read_manifest(folder)
+    indexes, ids = [], []
+    for entry in manifest.shards:
+        data = read_verified(folder / entry.file, entry.sha256)
+        id_list = json.loads(read_verified(folder / entry.ids, entry.ids_sha256))
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if index.ntotal != entry.count or len(id_list) != entry.count:
+            raise IndexCorruptError(f"{folder / entry.file} holds {index.ntotal} vectors and {len(id_list)} ids, manifest says {entry.count}")
+        indexes.append(index)
+        ids.append(np.array(id_list, dtype=object))
+    return LoadedVersion(name, manifest, tuple(indexes), tuple(ids))
+
+
+class Retriever:
+    """Candidates for users from the current index version, following CURRENT as it moves."""
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        check_interval_ms: float = 500.0,
+        follow: bool = True,
+        user_share: float = 0.3,
+        wait_s: float = 0.0,
+    ) -> None:
+        """Load CURRENT now (waiting up to ``wait_s`` for one to appear); follow it in a thread when ``follow``.
+
+        ``user_share`` is the part of the ``k`` slots reserved for the user
+        vector; the interests share the rest by ``interest_weights``.
+        """
+        self.index_dir = Path(index_dir)
+        self.check_interval_s = check_interval_ms / 1000.0
+        self.user_share = user_share
+        self.last_error: Exception | None = None
+        self._refused: str | None = None
+        self._version: LoadedVersion | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one loader at a time; searches never take it
+        deadline = time.monotonic() + wait_s
+        while not self.refresh() and time.monotonic() < deadline:
+            time.sleep(min(0.1, self.check_interval_s))
+        if self._version is None:
+            raise IndexNotReadyError(f"no index version under {self.index_dir} (no CURRENT file); is `dreamstream indexer` running?")
+        self._thread: threading.Thread | None = None
+        if follow:
+            self._thread = threading.Thread(target=self._follow, name="retriever-follow", daemon=True)
+            self._thread.start()
+
+    @property
+    def version(self) -> LoadedVersion:
+        """The version searches use right now."""
+        assert self._version is not None
+        return self._version
+
+    def refresh(self) -> bool:
+        """Load CURRENT if it names a new version. True when a version is loaded (new or old).
+
+        Raises :class:`IndexCorruptError` when the new version fails
+        verification; the previous version stays in service.
+        """
+        with self._lock:
+            name = read_current(self.index_dir)
+            if name is None:
+                return self._version is not None
+            if self._version is not None and name == self._version.name:
+                return True
+            try:
+                loaded = load_version(self.index_dir, name)
+            except FileNotFoundError as err:  # pruned under us: the next check sees the newer CURRENT
+                raise IndexCorruptError(f"version {name} vanished while loading ({err.filename})") from None
+            except IndexCorruptError as err:
+                self.last_error = err
+                self._refused = name
+                raise
+            self._version = loaded  # the atomic swap: one reference assignment
+            self.last_error = None
+            log.info("index version=%s items=%d loaded", name, loaded.manifest.items)
+            return True
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.check_interval_s):
+            if read_current(self.index_dir) == self._refused:
+                continue  # already refused; retry only when CURRENT moves on
+            try:
+                self.refresh()
+            except Exception as err:  # keep serving the previous version, say why
+                log.error("index reload failed, previous version keeps serving: %s", err)
+
+    def close(self) -> None:
+        """Stop following CURRENT."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Retriever":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Raw search: the top ``k`` (id, score) of every shard merged, per query row."""
+        ids, scores = self.version.search(queries, k)
+        return [[(i, float(s)) for i, s in zip(row_ids, row_scores) if i is not None] for row_ids, row_scores in zip(ids, scores)]
+
+    def search(self, user_record: Mapping[str, Any], k: int, exclude: Iterable[Hashable] = ()) -> list[tuple[str, float]]:
+        """Top ``k`` items for a decoded ``user-embeddings`` value, without ``exclude`` (e.g. recent videos).
+
+        Each query (user vector, then each interest) fetches enough
+        candidates to fill its quota even after exclusions, then
+        :func:`dreamstream.merge.merge_by_score` fills the quotas and drops
+        duplicates.
+        """
+        version = self.version
+        queries, weights = user_queries(user_record, version.dim, self.user_share)
+        blocked = {str(e) for e in exclude}
+        ids, scores = version.search(queries, k + len(blocked))
+        per_query_ids = [[i for i in row if i is not None] for row in ids]
+        per_query_scores = [row[: len(i)] for row, i in zip(scores, per_query_ids)]
+        return merge_by_score(per_query_ids, per_query_scores, weights, k, exclude=blocked)
+
+
+def user_queries(user_record: Mapping[str, Any], dim: int, user_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The query matrix [1+K, D] (user vector, then interests) and its weights from a user record."""
+    user = _as_matrix(user_record.get("vector"), dim, "vector")
+    if user.shape[0] != 1:
+        raise ValueError(f"user record's vector must be one {dim}-d vector, got {user.shape[0]} rows")
+    interests = _as_matrix(user_record.get("interests"), dim, "interests")
+    if len(interests) == 0:
+        return user, np.ones(1)
+    weights = list(user_record.get("interest_weights") or [1.0] * len(interests))
+    if len(weights) != len(interests):
+        raise ValueError(f"user record has {len(interests)} interests but {len(weights)} interest_weights")
+    return np.vstack([user, interests]), query_weights(weights, user_share)
+
+
+def _as_matrix(value: Any, dim: int, field: str) -> np.ndarray:
+    if value is None:
+        return np.zeros((0, dim), dtype=np.float32)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) % (4 * dim):
+            raise ValueError(f"user record's {field} has {len(value)} bytes, not a multiple of {dim} float32s")
+        return bin_to_vec(bytes(value), dim)
+    return np.asarray(value, dtype=np.float32).reshape(-1, dim)
+
+
+def user_partition(user: Any, partitions: int) -> int:
+    """The partition of a user's key, as Kafka's default partitioner (murmur2) places it."""
+    from kafka.partitioner.default import murmur2
+
+    from dreamstream.codec import key_bytes
+
+    return (murmur2(key_bytes(user)) & 0x7FFFFFFF) % partitions
+
+
+def latest_user_record(settings: Any, user: Any, timeout_s: float = 10.0, whole_topic: bool = False) -> dict[str, Any] | None:
+    """The newest ``user-embeddings`` value of ``user`` (decoded), or None when it has none.
+
+    Reads only the user's partition (murmur2 of the key), from the start to
+    the end offset seen on entry; ``whole_topic`` reads every partition, for
+    producers that did not partition by key.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    from dreamstream.codec import key_bytes, unpack
+    from dreamstream.topics import USER_EMBEDDINGS
+
+    topic = settings.topic(USER_EMBEDDINGS)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None,
+                             client_id="dreamstream-retrieve", max_poll_records=10_000)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise RuntimeError(f"topic {topic} does not exist; is the worker running with this --topic-prefix?")
+        chosen = sorted(partitions) if whole_topic else [user_partition(user, len(partitions))]
+        tps = [TopicPartition(topic, p) for p in chosen]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        key = key_bytes(user)
+        best: dict[str, Any] | None = None
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for rec in records:
+                    if rec.key == key:
+                        best = unpack(rec.value) if rec.value is not None else None
+        return best
+    finally:
+        consumer.close()

@@ -1,0 +1,41 @@
+"""`dreamstream indexer`: the sidecar that keeps sharded Faiss index versions of the item vectors."""
+from __future__ import annotations
+
+import signal
+import threading
+
+import click
+
+from dreamstream.cli_options import settings_options
+from dreamstream.index.service import Indexer, build_params
+from dreamstream.logs import setup_logging
+from dreamstream.settings import Settings
+from dreamstream.topics import create_topics
+
+
+@click.command("indexer")
+@click.option("--threads", type=int, default=0, envvar="DREAMSTREAM_INDEX_THREADS", show_default=True,
+              help="Faiss threads for builds; 0 = all cores [env DREAMSTREAM_INDEX_THREADS].")
+@settings_options(
+    "broker", "topic_prefix", "index_dir", "state_dir", "item_partitions", "index_shards", "index_interval_s",
+    "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "metrics_port", "log_level",
+)
+def indexer(settings: Settings, threads: int) -> None:
+    """Follow item-vectors and publish a new index version whenever items changed.
+
+    Every --index-interval-s seconds, if anything changed, the shards whose
+    items changed are rebuilt (the rest are shared with the previous
+    version), recall@10 is measured, and the version becomes CURRENT and is
+    announced on index-versions. Stops cleanly on SIGTERM / Ctrl-C.
+    """
+    setup_logging(settings.log_level)
+    create_topics(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    service = Indexer(settings, build_params(settings, threads))
+    service.metrics.serve(settings.metrics_port)
+    try:
+        service.run(stop)
+    finally:
+        service.close()

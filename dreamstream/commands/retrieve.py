@@ -1,0 +1,31 @@
+"""`dreamstream retrieve`: a user's candidates from the current index, as a table."""
+from __future__ import annotations
+
+import click
+
+from dreamstream.cli_options import settings_options
+from dreamstream.client import Retriever, latest_user_record
+from dreamstream.settings import Settings
+
+
+@click.command("retrieve")
+@click.option("--user", "user", required=True, envvar="DREAMSTREAM_USER", help="User id to retrieve for [env DREAMSTREAM_USER].")
+@click.option("-k", "k", type=int, default=50, show_default=True, envvar="DREAMSTREAM_K", help="Candidates to return [env DREAMSTREAM_K].")
+@click.option("--exclude", multiple=True, metavar="VIDEO", help="Video ids to leave out (e.g. recently watched); repeatable.")
+@click.option("--whole-topic", is_flag=True, envvar="DREAMSTREAM_WHOLE_TOPIC",
+              help="Scan every partition of user-embeddings, not just the user's (murmur2) one [env DREAMSTREAM_WHOLE_TOPIC].")
+@settings_options("broker", "topic_prefix", "index_dir")
+def retrieve(settings: Settings, user: str, k: int, exclude: tuple[str, ...], whole_topic: bool) -> None:
+    """Read USER's latest record from user-embeddings and print the top-k videos of the current index."""
+    record = latest_user_record(settings, user, whole_topic=whole_topic)
+    if record is None:
+        raise click.ClickException(f"user {user!r} has no record on {settings.topic('user-embeddings')} (try --whole-topic)")
+    with Retriever(settings.index_dir, follow=False) as retriever:
+        results = retriever.search(record, k, exclude=exclude)
+        version = retriever.version.name
+    weights = ", ".join(f"{w:.2f}" for w in record.get("interest_weights") or [])
+    click.echo(f"user {user}  seq {record.get('seq')}  model {record.get('model')}  cold {record.get('cold')}  "
+               f"interest weights [{weights}]  index {version}")
+    click.echo(f"{'rank':>4}  {'video':<24}  {'score':>7}")
+    for rank, (video, score) in enumerate(results, 1):
+        click.echo(f"{rank:>4}  {str(video):<24}  {score:7.4f}")

@@ -1,0 +1,91 @@
+"""Consuming ``item-vectors`` into the :class:`~dreamstream.index.store.ItemStore`.
+
+The topic is compacted and keyed by video id, so reading it from the start
+gives the latest vector of every item and a null value (tombstone) removes
+one. The indexer reads every partition itself (manual assignment, no
+consumer group): each indexer keeps the whole catalogue, and a restart
+simply rebuilds its store from the compacted log.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from dreamstream import codec
+from dreamstream.index.store import ItemStore
+from dreamstream.settings import Settings
+from dreamstream.topics import ITEM_VECTORS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplyStats:
+    puts: int = 0
+    deletes: int = 0
+    rejected: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.puts or self.deletes)
+
+
+def apply_record(store: ItemStore, key: bytes | None, value: bytes | None, stats: ApplyStats) -> None:
+    """Apply one ``item-vectors`` record: a vector replaces the item's, a tombstone removes it."""
+    if key is None:
+        stats.rejected += 1
+        return
+    item_id = key.decode("utf-8")
+    if value is None:
+        store.delete(item_id)
+        stats.deletes += 1
+        return
+    try:
+        record = codec.unpack(value)
+        store.put(str(record.get("video", item_id)), codec.bin_to_vec(record["vector"]))
+        stats.puts += 1
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        stats.rejected += 1
+        log.warning("item-vectors record rejected key=%s reason=%s", item_id, err)
+
+
+class ItemFollower:
+    """Reads every partition of ``item-vectors`` from the beginning into a store."""
+
+    def __init__(self, settings: Settings, store: ItemStore) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.store = store
+        self.topic = settings.topic(ITEM_VECTORS)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            max_poll_records=20_000,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=16 << 20,
+            client_id="dreamstream-indexer",
+        )
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            raise RuntimeError(f"topic {self.topic} does not exist; create it with `dreamstream topics`")
+        self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self.consumer.assign(self.partitions)
+        self.consumer.seek_to_beginning(*self.partitions)
+
+    def poll(self, timeout_s: float) -> ApplyStats:
+        """Apply whatever arrives within ``timeout_s``."""
+        stats = ApplyStats()
+        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        for records in batches.values():
+            for rec in records:
+                apply_record(self.store, rec.key, rec.value, stats)
+        return stats
+
+    def lag(self) -> int:
+        """Records not yet read (0 = caught up with the log end)."""
+        ends = self.consumer.end_offsets(self.partitions)
+        return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in self.partitions)
+
+    def close(self) -> None:
+        self.consumer.close()

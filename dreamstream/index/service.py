@@ -1,0 +1,161 @@
+"""The indexer loop: follow ``item-vectors``, build a version every interval when anything changed.
+
+Single-threaded on purpose: applying records and snapshotting the store
+happen in the same thread, so a build sees a consistent store without locks.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dreamstream import codec
+from dreamstream.index.builder import BuildParams, BuiltVersion, build_version
+from dreamstream.index.follower import ItemFollower
+from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest
+from dreamstream.index.metrics import IndexMetrics
+from dreamstream.index.publish import discard, install, prune, read_current
+from dreamstream.index.store import ItemStore
+from dreamstream.settings import Settings
+from dreamstream.topics import INDEX_VERSIONS
+
+log = logging.getLogger(__name__)
+
+
+def build_params(settings: Settings, threads: int = 0) -> BuildParams:
+    """The build parameters the settings describe."""
+    return BuildParams(
+        exact_max=settings.index_exact_max,
+        recall_floor=settings.index_recall_floor,
+        nlist=settings.index_nlist,
+        nprobe=settings.index_nprobe,
+        threads=threads,
+    )
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    manifest: Manifest
+    published: bool
+    reason: str = ""
+
+
+def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float) -> BuildOutcome:
+    """Install a built version unless its recall is under the floor (then delete it and say why)."""
+    if built.manifest.recall < recall_floor:
+        discard(built)
+        reason = (
+            f"recall@10 {built.manifest.recall:.4f} is under the floor {recall_floor:.4f} "
+            f"(shards: {[s.recall for s in built.manifest.shards]}); raise --index-nprobe/--index-nlist or lower --index-recall-floor"
+        )
+        log.warning("version=%s not published: %s", built.manifest.version, reason)
+        return BuildOutcome(built.manifest, False, reason)
+    install(built, index_dir)
+    log.info("published version=%s items=%d recall=%.4f", built.manifest.version, built.manifest.items, built.manifest.recall)
+    return BuildOutcome(built.manifest, True)
+
+
+class Indexer:
+    """The sidecar: one store, one follower, versions built into ``settings.index_dir``."""
+
+    def __init__(self, settings: Settings, params: BuildParams | None = None, metrics: IndexMetrics | None = None) -> None:
+        self.settings = settings
+        self.index_dir = Path(settings.index_dir)
+        self.params = params or build_params(settings)
+        self.metrics = metrics or IndexMetrics()
+        self.store = ItemStore(settings.index_shards)
+        self.follower = ItemFollower(settings, self.store)
+        self._start_ends = self.follower.consumer.end_offsets(self.follower.partitions)
+        self._caught_up = False
+        self.pending: set[int] = set()  # shards changed since the last published version
+        self._changed = False  # anything applied since the last build attempt
+        self._last_build = 0.0
+        self._producer = None
+        self.outcomes: list[BuildOutcome] = []
+
+    # --- following ----------------------------------------------------------
+    def poll(self, timeout_s: float = 0.2) -> None:
+        stats = self.follower.poll(timeout_s)
+        self.metrics.records.labels("put").inc(stats.puts)
+        self.metrics.records.labels("delete").inc(stats.deletes)
+        self.metrics.records.labels("rejected").inc(stats.rejected)
+        if stats.changed:
+            self._changed = True
+            self.pending |= self.store.dirty
+            self.store.dirty.clear()
+
+    def caught_up(self) -> bool:
+        """Whether everything on the topic when we started has been read: no version of half a catalogue."""
+        if not self._caught_up:
+            consumer = self.follower.consumer
+            self._caught_up = all(consumer.position(tp) >= end for tp, end in self._start_ends.items())
+        return self._caught_up
+
+    # --- building -----------------------------------------------------------
+    def due(self, now: float) -> bool:
+        return self._changed and self.caught_up() and now - self._last_build >= self.settings.index_interval_s
+
+    def build(self) -> BuildOutcome:
+        """Build and (if its recall clears the floor) publish a version of the store as it is now."""
+        self._last_build = time.monotonic()
+        self._changed = False
+        previous = self._current_manifest()
+        started = time.perf_counter()
+        built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous)
+        outcome = publish_version(built, self.index_dir, self.params.recall_floor)
+        self.metrics.build_seconds.observe(time.perf_counter() - started)
+        self.metrics.recall.set(built.manifest.recall)
+        if outcome.published:
+            self.pending.clear()
+            self.metrics.versions.inc()
+            self.metrics.items.set(built.manifest.items)
+            self._announce(built.manifest)
+        else:
+            self.metrics.refused.inc()
+        prune(self.index_dir, self.settings.index_grace_s)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _current_manifest(self) -> Manifest | None:
+        name = read_current(self.index_dir)
+        if name is None:
+            return None
+        try:
+            return read_manifest(self.index_dir / name)
+        except IndexCorruptError as err:
+            log.warning("current version unreadable, building every shard: %s", err)
+            return None
+
+    def _announce(self, manifest: Manifest) -> None:
+        """Put the new version on ``index-versions`` (key "current")."""
+        from kafka import KafkaProducer
+
+        if self._producer is None:
+            self._producer = KafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, client_id="dreamstream-indexer")
+        record = {
+            "version": manifest.version,
+            "path": str((self.index_dir / manifest.version).resolve()),
+            "shards": len(manifest.shards),
+            "items": manifest.items,
+            "built_at": manifest.built_at,
+            "recall": manifest.recall,
+        }
+        self._producer.send(self.settings.topic(INDEX_VERSIONS), key=b"current", value=codec.pack(record))
+        self._producer.flush(timeout=10)
+
+    # --- running ------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Follow and build until ``stop`` is set (SIGTERM in the command)."""
+        log.info("indexer started topic=%s shards=%d index_dir=%s", self.follower.topic, self.store.shards, self.index_dir)
+        while not stop.is_set():
+            self.poll(min(0.5, self.settings.index_interval_s))
+            if self.due(time.monotonic()):
+                self.build()
+        log.info("indexer stopping")
+
+    def close(self) -> None:
+        self.follower.close()
+        if self._producer is not None:
+            self._producer.close(timeout=5)

@@ -1,0 +1,39 @@
+"""Fixtures for the index tests: clustered unit vectors like a trained catalogue, and version helpers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dreamstream.index.builder import BuildParams, build_version
+from dreamstream.index.manifest import Manifest
+from dreamstream.index.publish import install
+from dreamstream.index.store import ItemStore
+
+
+def clustered(n: int, dim: int = 32, clusters: int = 64, noise: float = 0.8, seed: int = 0) -> np.ndarray:
+    """Unit vectors around ``clusters`` centres: item embeddings are clustered by topic, not uniform."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + noise / np.sqrt(dim) * rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def vectors_factory():
+    return clustered
+
+
+def publish_store(store: ItemStore, index_dir: Path, params: BuildParams | None = None, previous: Manifest | None = None,
+                  rebuild: set[int] | None = None) -> Manifest:
+    """Build the store into a version and make it CURRENT (what the indexer does, without the broker)."""
+    built = build_version(store, index_dir, params or BuildParams(), rebuild=rebuild, previous=previous)
+    install(built, index_dir)
+    return built.manifest
+
+
+@pytest.fixture
+def publish():
+    return publish_store

@@ -1,0 +1,359 @@
+"""Put recorded traffic back on Kafka: a dataset's interactions, or the dead letters.
+
+Two jobs, one module, because both are "produce records the worker will
+consume as if they were live":
+
+* **Dataset replay** (:func:`replay_dataset`): the rows of a RecBole dataset
+  become ``watch-events`` in event-time order (ties by row order in
+  ``.inter``, the order :mod:`dreamstream.data.split` uses), keyed by user id
+  so the default murmur2 partitioner puts a user's events on the partition the
+  worker's user-state table expects, paced at a fixed rate, at a multiple of
+  the recorded speed, or as fast as the producer goes.
+* **Dead-letter re-drive** (:func:`redrive_dead_letters`): each record of
+  ``watch-events-dlq`` carries the original topic, key and value bytes; they
+  go back on that topic unchanged. A committed consumer group remembers what
+  was re-driven, so running it twice does not re-drive a letter twice.
+
+The pure parts (which rows, in what order, when each is due, what a dead
+letter turns into) are small functions tested without a broker; the two
+drivers only move bytes through a kafka-python producer.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import numpy as np
+
+from dreamstream import codec
+from dreamstream.settings import Settings
+from dreamstream.topics import DLQ, WATCH_EVENTS
+
+if TYPE_CHECKING:  # the data package is only needed by dataset replay
+    from dreamstream.data.recbole import Dataset
+
+log = logging.getLogger(__name__)
+
+PARTS = ("all", "train", "heldout")
+# Length given to every video of a dataset that records no watch time (most
+# public datasets): a typical micro-video, so the synthesized full plays have
+# a plausible shape. The engagement weight depends only on watch/duration.
+SYNTH_DURATION_MS = 15_000
+REDRIVE_GROUP = "dreamstream-redrive"
+
+
+class ReplayError(ValueError):
+    """The replay was asked for something it cannot do; the message says what to change."""
+
+
+# --------------------------------------------------------------------------
+# which rows, in what order
+
+
+def select_rows(ds: "Dataset", part: str = "all", since: float | None = None, until: float | None = None,
+                settings: Settings | None = None) -> np.ndarray:
+    """Row indexes of ``ds`` to replay, in event-time order (ties by row order).
+
+    ``part``: ``all`` rows; ``train`` = the rows a model trains on under the
+    design's leave-last-out split; ``heldout`` = each kept user's rows after
+    their training history (validation and test rows and anything after),
+    i.e. what a trained model has not seen: the demo streams these.
+    ``since`` / ``until``: event time in seconds, ``since <= ts < until``.
+    """
+    if part not in PARTS:
+        raise ReplayError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
+    mask = np.ones(ds.user.shape[0], dtype=bool)
+    if part != "all":
+        from dreamstream.data.split import leave_last_out
+
+        split = leave_last_out(ds, engagement=(settings or Settings()).engagement)
+        train = np.zeros_like(mask)
+        train[split.train_rows] = True
+        mask = train if part == "train" else np.isin(ds.user, split.users) & ~train
+    if since is not None:
+        mask &= ds.timestamp >= since
+    if until is not None:
+        mask &= ds.timestamp < until
+    return time_order(ds.timestamp, np.flatnonzero(mask))
+
+
+def time_order(timestamp: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` sorted by ``(timestamp[row], row)``: equal times in ``.inter`` file order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return rows[np.lexsort((rows, timestamp[rows]))]
+
+
+def watch_times(ds: "Dataset") -> tuple[np.ndarray, np.ndarray]:
+    """(watch_ms, duration_ms) per row: recorded ones, or a synthesized full play.
+
+    A dataset without both columns (MovieLens, Amazon, ... : a rating, no
+    watch time) gets ``watch_ms = duration_ms = SYNTH_DURATION_MS`` for rows
+    with rating > 0 — a full play, engagement weight 1, the implicit-feedback
+    reading the split uses too — and ``watch_ms = 0`` (a quick skip) for rows
+    with rating <= 0, which the split does not count as positive either.
+    """
+    if "watch_ms" in ds.columns and "duration_ms" in ds.columns:
+        return ds.columns["watch_ms"], ds.columns["duration_ms"]
+    duration = np.full(ds.user.shape[0], float(SYNTH_DURATION_MS))
+    return np.where(ds.rating > 0, duration, 0.0), duration
+
+
+def event_values(ds: "Dataset", rows: np.ndarray) -> Iterator[tuple[bytes, bytes, int]]:
+    """``(key, value, ts_ms)`` of each row, in the given order, encoded as the worker reads them."""
+    watch, duration = watch_times(ds)
+    kind = ds.columns.get("kind")  # numeric column when present: 1 = impression, else watch
+    for row in rows:
+        user = ds.user_ids[ds.user[row]]
+        ts_ms = int(round(float(ds.timestamp[row]) * 1000.0))
+        value: dict[str, Any] = {"user": user, "video": ds.item_ids[ds.item[row]], "ts": ts_ms,
+                                 "watch_ms": int(round(float(watch[row]))),
+                                 "duration_ms": int(round(float(duration[row])))}
+        if kind is not None and kind[row] == 1:
+            value["kind"] = "impression"
+        yield codec.key_bytes(user), codec.pack(value), ts_ms
+
+
+# --------------------------------------------------------------------------
+# when each event is due
+
+
+@dataclass(frozen=True)
+class Pace:
+    """When the i-th event is due, in seconds after the replay starts.
+
+    ``rate``: events per second, regardless of the recorded times.
+    ``speedup``: recorded gaps divided by this (1 = real time, 3600 = an hour
+    per second). Neither: as fast as possible (everything is due at once).
+    """
+
+    rate: float | None = None
+    speedup: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is not None and self.speedup is not None:
+            raise ReplayError("give --rate or --speedup, not both")
+        for name in ("rate", "speedup"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ReplayError(f"--{name} must be > 0, got {value}")
+
+    def due(self, index: int, ts_ms: int, first_ts_ms: int) -> float:
+        if self.rate is not None:
+            return index / self.rate
+        if self.speedup is not None:
+            return max(ts_ms - first_ts_ms, 0) / 1000.0 / self.speedup
+        return 0.0
+
+
+def paced(events: Iterable[tuple[bytes, bytes, int]], pace: Pace, clock=time.monotonic, sleep=time.sleep
+          ) -> Iterator[tuple[bytes, bytes, int]]:
+    """Yield events no earlier than they are due; sleeps only when more than 1 ms ahead.
+
+    Late events are not dropped or bunched up by design: when the producer
+    falls behind, the replay simply runs as fast as it can until it catches up.
+    """
+    start = clock()
+    first: int | None = None
+    for index, event in enumerate(events):
+        first = event[2] if first is None else first
+        ahead = start + pace.due(index, event[2], first) - clock()
+        if ahead > 0.001:
+            sleep(ahead)
+        yield event
+
+
+def parse_time(text: str | None) -> float | None:
+    """``--since`` / ``--until``: epoch seconds, or an ISO date / datetime (UTC when no zone)."""
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ReplayError(f"cannot read {text!r} as a time: give epoch seconds or an ISO date "
+                          "such as 2024-05-01 or 2024-05-01T12:00:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+# --------------------------------------------------------------------------
+# dead letters
+
+
+@dataclass(frozen=True)
+class ProduceRequest:
+    """One record to put back: the original topic, key and value bytes, byte for byte."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None  # set only for an unkeyed letter: back where it came from
+
+
+def redrive_request(letter: bytes | None, reason_contains: str | None = None) -> ProduceRequest | None:
+    """The record a dead letter re-drives, or None when it does not match ``reason_contains``.
+
+    Raises :class:`ReplayError` for a value that is not a dead letter (then
+    nothing can be re-driven from it; the caller logs and moves on).
+    """
+    try:
+        data = codec.unpack(letter) if letter is not None else None
+    except ValueError as err:
+        raise ReplayError(f"not msgpack: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("topic"), str) or "value" not in data:
+        raise ReplayError("not a dead letter: need a map with at least 'topic' and 'value'")
+    if reason_contains and reason_contains.lower() not in str(data.get("reason", "")).lower():
+        return None
+    key, value = data.get("key"), data.get("value")
+    for name, part in (("key", key), ("value", value)):
+        if part is not None and not isinstance(part, (bytes, bytearray)):
+            raise ReplayError(f"dead letter's {name} is {type(part).__name__}, expected bin")
+    partition = data.get("partition") if key is None and isinstance(data.get("partition"), int) else None
+    return ProduceRequest(data["topic"], None if key is None else bytes(key),
+                          None if value is None else bytes(value), partition)
+
+
+# --------------------------------------------------------------------------
+# the drivers
+
+
+def producer(settings: Settings):
+    """A batching kafka-python producer with the default (murmur2) partitioner.
+
+    The worker's user-state table writes its changelog by the key's murmur2
+    partition, so every producer of keyed input must hash the same way.
+    """
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=settings.bootstrap_servers, client_id="dreamstream-replay",
+                         acks="all", linger_ms=20, batch_size=256 * 1024, max_request_size=8 * 1024 * 1024)
+
+
+def replay_dataset(settings: Settings, ds: "Dataset", rows: np.ndarray, pace: Pace = Pace(),
+                   progress: bool = True) -> int:
+    """Produce ``rows`` of ``ds`` onto ``watch-events`` at ``pace``; returns how many were sent."""
+    from tqdm import tqdm
+
+    topic = settings.topic(WATCH_EVENTS)
+    prod = producer(settings)
+    sent = 0
+    try:
+        with tqdm(total=int(len(rows)), unit="ev", desc=f"replay -> {topic}", disable=not progress) as bar:
+            for key, value, _ts in paced(event_values(ds, rows), pace):
+                # Record timestamp = now, not the recorded time: a broker with time-based
+                # retention would delete years-old CreateTime records at once. ``ts`` in
+                # the value is the event time the worker uses.
+                prod.send(topic, key=key, value=value)
+                sent += 1
+                bar.update()
+        prod.flush()
+    finally:
+        prod.close()
+    log.info("replayed events=%d topic=%s", sent, topic)
+    return sent
+
+
+def redrive_dead_letters(settings: Settings, reason_contains: str | None = None, from_beginning: bool = False,
+                         progress: bool = True, timeout_s: float = 30.0) -> int:
+    """Put every dead letter not yet re-driven back on its original topic; returns how many.
+
+    Reads ``watch-events-dlq`` with the consumer group ``<prefix>dreamstream-redrive``
+    up to its end as of the start (letters that fail again land after it and
+    wait for the next run), produces each letter's original key/value, then
+    commits: a second run re-drives nothing. ``from_beginning`` rewinds the
+    group to the start of the topic. Letters whose reason does not contain
+    ``reason_contains`` are passed over (and committed past: rewind to see
+    them again).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from tqdm import tqdm
+
+    dlq = settings.topic(DLQ)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.topic(REDRIVE_GROUP),
+                             client_id="dreamstream-redrive", enable_auto_commit=False, auto_offset_reset="earliest")
+    prod = producer(settings)
+    count = 0
+    try:
+        parts = consumer.partitions_for_topic(dlq) or set()
+        if not parts:
+            raise ReplayError(f"topic {dlq} does not exist on {settings.broker}; run `dreamstream topics` first")
+        tps = [TopicPartition(dlq, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_beginning:
+            consumer.seek_to_beginning(*tps)
+        target = _read_targets(consumer, tps, deadline=time.monotonic() + min(timeout_s, 5.0))
+        with tqdm(total=sum(target[tp] - consumer.position(tp) for tp in tps), unit="letter",
+                  desc=f"re-drive {dlq}", disable=not progress) as bar:
+            pending = {tp for tp in tps if consumer.position(tp) < target[tp]}
+            deadline = time.monotonic() + timeout_s
+            while pending:
+                if time.monotonic() > deadline:
+                    raise ReplayError(f"could not read {dlq} to its end within {timeout_s:.0f}s")
+                for tp, records in consumer.poll(timeout_ms=500).items():
+                    for record in records:
+                        if record.offset < target[tp]:
+                            count += _redrive_one(prod, record, reason_contains)
+                            bar.update()
+                for tp in list(pending):
+                    if consumer.position(tp) >= target[tp]:
+                        pending.discard(tp)
+        prod.flush()
+        # Commit the end as of the start, not the position: letters that arrived
+        # while we ran (including ones that failed again) wait for the next run.
+        consumer.commit({tp: _offset(target[tp]) for tp in tps})
+    finally:
+        prod.close()
+        consumer.close(autocommit=False)
+    log.info("re-drove letters=%d from=%s reason_contains=%r", count, dlq, reason_contains)
+    return count
+
+
+def _read_targets(consumer, tps: list, deadline: float) -> dict:
+    """Per partition, the offset to read up to: its end as of now.
+
+    The larger of ListOffsets' answer and the high watermark of a first fetch:
+    the embedded broker (tansu) answers ListOffsets with one past the *first*
+    record of the last batch, so a batch of three records looks like one; the
+    fetch high watermark is right on both it and Kafka. The fetch here is
+    paused right after, so its records are read again by the caller's loop.
+    """
+    end = consumer.end_offsets(tps)
+    start = {tp: consumer.position(tp) for tp in tps}
+    watermark: dict = {tp: 0 for tp in tps if end[tp] == 0}  # empty on any broker
+    while len(watermark) < len(tps) and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
+        for tp in tps:
+            if consumer.highwater(tp) is not None:
+                watermark[tp] = consumer.highwater(tp)
+    for tp in tps:
+        consumer.seek(tp, start[tp])
+    return {tp: max(end[tp], watermark.get(tp, 0)) for tp in tps}
+
+
+def _redrive_one(prod, record, reason_contains: str | None) -> int:
+    try:
+        request = redrive_request(record.value, reason_contains)
+    except ReplayError as err:
+        log.warning("skipping dlq record partition=%d offset=%d: %s", record.partition, record.offset, err)
+        return 0
+    if request is None:
+        return 0
+    prod.send(request.topic, key=request.key, value=request.value, partition=request.partition)
+    return 1
+
+
+def _offset(position: int):
+    """kafka-python 2 takes OffsetAndMetadata(offset, metadata), 3 adds leader_epoch."""
+    from kafka.structs import OffsetAndMetadata
+
+    try:
+        return OffsetAndMetadata(position, "", -1)
+    except TypeError:
+        return OffsetAndMetadata(position, "")

@@ -24,7 +24,6 @@ def item_producer(settings: Settings):
         linger_ms=20,
         batch_size=1 << 20,
         max_request_size=8 << 20,
-        buffer_memory=256 << 20,
         acks=1,
     )
 

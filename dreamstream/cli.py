@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("dreamstream.commands.worker:worker", "Run the Faust stream worker that keeps user embeddings fresh."),
     "indexer": ("dreamstream.commands.indexer:indexer", "Run the sidecar that builds sharded Faiss index versions."),
     "retrieve": ("dreamstream.commands.retrieve:retrieve", "Retrieve candidates for a user from the current index."),
+    "bench-index": ("dreamstream.commands.bench_index:bench_index", "Measure index build time, recall, search latency and memory at scale."),
     "replay": ("dreamstream.commands.replay:replay", "Replay a dataset (or dead letters) onto watch-events."),
     "bench": ("dreamstream.commands.bench:bench", "Measure worker throughput and latency against a plain Faust agent."),
     "demo": ("dreamstream.commands.demo:demo", "Run the whole system end to end and print what it achieved."),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dreamstream.index.sharding import shard_of
+from dreamstream.index.sharding import shard_of, shards_of
 
 
 @dataclass
@@ -34,6 +34,17 @@ class ShardStore:
             self.rows[item_id] = row
             self.ids[row] = item_id
         self.vectors[row] = vector
+
+    def put_many(self, item_ids: list[str], vectors: np.ndarray) -> None:
+        rows = np.empty(len(item_ids), dtype=np.int64)
+        for n, item_id in enumerate(item_ids):
+            row = self.rows.get(item_id)
+            if row is None:
+                row = self.free.pop() if self.free else self._append_row()
+                self.rows[item_id] = row
+                self.ids[row] = item_id
+            rows[n] = row
+        self.vectors[rows] = vectors
 
     def delete(self, item_id: str) -> bool:
         row = self.rows.pop(item_id, None)
@@ -92,9 +103,21 @@ class ItemStore:
         self.dirty.add(shard)
 
     def put_many(self, item_ids: list[str], vectors: np.ndarray) -> None:
-        """Insert many items at once (bulk loads, benchmarks)."""
-        for item_id, vector in zip(item_ids, np.asarray(vectors, dtype=np.float32)):
-            self.put(item_id, vector)
+        """Insert or replace many items at once: one vectorised normalisation and one copy per shard."""
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(item_ids), -1)
+        if self.dim is None and len(item_ids):
+            self._init(vectors.shape[1])
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"items have {vectors.shape[1]}-d vectors but the index is {self.dim}-d")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if not np.all(np.isfinite(norms) & (norms > 0)):
+            raise ValueError("some items have a zero or non-finite vector")
+        vectors = vectors / norms
+        shards = shards_of(item_ids, self.shards)
+        for shard in np.unique(shards):
+            picked = np.flatnonzero(shards == shard)
+            self._parts[shard].put_many([item_ids[i] for i in picked], vectors[picked])
+            self.dirty.add(int(shard))
 
     def delete(self, item_id: str) -> None:
         """Remove an item (a tombstone); unknown ids are ignored, compaction may replay them."""

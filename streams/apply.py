@@ -1,0 +1,217 @@
+"""Apply a batch of valid events to user states with the bundle's ONNX steps: the worker's math.
+
+Pure: states and events in, new states and records out; no broker, no
+table, so it is tested against an independent numpy computation.
+
+Batching without reordering: events of one user must be applied in their
+order, so a batch is cut into *waves*: wave ``w`` holds the ``w``-th event of
+every user that has one. Each wave is one ``session.run`` per step over all
+its users. States are gathered once per batch into dense arrays (one row
+per touched user), waves index into those rows, and the rows are scattered
+back into per-user states once at the end.
+
+Per event (design, "Update math"), with decay ``g`` over the event-time gap
+since the user's last applied event:
+
+* watch: DreamUMM ``s <- g*s + r*v`` and the OPAL step (GRU of the assigned
+  interest, global GRU, ``soft <- g*soft + p (x) v``); candidate sum decays;
+* impression: the user vector does not move (``s``, ``soft`` and the
+  candidate sum decay by ``g``), the candidate sum gains ``w_imp * v``.
+
+A replayed event (at or before the row's stored position) is skipped;
+a user whose events in this batch were all replays gets its stored record
+again, so a record lost in a crash is re-sent with the same bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from dreamstream import dreamumm_ref
+from dreamstream.engagement import IMPRESSION, decay
+from dreamstream.settings import Settings
+from streams import records
+from streams.state import NO_TS, UserState, new_state
+from streams.validate import Event
+
+
+class StepBundle(Protocol):
+    """What apply needs of a model bundle (``dreamstream.bundle.Bundle`` is one)."""
+
+    version: str
+    dim: int
+    interests: int
+    hidden: int
+    dreamumm_step: Any  # onnxruntime.InferenceSession
+    opal_step: Any
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: new states and records of touched users, and what it did not apply."""
+
+    states: dict[str, UserState] = field(default_factory=dict)
+    records: dict[str, bytes] = field(default_factory=dict)
+    applied: int = 0
+    replays: int = 0
+    unknown: list[Event] = field(default_factory=list)
+    waves: int = 0
+
+
+_HYPER_CACHE: dict[int, np.ndarray] = {}
+
+
+def hyper_categories(bundle: StepBundle) -> np.ndarray:
+    """The OPAL hyper-category embeddings C [K, D], read off the ONNX step itself.
+
+    An interest that has seen no event reads out as its hyper-category
+    embedding, so one probe step from a zero state with items assigned to
+    different interests reveals every row. Needed only for users with
+    impressions but no watch yet; cached per bundle.
+    """
+    key = id(bundle)
+    if key not in _HYPER_CACHE:
+        k, d, h = bundle.interests, bundle.dim, bundle.hidden
+        n = 64 * k
+        rng = np.random.default_rng(0)
+        items = rng.standard_normal((n, d)).astype(np.float32)
+        items /= np.linalg.norm(items, axis=1, keepdims=True)
+        out = _run(bundle.opal_step, ["interests", "assign"], item=items, hidden=np.zeros((n, k, h), np.float32),
+                   glob=np.zeros((n, h), np.float32), soft=np.zeros((n, k, d), np.float32), decay=np.ones((n, 1), np.float32))
+        interests, assign = out
+        hyper = np.zeros((k, d), np.float32)
+        for j in range(k):
+            rows = np.nonzero(assign != j)[0]
+            if len(rows):
+                hyper[j] = interests[rows[0], j]
+        _HYPER_CACHE[key] = hyper
+    return _HYPER_CACHE[key]
+
+
+def _run(session: Any, outputs: list[str], glob: np.ndarray | None = None, **feeds: np.ndarray) -> list[np.ndarray]:
+    if glob is not None:
+        feeds["global"] = glob
+    return session.run(outputs, feeds)
+
+
+def user_vector(st: UserState, settings: Settings) -> tuple[np.ndarray, bool]:
+    """The published user vector and whether the user is cold (Candidate-DreamUMM, ``dreamumm_ref``)."""
+    u = dreamumm_ref.normalize(st.state)
+    vector, cold = dreamumm_ref.candidate_blend(u, dreamumm_ref.normalize(st.cand), st.positives, settings.cold_min_positive)
+    return vector, bool(cold)
+
+
+def apply_batch(
+    states: Mapping[str, UserState | None],
+    events: Sequence[Event],
+    items: Mapping[str, np.ndarray],
+    bundle: StepBundle,
+    settings: Settings,
+) -> BatchResult:
+    """Apply ``events`` (in arrival order) to ``states``; see the module docstring."""
+    d, k, h = bundle.dim, bundle.interests, bundle.hidden
+    result = BatchResult()
+    queues: dict[str, list[tuple[Event, np.ndarray]]] = {}
+    base: dict[str, UserState] = {}
+    for ev in events:
+        st = base.get(ev.user)
+        if st is None:
+            st = states.get(ev.user) or new_state(d, k, h)
+            base[ev.user] = st
+        queue = queues.setdefault(ev.user, [])
+        last = queue[-1][0] if queue else None
+        if st.applied(ev.partition, ev.offset, ev.index) or (last is not None and last.position >= ev.position and last.partition == ev.partition):
+            result.replays += 1
+            continue
+        vec = items.get(ev.video)
+        if vec is None:
+            result.unknown.append(ev)
+            continue
+        queue.append((ev, vec))
+
+    users = list(base)
+    row = {u: i for i, u in enumerate(users)}
+    n = len(users)
+    S = np.stack([base[u].state for u in users]) if n else np.zeros((0, d), np.float32)
+    Hd = np.stack([base[u].hidden for u in users]) if n else np.zeros((0, k, h), np.float32)
+    G = np.stack([base[u].glob for u in users]) if n else np.zeros((0, h), np.float32)
+    O = np.stack([base[u].soft for u in users]) if n else np.zeros((0, k, d), np.float32)
+    C = np.stack([base[u].cand for u in users]) if n else np.zeros((0, d), np.float32)
+    last_ts = np.array([base[u].last_ts for u in users], np.int64)
+    seq = np.array([base[u].seq for u in users], np.int64)
+    pos = np.array([base[u].positives for u in users], np.int64)
+    imp = np.array([base[u].impressions for u in users], np.int64)
+    interests: dict[int, np.ndarray] = {}
+    weights: dict[int, np.ndarray] = {}
+    engagement = settings.engagement
+
+    depth = max((len(q) for q in queues.values()), default=0)
+    result.waves = depth
+    for w in range(depth):
+        wave = [q[w] for q in queues.values() if len(q) > w]
+        idx = np.array([row[ev.user] for ev, _ in wave], np.int64)
+        ts = np.array([ev.ts for ev, _ in wave], np.int64)
+        prev = last_ts[idx]
+        g = np.where(prev == NO_TS, 1.0, decay(ts - prev, settings.half_life_s)).astype(np.float32)
+        V = np.stack([v for _, v in wave]).astype(np.float32, copy=False)
+        is_imp = np.array([ev.kind == IMPRESSION for ev, _ in wave])
+        watch = ~is_imp
+        # impressions: nothing moves but decay; the candidate sum gains the impressed video
+        if is_imp.any():
+            ii, gi = idx[is_imp], g[is_imp]
+            S[ii] *= gi[:, None]
+            O[ii] *= gi[:, None, None]
+            C[ii] = gi[:, None] * C[ii] + settings.impression_weight * V[is_imp]
+            imp[ii] += 1
+        if watch.any():
+            wi, gw = idx[watch], g[watch][:, None]
+            r = engagement.weight([ev.watch_ms for ev, _ in wave], [ev.duration_ms for ev, _ in wave])[watch][:, None]
+            Vw = np.ascontiguousarray(V[watch])
+            S[wi] = _run(bundle.dreamumm_step, ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
+            hid, glo, soft, inter, wts = _run(
+                bundle.opal_step, ["hidden_out", "global_out", "soft_out", "interests", "weights"],
+                item=Vw, hidden=Hd[wi], glob=G[wi], soft=O[wi], decay=gw,
+            )
+            Hd[wi], G[wi], O[wi] = hid, glo, soft
+            C[wi] *= gw
+            pos[wi] += (r[:, 0] > 0)
+            for j, i in enumerate(wi):
+                interests[int(i)] = inter[j]
+                weights[int(i)] = wts[j]
+        last_ts[idx] = np.maximum(prev, ts)
+        seq[idx] += 1
+        result.applied += len(wave)
+
+    for u in users:
+        i = row[u]
+        old = base[u]
+        if not queues.get(u):
+            if old.record:  # every event a replay (or unknown): re-send what is stored
+                result.records[u] = old.record
+            continue
+        last = queues[u][-1][0]
+        st = UserState(
+            state=S[i].copy(), hidden=Hd[i].copy(), glob=G[i].copy(), soft=O[i].copy(), cand=C[i].copy(),
+            seq=int(seq[i]), last_ts=int(last_ts[i]), positives=int(pos[i]), impressions=int(imp[i]),
+            partition=last.partition, offset=last.offset, index=last.index,
+        )
+        inter, wts = _readout(i, old, interests, weights, bundle)
+        vector, cold = user_vector(st, settings)
+        st.record = records.user_record(u, st.seq, st.last_ts, bundle.version, vector, inter, wts, cold)
+        result.states[u] = st
+        result.records[u] = st.record
+    return result
+
+
+def _readout(i: int, old: UserState, interests: dict[int, np.ndarray], weights: dict[int, np.ndarray],
+             bundle: StepBundle) -> tuple[np.ndarray, np.ndarray]:
+    """Interests and weights of a user: this batch's last OPAL output, else the stored record's, else the prior."""
+    if i in interests:
+        return interests[i], weights[i]
+    if old.record and old.seq > old.impressions:  # it has seen a watch: its record holds OPAL's readout
+        rec = records.read_record(old.record)
+        return rec["interests"], np.asarray(rec["interest_weights"], np.float32)
+    k = bundle.interests
+    return hyper_categories(bundle), np.full(k, 1.0 / k, np.float32)

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the worker, served on its web port at ``/metrics``.
+
+A private registry (not the process-global one) so two apps in one process
+(tests, the bench's plain agent) never collide on metric names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+@dataclass
+class WorkerMetrics:
+    """Counters and histograms the agents update once per batch (never per event: cheap)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter("dreamstream_events", "Events applied to user states.", registry=r)
+        self.replays = Counter("dreamstream_replayed_events", "Replayed events skipped (already applied).", registry=r)
+        self.dead_letters = Counter("dreamstream_dead_letters", "Inputs rejected to the dead-letter topic.", ["reason"], registry=r)
+        self.records = Counter("dreamstream_user_records", "user-embeddings records published.", registry=r)
+        self.items = Counter("dreamstream_item_vectors", "Item vectors embedded by the item tower.", registry=r)
+        self.batch_size = Histogram("dreamstream_batch_events", "Messages per batch taken from watch-events.",
+                                    buckets=(1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384), registry=r)
+        self.step_seconds = Histogram("dreamstream_step_seconds", "Time of apply_batch (all waves, ONNX included).",
+                                      buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)
+        self.batch_seconds = Histogram("dreamstream_batch_seconds", "Whole batch: decode, state I/O, apply, sends.",
+                                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.lag = Gauge("dreamstream_consumer_lag", "Messages behind the end of watch-events, per partition.", ["partition"], registry=r)
+        self.users = Gauge("dreamstream_users", "User-state rows held by this worker.", registry=r)
+        self.model = Gauge("dreamstream_model_info", "The bundle version being served (value 1).", ["version"], registry=r)
+
+    def serve_model(self, version: str) -> None:
+        self.model.clear()
+        self.model.labels(version=version).set(1)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def reason_label(reason: str) -> str:
+    """A low-cardinality label from a free-text reason (its first words, before any value)."""
+    head = reason.split(":", 1)[0] if not reason.startswith("array element") else reason.split(": ", 2)[1].split(":")[0]
+    return " ".join(head.split()[:4])[:48]

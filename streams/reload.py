@@ -1,0 +1,72 @@
+"""The bundle the worker serves, and the watcher that switches to a newer one between batches.
+
+Why a holder: agents read ``holder.bundle`` once at the start of a batch and
+use that object to the end of it, so a switch can only land between two
+batches - no event is applied half with one model and half with another,
+none is lost or doubled. Loading (checksums, ONNX sessions) runs in a
+thread so the event loop keeps consuming; a bundle that fails verification
+is refused with a log line and the old one keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+class BundleHolder:
+    """The current bundle plus the versions already refused (not retried until they change)."""
+
+    def __init__(self, model_dir: Path, on_switch: Callable[[Any], None] | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.bundle: Any = None
+        self.refused: set[str] = set()
+        self.on_switch = on_switch
+
+    def load_latest(self) -> Any:
+        """Blocking: load the newest valid version (used at start-up, before any event)."""
+        self._maybe_switch()
+        if self.bundle is None:
+            raise RuntimeError(
+                f"no valid model bundle in {self.model_dir}; run `dreamstream export` (or point "
+                "--model-dir / DREAMSTREAM_MODEL_DIR at a folder of bundles)"
+            )
+        return self.bundle
+
+    async def poll(self) -> None:
+        """Check for a newer version without blocking the loop."""
+        await asyncio.get_running_loop().run_in_executor(None, self._maybe_switch)
+
+    def _maybe_switch(self) -> None:
+        from dreamstream import bundle as bundles
+
+        version = bundles.latest_version(self.model_dir)
+        current = getattr(self.bundle, "version", None)
+        if version is None or version == current or version in self.refused:
+            return
+        path = self.model_dir / version
+        try:
+            bundles.verify_bundle(path)
+            new = bundles.Bundle.load(path)
+            if self.bundle is not None:
+                _same_shapes(self.bundle, new)
+        except Exception as err:  # a bad bundle must never stop the worker
+            self.refused.add(version)
+            log.error("refusing model bundle version=%s path=%s reason=%r; still serving version=%s",
+                      version, path, str(err), current)
+            return
+        self.bundle = new  # a single reference swap: agents see it at their next batch
+        log.info("serving model bundle version=%s previous=%s", version, current)
+        if self.on_switch:
+            self.on_switch(new)
+
+
+def _same_shapes(old: Any, new: Any) -> None:
+    """User states carry the old bundle's D, K, H: a new bundle must keep them."""
+    for name in ("dim", "interests", "hidden"):
+        if getattr(old, name) != getattr(new, name):
+            raise ValueError(f"{name} changed from {getattr(old, name)} to {getattr(new, name)}; "
+                             "user states cannot be carried over - start a fresh worker group for it")

@@ -1,0 +1,149 @@
+"""Decoding and validation of ``watch-events`` messages: bytes in, ``Event``s and ``Rejection``s out.
+
+A pure function on purpose: the agent must never die on bad input and never
+drop it silently, so every way a message can be wrong is decided here, where
+hypothesis can throw arbitrary bytes and values at it, and each rejection
+carries a reason a person can act on (it ends up in ``watch-events-dlq``).
+
+A message value is one event map, or an array of them (a client's batch).
+All events of one message share the message's (partition, offset); ``index``
+tells them apart so the idempotence check can resume inside a batch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from dreamstream import codec
+from dreamstream.engagement import IMPRESSION, KINDS, WATCH
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger values are refused without unpacking them
+MAX_ID_BYTES = 256
+MAX_DAY_MS = 86_400_000
+REQUIRED = ("user", "video", "ts", "watch_ms", "duration_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One valid watch or impression event and where it came from."""
+
+    user: str
+    video: str
+    ts: int
+    watch_ms: float
+    duration_ms: float
+    kind: str
+    partition: int
+    offset: int
+    index: int = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Order of this event inside its partition: (offset, index within the message)."""
+        return (self.offset, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One input that cannot be applied, with the bytes to put in the dead letter."""
+
+    reason: str
+    value: bytes | None
+
+
+def _ident(value: Any, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"field '{field}' must be a str or int id, got {type(value).__name__}")
+    text = str(value)
+    if not text:
+        raise ValueError(f"field '{field}' is empty")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValueError(f"field '{field}' is longer than {MAX_ID_BYTES} bytes")
+    return text
+
+
+def _number(value: Any, field: str, low: float, high: float, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"field '{field}' must be a number, got {type(value).__name__}")
+    number = float(value) if not isinstance(value, int) or abs(value) < 2**63 else math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"field '{field}' must be finite, got {value!r}")
+    if number < low or number > high or (low_open and number == low):
+        bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"field '{field}' = {value!r} is outside {bound}")
+    return number
+
+
+def parse_event(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int) -> Event:
+    """One event map -> ``Event``; raises ``ValueError`` saying what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"an event must be a map, got {type(obj).__name__}")
+    missing = [f for f in REQUIRED if f not in obj]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    user = _ident(obj["user"], "user")
+    video = _ident(obj["video"], "video")
+    ts = obj["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise ValueError(f"field 'ts' must be an int (ms since epoch), got {type(ts).__name__}")
+    if ts < 0 or ts > now_ms + MAX_DAY_MS:
+        raise ValueError(f"field 'ts' = {ts} is negative or more than a day in the future (now {now_ms})")
+    watch_ms = _number(obj["watch_ms"], "watch_ms", 0.0, MAX_DAY_MS)
+    duration_ms = _number(obj["duration_ms"], "duration_ms", 0.0, MAX_DAY_MS, low_open=True)
+    kind = obj.get("kind", WATCH)
+    if kind is None:
+        kind = WATCH
+    if kind not in KINDS:
+        raise ValueError(f"field 'kind' must be one of {'/'.join(KINDS)}, got {kind!r}")
+    if key is not None and key != codec.key_bytes(user):
+        raise ValueError(f"message key {key[:64]!r} does not match the event's user {user[:64]!r}")
+    return Event(user, video, ts, watch_ms, duration_ms, kind, partition, offset, index)
+
+
+def decode_message(
+    key: bytes | None, value: bytes | None, now_ms: int, partition: int = 0, offset: int = 0
+) -> tuple[list[Event], list[Rejection]]:
+    """A raw ``watch-events`` message -> its valid events (in order) and its rejections.
+
+    Rejections of a single element of an array carry that element re-packed,
+    so a fixed copy can be re-driven on its own; whole-message rejections
+    carry the original bytes.
+    """
+    if value is None:
+        return [], [Rejection("value is null (a tombstone is not an event)", value)]
+    if not isinstance(value, (bytes, bytearray)):
+        return [], [Rejection(f"value is {type(value).__name__}, not bytes", None)]
+    if len(value) > MAX_MESSAGE_BYTES:
+        return [], [Rejection(f"message of {len(value)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit", bytes(value))]
+    try:
+        obj = codec.unpack(bytes(value))
+    except Exception as err:  # msgpack raises several unrelated types on garbage
+        return [], [Rejection(f"value is not msgpack: {type(err).__name__}: {str(err)[:200]}", bytes(value))]
+    if isinstance(obj, dict):
+        if len(value) > MAX_EVENT_BYTES:
+            return [], [Rejection(f"event of {len(value)} bytes is over the {MAX_EVENT_BYTES}-byte limit", bytes(value))]
+        try:
+            return [parse_event(obj, key, now_ms, partition, offset, 0)], []
+        except ValueError as err:
+            return [], [Rejection(str(err), bytes(value))]
+    if not isinstance(obj, list):
+        return [], [Rejection(f"value must be a map or an array of maps, got {type(obj).__name__}", bytes(value))]
+    if not obj:
+        return [], [Rejection("value is an empty array: no event to apply", bytes(value))]
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    for index, element in enumerate(obj):
+        packed = codec.pack(element)
+        if len(packed) > MAX_EVENT_BYTES:
+            rejections.append(Rejection(f"array element {index}: event of {len(packed)} bytes is over the {MAX_EVENT_BYTES}-byte limit", packed))
+            continue
+        try:
+            events.append(parse_event(element, key, now_ms, partition, offset, index))
+        except ValueError as err:
+            rejections.append(Rejection(f"array element {index}: {err}", packed))
+    return events, rejections
+
+
+__all__ = ["Event", "Rejection", "decode_message", "parse_event", "IMPRESSION", "WATCH"]

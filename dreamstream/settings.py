@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(512, ge=1, description="Most events the worker applies in one ONNX batch.")
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest the worker waits to fill a batch, in seconds.")
     web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
+    web_bind: str = Field(
+        "127.0.0.1", description="Address the worker's web server listens on; 0.0.0.0 in containers so probes and Prometheus reach it."
+    )
     metrics_port: int = Field(0, ge=0, description="Port of the indexer's Prometheus endpoint; 0 = none.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 

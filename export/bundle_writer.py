@@ -1,0 +1,116 @@
+"""Write a versioned model bundle atomically: ONNX files, item vectors, manifest with checksums.
+
+The bundle is built in a hidden temp folder beside its final place and
+renamed into ``<model_dir>/<version>`` only when complete, so a reader
+(:func:`dreamstream.bundle.latest_version`) never sees a half-written one.
+The manifest is written last and lists the sha256 of every other file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from dreamstream.bundle import ITEM_IDS, ITEMS, MANIFEST, OPSET, sha256, verify_bundle
+from export.onnx_export import export_all
+from models.dreamumm import DreamUMMStep
+from models.opal import Opal
+
+
+def new_version(model_dir: Path, now: datetime | None = None) -> str:
+    """``vYYYYMMDD-HHMMSS`` (UTC), with ``-2``, ``-3``… when that second is taken."""
+    base = (now or datetime.now(timezone.utc)).strftime("v%Y%m%d-%H%M%S")
+    version, n = base, 1
+    while (model_dir / version).exists():
+        n += 1
+        version = f"{base}-{n}"
+    return version
+
+
+def write_bundle(model_dir: str | Path, opal: Opal, item_tower: nn.Module, items: np.ndarray,
+                 item_ids: Sequence[Any], text_dim: int, visual_dim: int, data: Mapping[str, Any] | None = None,
+                 metrics: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None,
+                 version: str | None = None) -> Path:
+    """Export, validate and publish a bundle; returns the path of its ``manifest.json``.
+
+    ``items`` [N, D] are the trained catalogue's vectors (rows are
+    normalised here), ``item_ids`` their ids in the same order. ``data`` and
+    ``metrics`` describe the training data and offline results for the
+    manifest. Raises when any ONNX file differs from PyTorch beyond the
+    contract's tolerance, leaving nothing behind.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    cfg = opal.config
+    items = np.asarray(items, dtype=np.float32)
+    if items.ndim != 2 or items.shape[1] != cfg.dim:
+        raise ValueError(f"items must be [N, {cfg.dim}] to match OPAL's dim, got {items.shape}")
+    ids = [str(i) for i in item_ids]
+    if len(ids) != items.shape[0] or len(set(ids)) != len(ids):
+        raise ValueError(f"item_ids must be {items.shape[0]} distinct ids, got {len(ids)} ({len(set(ids))} distinct)")
+    sizes = {"D": cfg.dim, "K": cfg.interests, "H": cfg.hidden, "Dt": int(text_dim), "Dv": int(visual_dim), "1": 1}
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=model_dir))
+    try:
+        errors = export_all({"dreamumm_step": DreamUMMStep(), "opal_step": opal, "item_tower": item_tower}, sizes, tmp)
+        norms = np.linalg.norm(items, axis=1, keepdims=True)
+        np.save(tmp / ITEMS, (items / np.maximum(norms, 1e-12)).astype(np.float32))
+        (tmp / ITEM_IDS).write_text(json.dumps(ids))
+        version = version or new_version(model_dir)
+        manifest = {
+            "version": version,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dim": cfg.dim, "interests": cfg.interests, "hidden": cfg.hidden, "tau": cfg.tau,
+            "opset": OPSET, "text_dim": int(text_dim), "visual_dim": int(visual_dim),
+            "items": len(ids),
+            "files": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
+                      for p in sorted(tmp.iterdir()) if p.name != MANIFEST},
+            "validation_max_abs_err": errors,
+            "opal": cfg.to_dict(),
+            "data": dict(data or {}),
+            "metrics": dict(metrics or {}),
+            **dict(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _fsync_folder(tmp)
+        final = model_dir / version
+        if final.exists():
+            raise FileExistsError(f"{final} already exists: pick another version")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    verify_bundle(final)
+    return final / MANIFEST
+
+
+def _fsync_folder(folder: Path) -> None:
+    for p in folder.iterdir():
+        with open(p, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def random_bundle(out_dir: str | Path, n_items: int = 200, dim: int = 64, interests: int = 4, hidden: int = 64,
+                  text_dim: int = 384, visual_dim: int = 128, seed: int = 0) -> Path:
+    """A valid bundle from freshly initialised (seeded) modules and random unit items: for tests.
+
+    Returns the path of its ``manifest.json``. Same code path as a trained
+    export, so it passes the same checks.
+    """
+    from models.dream import ItemTower, ItemTowerConfig
+    from models.opal import OpalConfig
+
+    torch.manual_seed(seed)
+    opal = Opal(OpalConfig(dim=dim, interests=interests, hidden=hidden)).eval()
+    tower = ItemTower(ItemTowerConfig(text_dim=text_dim, visual_dim=visual_dim, dim=dim)).eval()
+    rng = np.random.default_rng(seed)
+    items = rng.standard_normal((n_items, dim)).astype(np.float32)
+    return write_bundle(out_dir, opal, tower, items, [f"v{i}" for i in range(n_items)], text_dim, visual_dim,
+                        data={"name": "random", "seed": seed}, extra={"random": True})

@@ -1,0 +1,404 @@
+"""OPAL: orthogonal hyper-category guided multi-interest elicitation (arXiv 2407.14741, Li et al., 2024).
+
+Reference code: github.com/libeibei95/OPAL (``model_devcl.py``, class ``DevCL``).
+
+A user's history is split among K interests by K orthogonal hyper-category
+embeddings ``C`` that live in the frozen DREAM item space. Per watched item
+``v``: ``p = softmax(C v / tau)`` (soft assignment), ``k = argmax p`` (hard
+assignment), one GRU cell shared by every interest steps only ``h[k]``, a
+global GRU state steps on every item, ``soft <- decay*soft + p (x) v``.
+Readout (``DESIGN.md``, "Update math")::
+
+    seq_k      = normalize(MLP(h[k]))                         (C_k if h[k] has never stepped)
+    interest_k = normalize(0.5*normalize(soft[k]) + 0.5*seq_k)  (C_k if soft[k] is empty)
+    weights    = softmax(interests . normalize(MLP(g_h)) / tau)
+
+Written so that the streaming update is *the* model: :meth:`Opal.step` is the
+function exported to ONNX, and the training forward unrolls it over a
+sequence, so what the worker computes is what was trained.
+
+Where this deviates from the paper / reference code, and why:
+
+* Item embeddings are not learned: OPAL is trained on frozen DREAM item
+  vectors, so every interest lives in the one item space the index serves.
+  Only ``C``, the GRU and the MLP are trained.
+* ``C`` is renormalised functionally in every forward (the reference code
+  overwrites the weights in place under ``no_grad``), and it really starts
+  orthogonal (the reference init looks the parameter up by a name that never
+  matches, so it is uniform-random).
+* The sequence is processed event by event with a GRU *cell* (the reference
+  packs each interest's sub-sequence and runs ``nn.GRU``): same maths, but a
+  per-event state is what streaming needs. The global GRU shares the cell
+  and MLP with the interests, as in the reference code.
+* The MLP maps ``H -> D`` with a tanh hidden layer instead of ``Linear+ReLU``
+  (a ReLU output lies in the positive orthant and can be all-zero, which has
+  no direction to normalise).
+* "Seen" is read from the state itself: an interest whose hidden row is all
+  zeros has never been stepped (states start at zero), so no bookkeeping
+  input is needed in the ONNX signature.
+* Future-item loss: every item in the next ``window`` events is a positive
+  (the paper's future-item prediction); each is scored by the best interest
+  (``max_k``, as the reference's CE branch) in a full softmax over the frozen
+  catalogue, on ``positions`` random cut points per sequence.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class OpalConfig:
+    dim: int = 64              # D: the DREAM item space
+    interests: int = 4         # K hyper-categories
+    hidden: int = 64           # H: GRU state width
+    tau: float = 0.1           # temperature of assignment and interest weights (reference: temp 0.1)
+    w_orth: float = 10.0       # orthogonality loss weight (reference w_orth)
+    w_uniform: float = 1.0     # uniformity loss weight (reference w_uniform)
+    w_unique: float = 1.0      # unique (sharpness) loss weight (reference w_sharp)
+    window: int = 5            # future items that count as positives of a cut point
+    max_len: int = 50          # training sequences are windows of at most this many events
+    positions: int = 8         # cut points scored per training sequence
+    lr: float = 3e-3
+    batch_size: int = 128
+    pretrain_share: float = 0.4  # share of epochs spent in soft pre-training
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class OpalState(NamedTuple):
+    hidden: torch.Tensor   # [B, K, H] per-interest GRU states
+    glob: torch.Tensor     # [B, H] global GRU state
+    soft: torch.Tensor     # [B, K, D] decayed soft interest sums
+
+
+class OpalStep(NamedTuple):
+    """The seven outputs of ``opal_step.onnx``, in the contract's order."""
+
+    hidden_out: torch.Tensor  # [B, K, H]
+    global_out: torch.Tensor  # [B, H]
+    soft_out: torch.Tensor    # [B, K, D]
+    interests: torch.Tensor   # [B, K, D] unit rows
+    weights: torch.Tensor     # [B, K] sum to 1
+    assign: torch.Tensor      # [B] int64
+    probs: torch.Tensor       # [B, K] sum to 1
+
+
+class Opal(nn.Module):
+    def __init__(self, config: OpalConfig):
+        super().__init__()
+        self.config = config
+        d, k, h = config.dim, config.interests, config.hidden
+        self.hyper = nn.Parameter(torch.empty(k, d))           # C [K, D]
+        self.cell = nn.GRUCell(d, h, bias=False)               # shared by all interests and the global state
+        self.mlp = nn.Sequential(nn.Linear(h, d), nn.Tanh(), nn.Linear(d, d))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.orthogonal_(self.hyper)  # unit, mutually orthogonal rows when K <= D
+        std = 1.0 / math.sqrt(self.config.hidden)
+        for p in self.cell.parameters():
+            nn.init.uniform_(p, -std, std)
+
+    # --- pieces -------------------------------------------------------------
+    def categories(self) -> torch.Tensor:
+        """C with unit rows [K, D], renormalised functionally (never in place)."""
+        return F.normalize(self.hyper, dim=1)
+
+    def scores(self, item: torch.Tensor) -> torch.Tensor:
+        """Assignment logits ``C v / tau``: item [..., D] -> [..., K]."""
+        return item @ self.categories().T / self.config.tau
+
+    def empty_state(self, batch: int) -> OpalState:
+        c = self.config
+        z = self.hyper.new_zeros
+        return OpalState(z(batch, c.interests, c.hidden), z(batch, c.hidden), z(batch, c.interests, c.dim))
+
+    def readout(self, hidden: torch.Tensor, glob: torch.Tensor, soft: torch.Tensor, hard: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(interests [B,K,D] unit rows, weights [B,K]) from a state; ``hard=False`` = soft pre-training readout."""
+        cats = self.categories().unsqueeze(0)                                  # [1, K, D]
+        soft_seen = soft.pow(2).sum(dim=2, keepdim=True) > 0                   # [B, K, 1]
+        soft_part = torch.where(soft_seen, F.normalize(soft, dim=2), cats)      # [B, K, D]
+        if hard:
+            seq_seen = hidden.abs().sum(dim=2, keepdim=True) > 0               # [B, K, 1]
+            seq_part = torch.where(seq_seen, F.normalize(self.mlp(hidden), dim=2), cats)
+            interests = F.normalize(0.5 * soft_part + 0.5 * seq_part, dim=2)
+        else:
+            interests = soft_part
+        user = F.normalize(self.mlp(glob), dim=1).unsqueeze(2)                 # [B, D, 1]
+        weights = torch.softmax(torch.bmm(interests, user).squeeze(2) / self.config.tau, dim=1)  # [B, K]
+        return interests, weights
+
+    def advance(self, item: torch.Tensor, state: OpalState, decay: torch.Tensor
+                ) -> tuple[OpalState, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One event: (new state, logits [B,K], probs [B,K], assign [B]). item [B,D], decay [B,1]."""
+        hidden, glob, soft = state
+        logits = self.scores(item)                                             # [B, K]
+        probs = torch.softmax(logits, dim=1)
+        assign = torch.argmax(probs, dim=1)                                    # [B] int64
+        onehot = torch.arange(self.config.interests, device=item.device).unsqueeze(0) == assign.unsqueeze(1)  # [B, K]
+        mine = (hidden * onehot.unsqueeze(2).to(hidden.dtype)).sum(dim=1)      # [B, H] = h[k]
+        stepped = self.cell(item, mine)                                        # [B, H]
+        hidden_out = torch.where(onehot.unsqueeze(2), stepped.unsqueeze(1), hidden)  # only row k changes
+        glob_out = self.cell(item, glob)
+        soft_out = decay.unsqueeze(2) * soft + probs.unsqueeze(2) * item.unsqueeze(1)  # [B, K, D]
+        return OpalState(hidden_out, glob_out, soft_out), logits, probs, assign
+
+    # --- the streaming function (exported) ----------------------------------
+    def step(self, item: torch.Tensor, hidden: torch.Tensor, glob: torch.Tensor, soft: torch.Tensor,
+             decay: torch.Tensor) -> OpalStep:
+        """The ONNX function: one event per row. Pure, explicit dims, batch 1 works."""
+        state, _, probs, assign = self.advance(item, OpalState(hidden, glob, soft), decay)
+        interests, weights = self.readout(*state)
+        return OpalStep(state.hidden, state.glob, state.soft, interests, weights, assign, probs)
+
+    forward = step
+
+    # --- the training function ----------------------------------------------
+    def sequence(self, items: torch.Tensor, mask: torch.Tensor, decay: torch.Tensor | None = None,
+                 hard: bool = True, state: OpalState | None = None) -> dict[str, torch.Tensor]:
+        """Unroll :meth:`advance` over items [B,T,D] (mask [B,T] bool: real event; decay [B,T]).
+
+        A masked position leaves the state unchanged. Returns per position the
+        readout after that event: ``interests`` [B,T,K,D], ``weights`` [B,T,K],
+        ``probs`` [B,T,K], ``logits`` [B,T,K], ``assign`` [B,T], and ``state``.
+        """
+        b, t, _ = items.shape
+        state = state if state is not None else self.empty_state(b)
+        decay = decay if decay is not None else items.new_ones(b, t)
+        outs: dict[str, list[torch.Tensor]] = {"interests": [], "weights": [], "probs": [], "logits": [], "assign": []}
+        for i in range(t):
+            new, logits, probs, assign = self.advance(items[:, i], state, decay[:, i:i + 1])
+            keep = mask[:, i]
+            state = OpalState(*(torch.where(keep.view(-1, *([1] * (n.dim() - 1))), n, o) for n, o in zip(new, state)))
+            interests, weights = self.readout(*state, hard=hard)
+            for name, value in zip(outs, (interests, weights, probs, logits, assign)):
+                outs[name].append(value)
+        result: dict = {name: torch.stack(values, dim=1) for name, values in outs.items()}
+        result["state"] = state
+        return result
+
+    # --- losses ---------------------------------------------------------------
+    def orthogonality_loss(self) -> torch.Tensor:
+        """``|C C^T - I|^2 / K^2``."""
+        c = self.categories()
+        k = c.shape[0]
+        return (c @ c.T - torch.eye(k, device=c.device)).pow(2).sum() / (k * k)
+
+    @staticmethod
+    def uniformity_loss(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """std / mean of the assignment mass per interest over all real events: probs [B,T,K], mask [B,T]."""
+        mass = (probs * mask.unsqueeze(2)).sum(dim=(0, 1)) / mask.sum().clamp(min=1)  # [K]
+        return mass.std() / mass.mean()
+
+    @staticmethod
+    def unique_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the assignment logits against their own argmax: sharpens assignments."""
+        flat = logits[mask]                                                     # [N, K]
+        return F.cross_entropy(flat, flat.argmax(dim=1))
+
+    def future_loss(self, interests: torch.Tensor, catalogue: torch.Tensor, targets: torch.Tensor,
+                    target_mask: torch.Tensor) -> torch.Tensor:
+        """Future-item prediction: interests [B,P,K,D]; targets [B,P,W] item indexes; target_mask [B,P,W].
+
+        Each future item is a positive; its score is the best interest's, in a
+        full softmax over the frozen catalogue [N, D].
+        """
+        scores = torch.einsum("bpkd,nd->bpkn", interests, catalogue).amax(dim=2) / self.config.tau  # [B,P,N]
+        logp = torch.log_softmax(scores, dim=2)
+        picked = logp.gather(2, targets.clamp(min=0))                          # [B,P,W]
+        return -(picked * target_mask).sum() / target_mask.sum().clamp(min=1)
+
+    def loss(self, items: torch.Tensor, mask: torch.Tensor, catalogue: torch.Tensor, cut: torch.Tensor,
+             targets: torch.Tensor, target_mask: torch.Tensor, hard: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its parts. cut [B,P]: positions whose readout predicts targets [B,P,W]."""
+        c = self.config
+        out = self.sequence(items, mask, hard=hard)
+        idx = cut.unsqueeze(2).unsqueeze(3).expand(-1, -1, c.interests, c.dim)  # [B,P,K,D]
+        interests = out["interests"].gather(1, idx)
+        parts = {
+            "future": self.future_loss(interests, catalogue, targets, target_mask),
+            "orth": c.w_orth * self.orthogonality_loss(),
+            "uniform": c.w_uniform * self.uniformity_loss(out["probs"], mask),
+        }
+        if hard:
+            parts["unique"] = c.w_unique * self.unique_loss(out["logits"], mask)
+        return sum(parts.values()), parts
+
+
+# --- training on a split ----------------------------------------------------
+
+def user_sequences(split, dataset, upto: str = "valid") -> list[np.ndarray]:
+    """Per kept user, the item indexes of their positive events before ``upto``, in event order.
+
+    OPAL follows what a user engaged with; skips carry no interest (the
+    stream worker feeds OPAL positive events only, for the same reason).
+    """
+    return [dataset.item[rows[split.positive[rows]]] for rows in split.history(upto)]
+
+
+def final_interests(model: Opal, catalogue: torch.Tensor, sequences: list[np.ndarray], batch: int = 512
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sequence, (interests [U,K,D], weights [U,K], hard assignment counts [U,K]) after its last event."""
+    model.eval()
+    res_i, res_w, res_c = [], [], []
+    with torch.no_grad():
+        for s in range(0, len(sequences), batch):
+            chunk = sequences[s:s + batch]
+            items, mask = pad(chunk, catalogue)
+            out = model.sequence(items, mask)
+            interests, weights = model.readout(*out["state"])
+            counts = F.one_hot(out["assign"], model.config.interests) * mask.unsqueeze(2)
+            res_i.append(interests.numpy()); res_w.append(weights.numpy()); res_c.append(counts.sum(1).numpy())
+    k, d = model.config.interests, model.config.dim
+    if not res_i:
+        return np.zeros((0, k, d), np.float32), np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate(res_i), np.concatenate(res_w), np.concatenate(res_c)
+
+
+def pad(sequences: list[np.ndarray], catalogue: torch.Tensor, length: int | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-aligned [B, T, D] item vectors and [B, T] mask of real events."""
+    length = length or max((len(s) for s in sequences), default=1) or 1
+    idx = torch.zeros(len(sequences), length, dtype=torch.long)
+    mask = torch.zeros(len(sequences), length, dtype=torch.bool)
+    for i, s in enumerate(sequences):
+        n = min(len(s), length)
+        idx[i, :n] = torch.as_tensor(s[-n:] if len(s) > length else s[:n], dtype=torch.long)
+        mask[i, :n] = True
+    return catalogue[idx], mask
+
+
+def sample_batch(sequences: list[np.ndarray], users: np.ndarray, config: OpalConfig, rng: np.random.Generator):
+    """Random windows of the users' sequences, with cut points and their future items."""
+    t, w, p = config.max_len, config.window, config.positions
+    idx = np.zeros((len(users), t), np.int64)
+    mask = np.zeros((len(users), t), bool)
+    cut = np.zeros((len(users), p), np.int64)
+    targets = np.zeros((len(users), p, w), np.int64)
+    tmask = np.zeros((len(users), p, w), np.float32)
+    for row, u in enumerate(users):
+        seq = sequences[u]
+        n = min(len(seq), t + w)
+        start = rng.integers(0, len(seq) - n + 1)
+        window = seq[start:start + n]
+        seen = n - 1 if n <= t else t
+        idx[row, :seen] = window[:seen]
+        mask[row, :seen] = True
+        cut[row] = rng.integers(0, seen, size=p)
+        for j, c in enumerate(cut[row]):
+            fut = window[c + 1:c + 1 + w]
+            targets[row, j, :len(fut)] = fut
+            tmask[row, j, :len(fut)] = 1.0
+    return (torch.from_numpy(idx), torch.from_numpy(mask), torch.from_numpy(cut), torch.from_numpy(targets),
+            torch.from_numpy(tmask))
+
+
+def evaluate_recall(model: Opal, catalogue: torch.Tensor, split, dataset, upto: str, k: int = 20) -> float:
+    """recall@k of max-over-interests retrieval for ``upto`` (training items masked)."""
+    from dreamstream.data.metrics import topk_metrics
+
+    interests, _, _ = final_interests(model, catalogue, user_sequences(split, dataset, upto))
+    scores = np.einsum("ukd,nd->ukn", interests, catalogue.numpy()).max(axis=1)
+    for u, items in enumerate(split.exclude_items(upto)):
+        scores[u, items] = -np.inf
+    topk = np.argsort(-scores, axis=1)[:, :k]
+    return float(topk_metrics(topk, split.targets(upto), ks=(k,))[f"recall@{k}"])
+
+
+def train_opal(item_vectors: np.ndarray, split, dataset, epochs: int, seed: int, out_dir: str | Path,
+               config: OpalConfig | None = None, progress: bool = True) -> dict:
+    """Train OPAL on frozen DREAM item vectors; write ``out_dir/opal.pt``.
+
+    Two stages: soft pre-training (interests from the soft states, no GRU)
+    for ``pretrain_share`` of the epochs, then hard fine-tuning (full
+    readout, unique loss on). Returns the metrics and also merges them into
+    ``out_dir/metrics.json["opal"]``, and the per-epoch curve into
+    ``out_dir/history.json["opal"]``.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    catalogue = F.normalize(torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32), dim=1)
+    config = config or OpalConfig(dim=catalogue.shape[1])
+    if config.dim != catalogue.shape[1]:
+        config = replace(config, dim=catalogue.shape[1])
+    model = Opal(config)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sequences = user_sequences(split, dataset, "valid")
+    trainable = np.flatnonzero(np.array([len(s) >= 2 for s in sequences], dtype=bool))
+    if trainable.size == 0:
+        raise ValueError("no user has two positive training events: OPAL has nothing to learn from")
+    pre_epochs = int(round(epochs * config.pretrain_share)) if epochs > 1 else 0
+    history: list[dict] = []
+    started = time.time()
+    for epoch in range(epochs):
+        hard = epoch >= pre_epochs
+        model.train()
+        order = rng.permutation(trainable)
+        totals: dict[str, float] = {}
+        batches = range(0, len(order), config.batch_size)
+        bar = tqdm(batches, desc=f"opal {'hard' if hard else 'soft'} {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for s in bar:
+            idx, mask, cut, targets, tmask = sample_batch(sequences, order[s:s + config.batch_size], config, rng)
+            loss, parts = model.loss(catalogue[idx], mask, catalogue, cut, targets, tmask, hard=hard)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for name, value in {"loss": loss, **parts}.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        row = {"epoch": epoch + 1, "stage": "hard" if hard else "soft",
+               **{n: v / max(len(batches), 1) for n, v in totals.items()}}
+        row["valid_recall@20"] = evaluate_recall(model, catalogue, split, dataset, "valid")
+        history.append(row)
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_opal(model, out / "opal.pt")
+    cats = model.categories().detach()
+    metrics = {
+        "valid": {"recall@20": history[-1]["valid_recall@20"]} if history else {},
+        "orthogonality": float(model.orthogonality_loss().detach()),
+        "max_offdiag_cos": float((cats @ cats.T - torch.eye(config.interests)).abs().max()),
+        "pretrain_epochs": pre_epochs,
+        "epochs": epochs,
+        "seconds": round(time.time() - started, 1),
+    }
+    _merge_json(out / "metrics.json", "opal", metrics)
+    _merge_json(out / "history.json", "opal", history)
+    return metrics
+
+
+def _merge_json(path: Path, key: str, value) -> None:
+    """Put ``value`` under ``key`` of the JSON object at ``path`` (created when missing)."""
+    blob = json.loads(path.read_text()) if path.exists() else {}
+    blob[key] = value
+    path.write_text(json.dumps(blob, indent=1))
+
+
+def save_opal(model: Opal, path: str | Path) -> None:
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
+
+
+def load_opal(ckpt_dir: str | Path) -> Opal:
+    """The trained OPAL of a checkpoint folder (``opal.pt``), in eval mode."""
+    path = Path(ckpt_dir) / "opal.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `dreamstream train --out {ckpt_dir}` first")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = Opal(OpalConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()

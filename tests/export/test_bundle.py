@@ -1,0 +1,98 @@
+"""Export: ONNX vs PyTorch, the shared contract checker, checksums and versions."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamstream.bundle import CONTRACT, BundleError, latest_version, load_bundle, verify_bundle
+from export.onnx_export import random_inputs
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"  # as tests/conftest.py locates it
+
+
+def test_shared_contract_checker_accepts_an_exported_bundle(random_manifest: Path) -> None:
+    run = subprocess.run([sys.executable, str(SHARED / "contract" / "check_bundle.py"), str(random_manifest)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("batch", [1, 37])
+def test_onnx_equals_pytorch(random_manifest: Path, batch: int) -> None:
+    from models.dream import ItemTower, ItemTowerConfig
+    from models.dreamumm import DreamUMMStep
+    from models.opal import Opal, OpalConfig
+
+    bundle = load_bundle(random_manifest.parent)
+    m = bundle.manifest
+    torch.manual_seed(0)  # random_bundle's seed: the same freshly initialised modules
+    modules = {"opal_step": Opal(OpalConfig(dim=m.dim, interests=m.interests, hidden=m.hidden)).eval(),
+               "item_tower": ItemTower(ItemTowerConfig(text_dim=m.text_dim, visual_dim=m.visual_dim, dim=m.dim)).eval(),
+               "dreamumm_step": DreamUMMStep()}
+    rng = np.random.default_rng(batch)
+    for name, function in CONTRACT.items():
+        feeds = random_inputs(function, m.sizes(), batch, rng)
+        got = bundle.run(name, **feeds)
+        with torch.no_grad():
+            ref = modules[name](*(torch.from_numpy(feeds[p.name]) for p in function.inputs))
+        ref = ref if isinstance(ref, tuple) else (ref,)
+        for port, r in zip(function.outputs, ref):
+            assert got[port.name].shape == tuple(r.shape), (name, port.name)
+            assert np.abs(got[port.name] - r.numpy()).max() <= 1e-4, (name, port.name)
+
+
+def test_manifest_lists_checksums_and_shapes(random_manifest: Path) -> None:
+    m = verify_bundle(random_manifest.parent)
+    assert set(m.files) >= {"dreamumm_step.onnx", "opal_step.onnx", "item_tower.onnx", "items.npy", "item_ids.json"}
+    raw = json.loads(random_manifest.read_text())
+    assert (raw["dim"], raw["interests"], raw["hidden"], raw["text_dim"], raw["visual_dim"]) == (16, 4, 8, 12, 6)
+    items = np.load(random_manifest.parent / "items.npy")
+    assert items.dtype == np.float32 and np.allclose(np.linalg.norm(items, axis=1), 1, atol=1e-5)
+
+
+def test_a_tampered_file_is_refused_with_a_clear_error(random_manifest: Path, tmp_path: Path) -> None:
+    copy = tmp_path / random_manifest.parent.name
+    shutil.copytree(random_manifest.parent, copy)
+    with open(copy / "opal_step.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match=r"opal_step\.onnx: sha256 .* does not match .* Re-export"):
+        load_bundle(copy)
+
+
+def test_a_missing_checksum_entry_is_refused(random_manifest: Path, tmp_path: Path) -> None:
+    copy = tmp_path / random_manifest.parent.name
+    shutil.copytree(random_manifest.parent, copy)
+    raw = json.loads((copy / "manifest.json").read_text())
+    del raw["files"]["items.npy"]
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="items.npy"):
+        verify_bundle(copy)
+
+
+def test_latest_version_ignores_half_written_folders(random_manifest: Path, tmp_path: Path) -> None:
+    old = tmp_path / "v20250101-000000"
+    new = tmp_path / "v20250101-000000-2"
+    shutil.copytree(random_manifest.parent, old)
+    shutil.copytree(random_manifest.parent, new)
+    (tmp_path / ".partial-abc").mkdir()
+    (tmp_path / "v20991231-235959").mkdir()  # no manifest: never chosen
+    assert latest_version(tmp_path) == new
+    assert load_bundle(tmp_path).root == new
+    assert latest_version(tmp_path / "nothing") is None
+
+
+def test_bundle_steps_and_empty_state(random_manifest: Path) -> None:
+    bundle = load_bundle(random_manifest.parent)
+    state = bundle.empty_opal_state(3)
+    item = bundle.items[:3]
+    out = bundle.opal_step(item, state["hidden"], state["global"], state["soft"], np.ones((3, 1), np.float32))
+    assert out["assign"].dtype == np.int64 and out["assign"].shape == (3,)
+    assert np.allclose(np.linalg.norm(out["interests"], axis=2), 1, atol=1e-4)
+    d = bundle.dreamumm_step(np.zeros((3, 16), np.float32), item, np.ones((3, 1), np.float32), np.ones((3, 1), np.float32))
+    assert np.allclose(d["user"], item, atol=1e-5)
+    assert len(bundle.item_ids) == 64

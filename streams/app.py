@@ -25,7 +25,7 @@ def app_config(settings: Settings) -> dict[str, Any]:
         topic_replication_factor=settings.replication,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         consumer_auto_offset_reset="earliest",
         # measured on tansu: defaults take ~30 s to get partitions, these ~5 s
         broker_session_timeout=6.0,

@@ -41,11 +41,8 @@ class StepBundle(Protocol):
     """What apply needs of a model bundle (``dreamstream.bundle.Bundle`` is one)."""
 
     version: str
-    dim: int
-    interests: int
-    hidden: int
-    dreamumm_step: Any  # onnxruntime.InferenceSession
-    opal_step: Any
+    manifest: Any  # .dim, .interests, .hidden
+    sessions: Mapping[str, Any]  # onnxruntime sessions by contract name
 
 
 @dataclass
@@ -73,12 +70,13 @@ def hyper_categories(bundle: StepBundle) -> np.ndarray:
     """
     key = id(bundle)
     if key not in _HYPER_CACHE:
-        k, d, h = bundle.interests, bundle.dim, bundle.hidden
+        m = bundle.manifest
+        k, d, h = m.interests, m.dim, m.hidden
         n = 64 * k
         rng = np.random.default_rng(0)
         items = rng.standard_normal((n, d)).astype(np.float32)
         items /= np.linalg.norm(items, axis=1, keepdims=True)
-        out = _run(bundle.opal_step, ["interests", "assign"], item=items, hidden=np.zeros((n, k, h), np.float32),
+        out = _run(bundle.sessions["opal_step"], ["interests", "assign"], item=items, hidden=np.zeros((n, k, h), np.float32),
                    glob=np.zeros((n, h), np.float32), soft=np.zeros((n, k, d), np.float32), decay=np.ones((n, 1), np.float32))
         interests, assign = out
         hyper = np.zeros((k, d), np.float32)
@@ -111,7 +109,7 @@ def apply_batch(
     settings: Settings,
 ) -> BatchResult:
     """Apply ``events`` (in arrival order) to ``states``; see the module docstring."""
-    d, k, h = bundle.dim, bundle.interests, bundle.hidden
+    d, k, h = bundle.manifest.dim, bundle.manifest.interests, bundle.manifest.hidden
     result = BatchResult()
     queues: dict[str, list[tuple[Event, np.ndarray]]] = {}
     base: dict[str, UserState] = {}
@@ -169,9 +167,9 @@ def apply_batch(
             wi, gw = idx[watch], g[watch][:, None]
             r = engagement.weight([ev.watch_ms for ev, _ in wave], [ev.duration_ms for ev, _ in wave])[watch][:, None]
             Vw = np.ascontiguousarray(V[watch])
-            S[wi] = _run(bundle.dreamumm_step, ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
+            S[wi] = _run(bundle.sessions["dreamumm_step"], ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
             hid, glo, soft, inter, wts = _run(
-                bundle.opal_step, ["hidden_out", "global_out", "soft_out", "interests", "weights"],
+                bundle.sessions["opal_step"], ["hidden_out", "global_out", "soft_out", "interests", "weights"],
                 item=Vw, hidden=Hd[wi], glob=G[wi], soft=O[wi], decay=gw,
             )
             Hd[wi], G[wi], O[wi] = hid, glo, soft
@@ -213,5 +211,5 @@ def _readout(i: int, old: UserState, interests: dict[int, np.ndarray], weights: 
     if old.record and old.seq > old.impressions:  # it has seen a watch: its record holds OPAL's readout
         rec = records.read_record(old.record)
         return rec["interests"], np.asarray(rec["interest_weights"], np.float32)
-    k = bundle.interests
+    k = bundle.manifest.interests
     return hyper_categories(bundle), np.full(k, 1.0 / k, np.float32)

@@ -76,11 +76,10 @@ def parse_features(value: bytes | None, text_dim: int, visual_dim: int) -> tuple
 
 def tower_dims(bundle: Any) -> tuple[int, int]:
     """Widths of the item tower's text and visual inputs."""
-    shapes = {i.name: i.shape for i in bundle.item_tower.get_inputs()}
-    return int(shapes["text"][1]), int(shapes["visual"][1])
+    return int(bundle.manifest.text_dim), int(bundle.manifest.visual_dim)
 
 
 def embed(bundle: Any, text: Sequence[np.ndarray], visual: Sequence[np.ndarray]) -> np.ndarray:
     """Item vectors [B, D] for a batch of new videos, one ``session.run``."""
-    out = bundle.item_tower.run(["item"], {"text": np.stack(text).astype(np.float32), "visual": np.stack(visual).astype(np.float32)})
+    out = bundle.sessions["item_tower"].run(["item"], {"text": np.stack(text).astype(np.float32), "visual": np.stack(visual).astype(np.float32)})
     return out[0]

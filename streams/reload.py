@@ -43,14 +43,14 @@ class BundleHolder:
     def _maybe_switch(self) -> None:
         from dreamstream import bundle as bundles
 
-        version = bundles.latest_version(self.model_dir)
+        path = bundles.latest_version(self.model_dir)
         current = getattr(self.bundle, "version", None)
-        if version is None or version == current or version in self.refused:
+        serving = self.bundle.root.name if self.bundle is not None else None
+        if path is None or path.name == serving or path.name in self.refused:
             return
-        path = self.model_dir / version
+        version = path.name
         try:
-            bundles.verify_bundle(path)
-            new = bundles.Bundle.load(path)
+            new = bundles.load_bundle(path)  # checksums and ONNX signatures verified
             if self.bundle is not None:
                 _same_shapes(self.bundle, new)
         except Exception as err:  # a bad bundle must never stop the worker
@@ -67,6 +67,6 @@ class BundleHolder:
 def _same_shapes(old: Any, new: Any) -> None:
     """User states carry the old bundle's D, K, H: a new bundle must keep them."""
     for name in ("dim", "interests", "hidden"):
-        if getattr(old, name) != getattr(new, name):
-            raise ValueError(f"{name} changed from {getattr(old, name)} to {getattr(new, name)}; "
+        if getattr(old.manifest, name) != getattr(new.manifest, name):
+            raise ValueError(f"{name} changed from {getattr(old.manifest, name)} to {getattr(new.manifest, name)}; "
                              "user states cannot be carried over - start a fresh worker group for it")

@@ -1,0 +1,150 @@
+"""apply_batch against independent computations: numpy DreamUMM, and event-by-event ONNX at batch 1."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dreamstream import codec
+from dreamstream.settings import Settings
+from streams import state as state_mod
+from streams.apply import apply_batch
+from streams.records import read_record
+from streams.validate import Event
+
+NOW = 1_700_000_000_000
+
+
+def make_events(n_users: int, n_events: int, items: list[str], seed: int = 0, impressions: float = 0.0) -> list[Event]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_events):
+        kind = "impression" if rng.random() < impressions else "watch"
+        dur = float(rng.integers(1000, 60000))
+        out.append(Event(f"u{rng.integers(n_users)}", items[rng.integers(len(items))], NOW + i * 1000,
+                         float(rng.uniform(0, 1.6) * dur), dur, kind, 0, i))
+    return out
+
+
+def settings(**kw) -> Settings:
+    base = dict(cold_min_positive=0, half_life_s=math.inf)
+    base.update(kw)
+    return Settings(**base)
+
+
+def sequential(events, items, bundle, s):
+    """Apply one event at a time at batch 1, each result fed to the next: the order-faithful reference."""
+    states: dict = {}
+    for ev in events:
+        res = apply_batch(states, [ev], items, bundle, s)
+        states.update(res.states)
+    return states
+
+
+def test_dreamumm_matches_numpy_and_seq_counts(bundle, item_vectors):
+    ids = list(item_vectors)
+    events = make_events(40, 600, ids)
+    s = settings()
+    res = apply_batch({}, events, item_vectors, bundle, s)
+    assert res.applied == 600 and res.waves > 1
+    eng = s.engagement
+    for user, st in res.states.items():
+        mine = [e for e in events if e.user == user]
+        r = eng.weight([e.watch_ms for e in mine], [e.duration_ms for e in mine])
+        ref = (r[:, None] * np.stack([item_vectors[e.video] for e in mine]).astype(np.float64)).sum(0)
+        np.testing.assert_allclose(st.state, ref, rtol=1e-4, atol=1e-4)
+        rec = read_record(res.records[user])
+        assert rec["seq"] == len(mine) == st.seq and rec["ts"] == mine[-1].ts and rec["model"] == bundle.version
+        cos = float(rec["vector"] @ ref / np.linalg.norm(ref))
+        assert cos > 0.9999
+        assert rec["interests"].shape == (bundle.manifest.interests, bundle.manifest.dim)
+        assert abs(sum(rec["interest_weights"]) - 1) < 1e-4 and rec["cold"] is False
+
+
+def test_batched_equals_event_by_event_with_decay_and_impressions(bundle, item_vectors):
+    ids = list(item_vectors)
+    events = make_events(25, 300, ids, seed=1, impressions=0.2)
+    s = settings(half_life_s=60.0, cold_min_positive=5)
+    batched: dict = {}
+    for start in range(0, len(events), 97):  # uneven batches, state carried across
+        batched.update(apply_batch(batched, events[start:start + 97], item_vectors, bundle, s).states)
+    ref = sequential(events, item_vectors, bundle, s)
+    assert set(batched) == set(ref)
+    for user in ref:
+        a, b = batched[user], ref[user]
+        assert a.seq == b.seq and a.positives == b.positives and a.impressions == b.impressions
+        for name in ("state", "hidden", "glob", "soft", "cand"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-4, atol=1e-5, err_msg=name)
+        ra, rb = read_record(a.record), read_record(b.record)
+        np.testing.assert_allclose(ra["vector"], rb["vector"], atol=1e-5)
+        np.testing.assert_allclose(ra["interests"], rb["interests"], atol=1e-5)
+        assert ra["cold"] == rb["cold"] == (a.positives < 5)
+
+
+def test_opal_soft_sum_and_decay_independent(bundle, item_vectors):
+    """soft = sum_t g(T - t) * p_t (x) v_t: recompute from the ONNX probs, one event at a time."""
+    ids = list(item_vectors)
+    events = [Event("u", ids[i % 50], NOW + i * 30_000, 9000.0, 10000.0, "watch", 0, i) for i in range(12)]
+    s = settings(half_life_s=120.0)
+    st = apply_batch({}, events, item_vectors, bundle, s).states["u"]
+    sess = bundle.sessions["opal_step"]
+    m = bundle.manifest
+    hid, glo, soft = np.zeros((1, m.interests, m.hidden), np.float32), np.zeros((1, m.hidden), np.float32), np.zeros((m.interests, m.dim))
+    for i, ev in enumerate(events):
+        g = 1.0 if i == 0 else 0.5 ** (30.0 / 120.0)
+        v = item_vectors[ev.video][None].astype(np.float32)
+        hid, glo, _, probs = sess.run(["hidden_out", "global_out", "soft_out", "probs"], {
+            "item": v, "hidden": hid, "global": glo, "soft": np.zeros((1, m.interests, m.dim), np.float32),
+            "decay": np.ones((1, 1), np.float32)})
+        soft = g * soft + probs[0][:, None] * v[0][None, :].astype(np.float64)
+    np.testing.assert_allclose(st.soft, soft, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(st.hidden, hid[0], atol=1e-5)
+
+
+def test_replays_are_skipped_and_stored_record_resent(bundle, item_vectors):
+    ids = list(item_vectors)
+    events = make_events(10, 100, ids, seed=2)
+    s = settings()
+    first = apply_batch({}, events[:60], item_vectors, bundle, s)
+    # a crash replays from offset 30: 30..59 must be skipped, 60..99 applied
+    again = apply_batch(first.states, events[30:], item_vectors, bundle, s)
+    clean = apply_batch({}, events, item_vectors, bundle, s)
+    assert again.replays == 30 and again.applied == 40
+    merged = {**first.states, **again.states}
+    for user, st in clean.states.items():
+        assert merged[user].seq == st.seq
+        np.testing.assert_allclose(merged[user].state, st.state, atol=1e-5)
+    # all events of a batch already applied: the stored record comes back byte for byte
+    replay = apply_batch(merged, events[90:], item_vectors, bundle, s)
+    assert replay.applied == 0 and replay.states == {}
+    for user, rec in replay.records.items():
+        assert rec == merged[user].record
+
+
+def test_unknown_videos_are_returned_not_applied(bundle, item_vectors):
+    ids = list(item_vectors)
+    events = [Event("u", ids[0], NOW, 5000.0, 10000.0, "watch", 0, 0), Event("u", "nope", NOW + 1, 5000.0, 10000.0, "watch", 0, 1),
+              Event("u", ids[1], NOW + 2, 5000.0, 10000.0, "watch", 0, 2)]
+    res = apply_batch({}, events, item_vectors, bundle, settings())
+    assert [e.video for e in res.unknown] == ["nope"] and res.states["u"].seq == 2
+
+
+def test_cold_user_from_impressions_only(bundle, item_vectors):
+    ids = list(item_vectors)
+    events = [Event("c", ids[i], NOW + i, 0.0, 10000.0, "impression", 0, i) for i in range(3)]
+    res = apply_batch({}, events, item_vectors, bundle, settings(cold_min_positive=5))
+    rec = read_record(res.records["c"])
+    cand = np.sum([item_vectors[i] for i in ids[:3]], axis=0)
+    assert rec["cold"] is True and rec["seq"] == 3
+    assert float(rec["vector"] @ cand / np.linalg.norm(cand)) > 0.9999
+    assert np.isfinite(rec["interests"]).all() and np.allclose(np.linalg.norm(rec["interests"], axis=1), 1, atol=1e-3)
+
+
+def test_state_row_round_trip(bundle, item_vectors):
+    res = apply_batch({}, make_events(3, 20, list(item_vectors)), item_vectors, bundle, settings())
+    for st in res.states.values():
+        back = state_mod.decode(state_mod.encode(st))
+        assert back.seq == st.seq and back.record == st.record and (back.partition, back.offset, back.index) == (st.partition, st.offset, st.index)
+        for name in ("state", "hidden", "glob", "soft", "cand"):
+            assert np.array_equal(getattr(back, name), getattr(st, name))

@@ -84,13 +84,15 @@ class SynthConfig:
     latent_dim: int = 32  # dimension of the hidden item / interest space
     text_dim: int = 384  # like all-MiniLM-L6-v2
     visual_dim: int = 128
-    item_spread: float = 0.8  # how far items sit from their category centre (0 = on it)
+    item_spread: float = 1.5  # how far items sit from their category centre (0 = on it): room for per-user taste
     text_noise: float = 1.0  # per-dimension noise std of text features (signal std is 1)
     visual_noise: float = 2.5  # visual features are the less informative modality
     popularity_alpha: float = 1.0  # Zipf exponent of item popularity: the long tail
-    affinity: float = 5.0  # how sharply a user prefers items near an interest's direction
+    affinity: float = 12.0  # how sharply a user prefers items near an interest's direction
     skip_rate: float = 0.2  # target share of quick skips (watch < 20% of the duration)
     explore_rate: float = 0.15  # share of events that show an off-interest item (mostly skipped)
+    fresh_share: float = 0.5  # share of videos uploaded during the log (the rest exist before it starts)
+    freshness_days: float = 7.0  # a video's appeal halves-ish (e-folds) every this many days after upload
     drift: float = 0.5  # probability that one interest is swapped for a new category mid-timeline
     direction_drift: float = 0.5  # how far interest directions move at the drift point
     span_days: float = 30.0  # length of the whole log
@@ -119,6 +121,7 @@ class _Items:
     centers: np.ndarray  # float32 [C, L], unit rows
     popularity: np.ndarray  # float64 [I], sums to 1
     duration_ms: np.ndarray  # float64 [I]
+    release_s: np.ndarray  # float64 [I], upload time in seconds from the log's start (negative: before it)
 
 
 def generate(out_dir: Path | str, config: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
@@ -153,12 +156,17 @@ def generate(out_dir: Path | str, config: SynthConfig = SynthConfig(), progress:
     np.savez_compressed(
         out / "latent.npz",
         item_category=items.category, item_latent=items.latent, category_centers=items.centers,
-        item_popularity=items.popularity, interest_categories=users["categories"],
+        item_popularity=items.popularity, item_release_ts=cfg_start_s(config) + items.release_s, interest_categories=users["categories"],
         interest_weights=users["weights"], interest_directions=users["directions"], drift_ts=events["drift_ts"],
         event_category=events["category"], event_interest=events["interest"],
         category_names=np.array(names), config=np.array(json.dumps(asdict(config))),
     )
     return out
+
+
+def cfg_start_s(config: SynthConfig) -> float:
+    """The log's start in seconds since the epoch."""
+    return config.start_ts / 1000.0
 
 
 def _ids(prefix: str, n: int) -> list[str]:
@@ -190,8 +198,11 @@ def _make_items(cfg: SynthConfig, rng: np.random.Generator) -> _Items:
     rank = rng.permutation(cfg.n_items) + 1.0
     popularity = rank ** -cfg.popularity_alpha
     duration = np.clip(rng.lognormal(np.log(30_000), 0.6, cfg.n_items), 5_000, 180_000).round()
+    span_s = cfg.span_days * 86_400.0
+    release = np.where(rng.random(cfg.n_items) < cfg.fresh_share, rng.uniform(0, span_s, cfg.n_items),
+                       rng.uniform(-span_s, 0, cfg.n_items))
     return _Items(category.astype(np.int64), latent.astype(np.float32), centers.astype(np.float32),
-                  popularity / popularity.sum(), duration)
+                  popularity / popularity.sum(), duration, release)
 
 
 def _features(latent: np.ndarray, dim: int, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -273,11 +284,11 @@ def _make_events(cfg: SynthConfig, items: _Items, users: dict[str, np.ndarray], 
                 at = np.flatnonzero((phase == p) & (slot == s))
                 pool = by_category[users["categories"][u, p, s]]
                 logits = log_pop[pool] + cfg.affinity * (items.latent[pool] @ users["directions"][u, p, s])
-                chosen[at] = _draw_unused(pool, logits, used, at.size, rng)
+                chosen[at] = _draw_unused(pool, logits, ts[at], items.release_s, cfg.freshness_days, used, rng)
         off = np.setdiff1d(np.arange(cfg.n_categories), users["categories"][u][users["categories"][u] >= 0])
         pool = np.concatenate([by_category[c] for c in off]) if off.size else np.arange(cfg.n_items)
         at = np.flatnonzero(explore)
-        chosen[at] = _draw_unused(pool, log_pop[pool], used, at.size, rng)
+        chosen[at] = _draw_unused(pool, log_pop[pool], ts[at], items.release_s, cfg.freshness_days, used, rng)
         keep = chosen >= 0  # a tiny category can run out of unseen items: those events do not happen
         skip = np.where(explore, rng.random(n) < 0.9, rng.random(n) < on_skip)
         ratio = np.where(skip, rng.uniform(0.01, 0.18, n), _play_ratio(items, users, u, phase, slot, chosen, rng))
@@ -294,22 +305,30 @@ def _make_events(cfg: SynthConfig, items: _Items, users: dict[str, np.ndarray], 
     return out
 
 
-def _draw_unused(pool: np.ndarray, logits: np.ndarray, used: np.ndarray, m: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """``m`` items of ``pool`` without replacement, ∝ exp(logits), skipping ``used`` (marked); -1 when exhausted.
+def _draw_unused(pool: np.ndarray, logits: np.ndarray, at_s: np.ndarray, release_s: np.ndarray,
+                 freshness_days: float, used: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One item of ``pool`` per event time in ``at_s`` (ascending), never one in ``used`` (marked as drawn).
 
-    The Gumbel top-m trick: adding Gumbel noise to the logits and taking the
-    m largest is exactly sequential sampling without replacement, in order.
+    Per event the choice is ∝ exp(logits - age_days / freshness_days) over the
+    videos already uploaded: fresh videos are what a feed shows, so the last
+    events of a user (the test targets) are often items with little history —
+    where an item's text and visuals must stand in for its missing behaviour.
+    Gumbel-max per event; -1 when nothing is left to draw.
     """
-    if m == 0:
-        return np.zeros(0, dtype=np.int64)
-    keys = logits + rng.gumbel(size=pool.size)
-    keys[used[pool]] = -np.inf
-    top = np.argsort(-keys, kind="stable")[:m]
-    top = top[np.isfinite(keys[top])]
-    picked = np.full(m, -1, dtype=np.int64)
-    picked[: top.size] = pool[top]
-    used[pool[top]] = True
+    picked = np.full(at_s.size, -1, dtype=np.int64)
+    if at_s.size == 0:
+        return picked
+    age_days = (at_s[:, None] - release_s[pool][None, :]) / 86_400.0  # [m, P]
+    keys = np.where(age_days >= 0, logits[None, :] - age_days / freshness_days, -np.inf)
+    keys = keys + rng.gumbel(size=keys.shape)
+    taken = used[pool]
+    for row in range(at_s.size):
+        key = np.where(taken, -np.inf, keys[row])
+        best = int(np.argmax(key))
+        if np.isfinite(key[best]):
+            taken[best] = True
+            picked[row] = pool[best]
+    used[pool[taken]] = True
     return picked
 
 

@@ -117,3 +117,22 @@ def test_replayed_events_validate_against_the_document(asyncapi, tmp_path):
 def test_settings_doc_is_up_to_date():
     assert (DOCS / "settings.md").read_text() == render_markdown(), (
         "docs/settings.md is stale: run `.venv/bin/python -m dreamstream.settings_doc > docs/settings.md`")
+
+
+def test_every_variable_named_in_the_docs_exists():
+    import re
+
+    from dreamstream.settings_doc import documented_variables
+
+    named = set()
+    for path in DOCS.glob("*.md"):
+        named |= set(re.findall(r"DREAMSTREAM_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
+    assert not named - documented_variables(), sorted(named - documented_variables())
+
+
+def test_production_doc_covers_what_an_operator_needs():
+    text = (DOCS / "production.md").read_text()
+    for needle in ("DREAMSTREAM_BROKER=kafka://", "min.insync.replicas", "rocksdb://", "dreamstream[rocksdb]",
+                   "table_standby_replicas", "broker_session_timeout", "publish-items", "hot-reload",
+                   "cleanup.policy=compact"):
+        assert needle in text, needle

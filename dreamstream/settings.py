@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     index_grace_s: float = Field(300.0, ge=0, description="Seconds an old index version stays on disk after it stops being current.")
     index_recall_floor: float = Field(0.95, ge=0, le=1, description="A version whose measured recall@10 is below this is not published.")
     index_exact_max: int = Field(200_000, ge=1, description="Shards up to this many items use an exact (flat) index; larger ones IVF.")
-    index_nlist: int = Field(0, ge=0, description="IVF lists per large shard; 0 = about sqrt(items in the shard).")
+    index_nlist: int = Field(0, ge=0, description="IVF lists per large shard; 0 = about 2·sqrt(items in the shard).")
     index_nprobe: int = Field(0, ge=0, description="IVF lists searched per query; 0 = smallest that reaches the recall floor at build time.")
 
     @field_validator("broker")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +50,16 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def reader_rss(index_dir: Path) -> int:
+    """Resident bytes a fresh process adds by loading the index with a Retriever (this process's heap is polluted)."""
+    code = (
+        "import sys; from dreamstream.commands.bench_index import rss_bytes; from dreamstream.client import Retriever; "
+        "before = rss_bytes(); r = Retriever(sys.argv[1], follow=False); print(rss_bytes() - before)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(index_dir)], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
 def user_record(vectors: np.ndarray, rng: np.random.Generator, interests: int) -> dict:
     """A user-embeddings value whose vectors are mixes of a few catalogue items (as DreamUMM/OPAL produce)."""
     picks = vectors[rng.integers(0, len(vectors), (interests, 3))].sum(axis=1)
@@ -75,7 +87,8 @@ def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: 
     faiss.omp_set_num_threads(threads)
     results: dict[str, float | int | str] = {"items": items, "dim": dim, "shards": settings.index_shards, "threads": threads}
     t = time.perf_counter()
-    vectors = synthetic_catalogue(items, dim, clusters, noise)
+    everything = synthetic_catalogue(items + queries, dim, clusters, noise)
+    vectors, held_out = everything[:items], everything[items:]  # held-out draws: queries near, not in, the catalogue
     ids = [f"v{i}" for i in range(items)]
     store = ItemStore(settings.index_shards)
     store.put_many(ids, vectors)
@@ -98,12 +111,11 @@ def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: 
         results["disk_bytes_per_item"] = round(sum(f.stat().st_size for f in (index_dir / built.manifest.version).iterdir()) / items, 1)
 
         del store
-        before = rss_bytes()
+        results["rss_bytes_per_item"] = round(reader_rss(index_dir) / items, 1)
         retriever = Retriever(index_dir, follow=False)
-        results["rss_bytes_per_item"] = round((rss_bytes() - before) / items, 1)
 
         rng = np.random.default_rng(1)
-        sample = synthetic_catalogue(queries, dim, clusters, noise, seed=7)
+        sample = held_out
         flat = faiss.IndexFlatIP(dim)
         flat.add(vectors)
         truth = flat.search(sample, 10)[1]

@@ -11,19 +11,23 @@ import numpy as np
 
 
 def sample_queries(vectors: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Queries that look like retrieval queries: half stored items, half unit mixes of two items.
+    """Queries that look like retrieval queries, none of them a stored item.
 
-    Mixes sit between clusters, as user and interest vectors do, which is
-    where an IVF index loses the most recall.
+    Half are stored items pushed off by isotropic noise as large as the item
+    (a new point near the catalogue, as a user vector is), half are unit
+    mixes of two items (between clusters, as blended interests are). Stored
+    items themselves would always find themselves and overstate recall.
     """
     rng = np.random.default_rng(seed)
-    n = min(n, len(vectors))
-    own = vectors[rng.choice(len(vectors), n - n // 2, replace=False)]
+    n = max(2, min(n, len(vectors)))
+    dim = vectors.shape[1]
+    near = vectors[rng.integers(0, len(vectors), n - n // 2)]
+    near = near + rng.standard_normal(near.shape).astype(np.float32) / np.sqrt(dim)
     a = vectors[rng.integers(0, len(vectors), n // 2)]
     b = vectors[rng.integers(0, len(vectors), n // 2)]
-    mixed = a + b
-    mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
-    return np.ascontiguousarray(np.vstack([own, mixed]), dtype=np.float32)
+    queries = np.vstack([near, a + b])
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(queries, dtype=np.float32)
 
 
 def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:

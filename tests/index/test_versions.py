@@ -170,3 +170,24 @@ def test_ivf_meets_recall_floor_and_low_recall_is_not_published(tmp_path, vector
         sample = np.random.default_rng(0).choice(len(x), 500, replace=False)
         top = r.search_vectors(x[sample], 1)
         assert np.mean([hits[0][0] == f"v{i}" for hits, i in zip(top, sample)]) >= 0.98
+
+
+def test_predicted_nprobe_matches_measured_recall(vectors_factory):
+    """The one-pass prediction of recall per nprobe agrees with real searches."""
+    import faiss
+
+    from dreamstream.index.builder import smallest_nprobe
+    from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
+
+    x = vectors_factory(20_000, dim=32, clusters=100, noise=1.2, seed=5)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(32), 32, 200, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x[:8_000])
+    ivf.add(x)
+    queries = sample_queries(x, 300)
+    truth = exact_neighbours(x, queries, 10)
+    nprobe = smallest_nprobe(ivf, x, queries, truth, 0.9, max_nprobe=200)
+    assert 1 < nprobe < 200
+    ivf.nprobe = nprobe
+    assert recall_at_k(ivf.search(queries, 10)[1], truth) >= 0.9 - 0.002
+    ivf.nprobe = nprobe - 1
+    assert recall_at_k(ivf.search(queries, 10)[1], truth) < 0.9

@@ -7,7 +7,7 @@
   user. Rejections go to ``watch-events-dlq`` with their reason.
 * ``item-tower`` on ``item-features``: embeds new videos with the bundle's
   item tower and publishes them on ``item-vectors``, which the item table
-  follows.
+  follows (``streams.items.ItemTable``).
 
 Exactly once in effect: ``take_events`` acks a batch only after this code
 has handed every write to the producer, and Faust flushes the producer
@@ -57,14 +57,9 @@ class Worker:
         self.items_topic = settings.topic(ITEM_VECTORS)
         self.started = time.monotonic()
         self.first_output: float | None = None
-        item_changelog = app.topic(self.items_topic, partitions=settings.item_partitions, compacting=True, **RAW)
-        self.items_table = app.GlobalTable(
-            "items", key_type=bytes, value_type=bytes, partitions=settings.item_partitions,
-            changelog_topic=item_changelog, help="Item vectors, following item-vectors.",
-        )
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
-        self.items = item_mod.ItemLookup(self.items_table)
+        self.items = item_mod.ItemTable(settings, self.items_topic)
 
     # --- the hot path ---------------------------------------------------------
     async def process(self, batch: list[Any]) -> None:
@@ -180,8 +175,13 @@ def register(app: faust.App, settings: Settings) -> Worker:
     watch = app.topic(worker.watch_topic, partitions=settings.partitions, **RAW)
     features = app.topic(settings.topic(ITEM_FEATURES), partitions=settings.item_partitions, **RAW)
 
+    @app.task
+    async def follow_items() -> None:
+        await worker.items.follow()
+
     @app.agent(watch, name="update-users")
     async def update_users(stream: faust.StreamT) -> None:
+        await worker.items.ready.wait()  # never touch watch-events before the item table caught up
         async for batch in stream.take_events(settings.batch_size, settings.batch_timeout_s):
             await worker.process(batch)
 

@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> faust.App:
     """A fresh app with the worker's topics, tables, agents, timers and web page."""
     from streams.agents import register
 
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
     register(app, settings)
     return app

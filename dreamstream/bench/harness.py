@@ -1,0 +1,197 @@
+"""Drive a stream worker from outside: publish items, produce events, read user-embeddings, run worker processes.
+
+Used by `dreamstream bench` and by the end-to-end tests, so both measure the
+same thing the same way: real broker, real worker processes, the bytes of
+the design's topics. Producers use aiokafka's default partitioner (murmur2,
+as Kafka's Java clients), so a user's events land where any client would put them.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from dreamstream import codec
+from dreamstream.settings import Settings
+from dreamstream.topics import DLQ, ITEM_VECTORS, USER_EMBEDDINGS, WATCH_EVENTS
+
+
+def synthetic_events(n_events: int, n_users: int, item_ids: Sequence[str], seed: int = 0,
+                     start_ms: int | None = None, impressions: float = 0.0) -> list[dict[str, Any]]:
+    """Random watch events (completion ratios 0..1.6, so some skips and replays), time ordered."""
+    rng = np.random.default_rng(seed)
+    start_ms = int(time.time() * 1000) - n_events if start_ms is None else start_ms
+    users = rng.integers(0, n_users, n_events)
+    videos = rng.integers(0, len(item_ids), n_events)
+    durations = rng.integers(2_000, 60_000, n_events)
+    ratios = rng.uniform(0.0, 1.6, n_events)
+    kinds = rng.random(n_events) < impressions
+    return [
+        {"user": f"u{users[i]}", "video": item_ids[videos[i]], "ts": start_ms + i,
+         "watch_ms": int(ratios[i] * durations[i]) if not kinds[i] else 0, "duration_ms": int(durations[i]),
+         **({"kind": "impression"} if kinds[i] else {})}
+        for i in range(n_events)
+    ]
+
+
+async def _producer(settings: Settings):
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=256 * 1024,
+                            acks=1, request_timeout_ms=30_000)
+    await prod.start()
+    return prod
+
+
+async def produce(settings: Settings, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
+                  rate: float | None = None, sent_at: list[float] | None = None) -> int:
+    """Send (key, value) pairs to a topic (full name), optionally paced at ``rate`` msgs/s; returns the count."""
+    prod = await _producer(settings)
+    try:
+        n = 0
+        t0 = time.perf_counter()
+        futures = []
+        for key, value in messages:
+            if rate:
+                due = t0 + n / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            futures.append(await prod.send(topic, value=value, key=key))
+            if sent_at is not None:
+                sent_at.append(time.time())
+            n += 1
+            if len(futures) >= 5000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+        return n
+    finally:
+        await prod.stop()
+
+
+def produce_sync(settings: Settings, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]], **kw: Any) -> int:
+    return asyncio.run(produce(settings, topic, messages, **kw))
+
+
+def publish_items(settings: Settings, ids: Sequence[str], vectors: np.ndarray, model: str = "test") -> int:
+    """Item vectors onto item-vectors, as `publish-items` does."""
+    ts = int(time.time() * 1000)
+    msgs = [(codec.key_bytes(i), codec.pack(codec.item_vector_record(i, v, model, ts))) for i, v in zip(ids, vectors)]
+    return produce_sync(settings, settings.topic(ITEM_VECTORS), msgs)
+
+
+def event_messages(events: Sequence[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    return [(codec.key_bytes(e["user"]), codec.pack(e)) for e in events]
+
+
+@dataclass
+class Collected:
+    """What a reader saw on an output topic."""
+
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # user -> last record (highest seq)
+    arrivals: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # user -> [(seq, wall time)]
+    count: int = 0
+
+
+async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float, decode: Any = codec.unpack,
+                     collected: Collected | None = None, key_of: Any = None) -> Collected:
+    """Read ``topic`` from the beginning until ``done(collected)`` or timeout (then return what was seen)."""
+    from aiokafka import AIOKafkaConsumer
+
+    col = collected or Collected()
+    cons = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
+                            enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20)
+    await cons.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not done(col):
+            batches = await cons.getmany(timeout_ms=100, max_records=20000)
+            now = time.time()
+            for records in batches.values():
+                for m in records:
+                    value = decode(m.value) if m.value is not None else None
+                    user = key_of(m, value) if key_of else (value or {}).get("user")
+                    col.count += 1
+                    if isinstance(value, dict) and "seq" in value:
+                        col.arrivals.setdefault(user, []).append((value["seq"], now))
+                        prev = col.latest.get(user)
+                        if prev is None or value["seq"] >= prev["seq"]:
+                            col.latest[user] = value
+                    else:
+                        col.latest[f"#{col.count}"] = value
+        return col
+    finally:
+        await cons.stop()
+
+
+def read_records(settings: Settings, expected_seq: dict[str, int], timeout_s: float) -> Collected:
+    """user-embeddings until every user's record reached its expected seq."""
+    def done(col: Collected) -> bool:
+        return all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected_seq.items())
+    return asyncio.run(read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s))
+
+
+def read_dead_letters(settings: Settings, expected: int, timeout_s: float) -> list[dict[str, Any]]:
+    col = asyncio.run(read_until(settings, settings.topic(DLQ), lambda c: c.count >= expected, timeout_s))
+    return [v for k, v in col.latest.items() if k.startswith("#")]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The DREAMSTREAM_* environment that reproduces ``settings`` in a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMSTREAM_") or k == "DREAMSTREAM_CACHE"}
+    for name, value in settings.model_dump().items():
+        env[f"DREAMSTREAM_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """`dreamstream worker` as a child process, with its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, command: list[str] | None = None) -> None:
+        self.settings = settings
+        self.log_path = Path(log_path)
+        self.command = command or [str(Path(sys.executable).parent / "dreamstream"), "worker"]
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> "WorkerProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(self.command, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM and wait (a clean shutdown); SIGKILL if it hangs."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

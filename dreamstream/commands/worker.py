@@ -1,0 +1,34 @@
+"""`dreamstream worker`: the Faust stream worker (same app as `faust -A streams.app worker`)."""
+from __future__ import annotations
+
+import click
+
+from dreamstream.cli_options import settings_options
+from dreamstream.settings import Settings
+
+WORKER_SETTINGS = (
+    "broker", "topic_prefix", "model_dir", "state_dir", "store", "partitions", "item_partitions", "replication",
+    "half_life_s", "skip_ratio", "skip_weight", "replay_cap", "impression_weight", "cold_min_positive",
+    "batch_size", "batch_timeout_s", "web_port", "web_bind", "log_level",
+)
+
+
+@click.command("worker")
+@settings_options(*WORKER_SETTINGS)
+def worker(settings: Settings) -> None:
+    """Keep every user's embedding fresh: watch-events in, user-embeddings out.
+
+    Creates the design's topics if missing, loads the newest valid bundle of
+    --model-dir (and switches to newer ones as they appear), then runs until
+    SIGTERM/SIGINT. Metrics on http://WEB_BIND:WEB_PORT/metrics.
+    """
+    from faust.worker import Worker
+
+    from dreamstream.logs import setup_logging
+    from dreamstream.topics import create_topics
+    from streams.app import create_app
+
+    setup_logging(settings.log_level)
+    create_topics(settings)
+    app = create_app(settings)
+    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()

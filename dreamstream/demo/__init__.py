@@ -1,0 +1,1 @@
+"""`dreamstream demo`: the whole system on one machine, end to end, ending with a readable result."""

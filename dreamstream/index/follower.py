@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
 
 from dreamstream import codec
 from dreamstream.index.store import ItemStore
@@ -30,23 +33,45 @@ class ApplyStats:
         return bool(self.puts or self.deletes)
 
 
-def apply_record(store: ItemStore, key: bytes | None, value: bytes | None, stats: ApplyStats) -> None:
-    """Apply one ``item-vectors`` record: a vector replaces the item's, a tombstone removes it."""
-    if key is None:
-        stats.rejected += 1
-        return
-    item_id = key.decode("utf-8")
-    if value is None:
-        store.delete(item_id)
-        stats.deletes += 1
-        return
-    try:
-        record = codec.unpack(value)
-        store.put(str(record.get("video", item_id)), codec.bin_to_vec(record["vector"]))
+def apply_records(store: ItemStore, records: Iterable[tuple[bytes | None, bytes | None]], stats: ApplyStats) -> None:
+    """Apply ``item-vectors`` records (key, value) in order: a vector replaces the item's, a tombstone removes it.
+
+    Only each key's last record counts (the log is ordered per key), so a
+    poll's records collapse to one final state per item and the vectors go
+    into the store in one vectorised call.
+    """
+    final: dict[str, np.ndarray | None] = {}
+    for key, value in records:
+        if key is None:
+            stats.rejected += 1
+            continue
+        item_id = key.decode("utf-8", errors="replace")
+        if value is None:
+            final[item_id] = None
+            stats.deletes += 1
+            continue
+        try:
+            record = codec.unpack(value)
+            vector = codec.bin_to_vec(record["vector"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            stats.rejected += 1
+            log.warning("item-vectors record rejected key=%s reason=%s", item_id, err)
+            continue
+        if store.dim is not None and vector.size != store.dim or not np.all(np.isfinite(vector)) or not vector.any():
+            stats.rejected += 1
+            log.warning("item-vectors record rejected key=%s reason=%d-d, zero or non-finite vector (index is %s-d)", item_id, vector.size, store.dim)
+            continue
+        final[item_id] = vector
         stats.puts += 1
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        stats.rejected += 1
-        log.warning("item-vectors record rejected key=%s reason=%s", item_id, err)
+    puts = {k: v for k, v in final.items() if v is not None}
+    for item_id, vector in final.items():
+        if vector is None:
+            store.delete(item_id)
+    if puts:
+        dims = {v.size for v in puts.values()}
+        if len(dims) > 1:  # the very first poll fixed no dimension yet and disagrees with itself
+            raise ValueError(f"item-vectors holds vectors of several dimensions {sorted(dims)}; republish one model's items")
+        store.put_many(list(puts), np.stack(list(puts.values())))
 
 
 class ItemFollower:
@@ -77,9 +102,7 @@ class ItemFollower:
         """Apply whatever arrives within ``timeout_s``."""
         stats = ApplyStats()
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
-        for records in batches.values():
-            for rec in records:
-                apply_record(self.store, rec.key, rec.value, stats)
+        apply_records(self.store, ((rec.key, rec.value) for records in batches.values() for rec in records), stats)
         return stats
 
     def lag(self) -> int:

@@ -105,15 +105,10 @@ def load_bundle_items(bundle: Path) -> tuple[list[str], np.ndarray, str]:
 
 
 def latest_bundle(model_dir: Path) -> Path:
-    """The newest bundle in ``model_dir``: the bundle module's answer when it exists, else the newest folder with a manifest."""
-    try:
-        from dreamstream.bundle import latest_version  # written by the export engineer
-    except ImportError:
-        latest_version = None
-    if latest_version is not None:
-        found = latest_version(model_dir)
-        return Path(found) if Path(found).is_absolute() or Path(found).exists() else Path(model_dir) / str(found)
-    candidates = [p for p in Path(model_dir).glob("*/manifest.json")]
-    if not candidates:
+    """The newest bundle in ``model_dir``, as :func:`dreamstream.bundle.latest_version` orders them."""
+    from dreamstream.bundle import latest_version
+
+    found = latest_version(model_dir)
+    if found is None:
         raise FileNotFoundError(f"no bundle (sub-folder with manifest.json) in {model_dir}; run `dreamstream export` or pass --bundle")
-    return max(candidates, key=lambda p: (p.stat().st_mtime, p.parent.name)).parent
+    return Path(found)

@@ -149,10 +149,15 @@ class Indexer:
     def run(self, stop: threading.Event) -> None:
         """Follow and build until ``stop`` is set (SIGTERM in the command)."""
         log.info("indexer started topic=%s shards=%d index_dir=%s", self.follower.topic, self.store.shards, self.index_dir)
+        last_prune = time.monotonic()
         while not stop.is_set():
             self.poll(min(0.5, self.settings.index_interval_s))
-            if self.due(time.monotonic()):
+            now = time.monotonic()
+            if self.due(now):
                 self.build()
+            elif now - last_prune >= self.settings.index_interval_s and self.index_dir.exists():
+                prune(self.index_dir, self.settings.index_grace_s)  # versions retire on time even when nothing changes
+                last_prune = now
         log.info("indexer stopping")
 
     def close(self) -> None:

@@ -114,3 +114,31 @@ def random_bundle(out_dir: str | Path, n_items: int = 200, dim: int = 64, intere
     items = rng.standard_normal((n_items, dim)).astype(np.float32)
     return write_bundle(out_dir, opal, tower, items, [f"v{i}" for i in range(n_items)], text_dim, visual_dim,
                         data={"name": "random", "seed": seed}, extra={"random": True})
+
+
+def export_checkpoint(ckpt_dir: str | Path, model_dir: str | Path) -> Path:
+    """Bundle a ``dreamstream train`` checkpoint folder; returns the new ``manifest.json``.
+
+    Reads ``config.json``, ``items.npy``, ``item_ids.json``, ``item_tower.pt``
+    (+ ``features.json``), ``opal.pt`` and ``metrics.json``.
+    """
+    from models.dream import load_features_json, load_item_tower
+    from models.opal import load_opal
+
+    ckpt = Path(ckpt_dir)
+    needed = ["config.json", "items.npy", "item_ids.json", "item_tower.pt", "features.json", "opal.pt"]
+    missing = [n for n in needed if not (ckpt / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{ckpt} lacks {missing}: run `dreamstream train --out {ckpt}` (with OPAL) first")
+    config = json.loads((ckpt / "config.json").read_text())
+    features = load_features_json(ckpt)
+    metrics_path = ckpt / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    return write_bundle(
+        model_dir, load_opal(ckpt), load_item_tower(ckpt), np.load(ckpt / "items.npy"),
+        json.loads((ckpt / "item_ids.json").read_text()), features["text_dim"], features["visual_dim"],
+        data=config.get("data", {}), metrics=metrics,
+        extra={"checkpoint": str(ckpt.resolve()), "modalities": {"text": bool(features.get("text", True)),
+                                                                 "visual": bool(features.get("visual", True))},
+               "seed": config.get("seed")},
+    )

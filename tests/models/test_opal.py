@@ -74,13 +74,14 @@ def test_sequence_forward_equals_unrolled_step(model: Opal) -> None:
     decay = torch.rand(b, t)
     with torch.no_grad():
         seq = model.sequence(items, mask, decay)
+        interests, weights = model.readout_at(seq["states"], torch.arange(t).repeat(b, 1))
         for row in range(b):
             state = model.empty_state(1)
             for i in range(int(mask[row].sum())):
                 out = model.step(items[row, i:i + 1], *state, decay=decay[row, i:i + 1].view(1, 1))
                 state = OpalState(out.hidden_out, out.global_out, out.soft_out)
-                torch.testing.assert_close(seq["interests"][row, i], out.interests[0])
-                torch.testing.assert_close(seq["weights"][row, i], out.weights[0])
+                torch.testing.assert_close(interests[row, i], out.interests[0])
+                torch.testing.assert_close(weights[row, i], out.weights[0])
                 assert int(seq["assign"][row, i]) == int(out.assign[0])
             for a, b_ in zip(seq["state"], state):
                 torch.testing.assert_close(a[row], b_[0])

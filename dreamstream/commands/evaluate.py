@@ -1,0 +1,245 @@
+"""`dreamstream evaluate`: the offline table — baselines beside DreamUMM and OPAL, on the design's split.
+
+Every model ranks the full catalogue with the user's positive history
+masked, for the same users and the same held-out item:
+
+* ``popularity`` — most-interacted training items;
+* ``lightgcn`` — the behaviour line alone (checkpoint ``lightgcn_*.npy``);
+* ``dream`` — DREAM's trained user and item vectors;
+* ``dreamumm`` — DREAM item vectors, the user as :func:`dreamstream.dreamumm_ref.user_vector`
+  over their whole history before the target (engagement weights, no decay):
+  exactly what the stream worker computes;
+* ``opal`` — OPAL's interests after the same history, each searched,
+  merged by :func:`dreamstream.merge.merge_by_score` with quotas from the
+  interest weights; ``opal+dreamumm`` adds the DreamUMM vector as one more
+  query with ``--user-share`` of the slots (what :mod:`dreamstream.client` does);
+  ``opal-max`` scores items by their best interest (the training objective).
+
+Also reported on subsets: users whose history OPAL splits over several
+interests (``multi_interest``: at least two interests each holding >= 25% of
+their hard assignments) and, on the synthetic data, users whose recent
+history really spans several ground-truth categories — where several
+interest vectors should beat one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import click
+import numpy as np
+
+from dreamstream.cli_options import settings_options
+from dreamstream.data.metrics import KS, full_sort_topk, popularity_topk, topk_metrics
+from dreamstream.settings import Settings
+
+MAIN_COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@20", "hitrate@20")
+MULTI_SHARE = 0.25     # an interest "has mass" in a history when it holds at least this share of it
+TRUE_WINDOW = 20       # recent positive events looked at for the ground-truth multi-interest subset
+TopK = dict[int, np.ndarray]  # k -> int64 [U, k]
+
+
+def single_query(user_vecs: np.ndarray, items: np.ndarray, exclude: Sequence[np.ndarray]) -> TopK:
+    top = full_sort_topk(user_vecs, items, exclude, max(KS))
+    return {k: top[:, :k] for k in KS}
+
+
+def multi_query(queries: np.ndarray, weights: np.ndarray, items: np.ndarray, exclude: Sequence[np.ndarray]) -> TopK:
+    """Quota-merged top-k of several queries per user: queries [U,Q,D], weights [U,Q] (rows sum to 1)."""
+    from dreamstream.merge import merge_by_score
+
+    n_users, n_queries, _ = queries.shape
+    k_max = max(KS)
+    ids = np.stack([full_sort_topk(queries[:, q], items, exclude, k_max) for q in range(n_queries)], axis=1)  # [U,Q,k]
+    scores = np.einsum("uqd,uqkd->uqk", queries, items[np.maximum(ids, 0)])
+    out = {k: np.full((n_users, k), -1, np.int64) for k in KS}
+    for u in range(n_users):
+        lists = [ids[u, q][ids[u, q] >= 0] for q in range(n_queries)]
+        for k in KS:
+            merged = merge_by_score(lists, [scores[u, q][: len(lists[q])] for q in range(n_queries)], weights[u], k)
+            out[k][u, : len(merged)] = [item for item, _ in merged]
+    return out
+
+
+def max_over_queries(queries: np.ndarray, items: np.ndarray, exclude: Sequence[np.ndarray]) -> TopK:
+    """Rank items by their best query's score: queries [U,Q,D]."""
+    scores = np.einsum("uqd,nd->uqn", queries, items).max(axis=1)
+    for u, e in enumerate(exclude):
+        scores[u, e] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, : max(KS)]
+    top = np.full((scores.shape[0], max(KS)), -1, np.int64)
+    top[:, : order.shape[1]] = np.where(np.take_along_axis(scores, order, axis=1) > -np.inf, order, -1)
+    return {k: top[:, :k] for k in KS}
+
+
+def metrics_of(topk: TopK, targets: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
+    rows = np.arange(len(targets)) if rows is None else rows
+    out: dict[str, float] = {}
+    for k in KS:
+        out.update(topk_metrics(topk[k][rows], targets[rows], ks=(k,)))
+    return out
+
+
+def dreamumm_users(split, ds, items: np.ndarray, upto: str, engagement) -> np.ndarray:
+    """The DreamUMM vector of every kept user after their history before ``upto`` (no decay)."""
+    from dreamstream.dreamumm_ref import user_vector
+
+    if "watch_ms" in ds.columns and "duration_ms" in ds.columns:
+        weight = engagement.weight(ds.columns["watch_ms"], ds.columns["duration_ms"])
+    else:
+        weight = np.where(split.positive, 1.0, 0.0).astype(np.float32)
+    return np.stack([user_vector(items[ds.item[rows]], weight[rows])[1] for rows in split.history(upto)])
+
+
+def multi_interest_rows(counts: np.ndarray, share: float = MULTI_SHARE) -> np.ndarray:
+    """Users whose hard assignments put at least ``share`` of their events on two or more interests."""
+    total = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    return np.flatnonzero(((counts / total) >= share).sum(axis=1) >= 2)
+
+
+def true_interest_rows(split, ds) -> dict[str, np.ndarray] | None:
+    """Ground truth of the synthetic data (``latent.npz``): users whose recent positives span >= 2 categories."""
+    path = Path(ds.path) / "latent.npz"
+    if not path.exists():
+        return None
+    category = np.load(path)["event_category"]
+    if category.shape[0] != ds.n_interactions:
+        return None
+    spans = []
+    for rows in split.history("test"):
+        cats = category[rows[split.positive[rows]][-TRUE_WINDOW:]]
+        shares = np.bincount(cats, minlength=1) / max(len(cats), 1)
+        spans.append(int((shares >= MULTI_SHARE).sum()))
+    spans = np.array(spans)
+    return {"true_multi_interest": np.flatnonzero(spans >= 2), "true_single_interest": np.flatnonzero(spans <= 1)}
+
+
+def evaluate_checkpoint(data_dir: Path, ckpt: Path, upto: str = "test", user_share: float = 0.3,
+                        engagement=None, echo=print) -> dict:
+    """All models' metrics (and subsets) for a checkpoint on its dataset. Returns the JSON report."""
+    import torch
+
+    from dreamstream.data.recbole import load_dataset
+    from dreamstream.data.split import global_time_split, leave_last_out
+    from dreamstream.engagement import Engagement
+    from models.opal import final_interests, load_opal, user_sequences
+
+    engagement = engagement or Engagement()
+    config = json.loads((ckpt / "config.json").read_text())
+    ds = load_dataset(data_dir, config.get("data", {}).get("name"))
+    if ds.n_items != config["data"]["n_items"]:
+        raise click.ClickException(f"{data_dir} has {ds.n_items} items but the checkpoint was trained on "
+                                   f"{config['data']['n_items']}: evaluate on the data it was trained on")
+    split_kind = config["data"].get("split", "loo")
+    split = leave_last_out(ds, engagement=engagement) if split_kind == "loo" else global_time_split(ds, engagement=engagement)
+    exclude = split.exclude_items(upto)
+    targets = split.targets(upto)
+    items = np.load(ckpt / "items.npy").astype(np.float32)
+    echo(f"{ds!r}; {split_kind} split, {upto}: {split.n_users} users, full catalogue of {ds.n_items}")
+
+    topk: dict[str, TopK] = {}
+    train_items = split.train_positive_pairs()[1]
+    pop = popularity_topk(train_items, ds.n_items, exclude, max(KS))
+    topk["popularity"] = {k: pop[:, :k] for k in KS}
+    if (ckpt / "lightgcn_users.npy").exists():
+        lg_users = np.load(ckpt / "lightgcn_users.npy")[split.users]
+        topk["lightgcn"] = single_query(lg_users, np.load(ckpt / "lightgcn_items.npy"), exclude)
+    topk["dream"] = single_query(np.load(ckpt / "users.npy")[split.users], items, exclude)
+    user = dreamumm_users(split, ds, items, upto, engagement)
+    topk["dreamumm"] = single_query(user, items, exclude)
+
+    counts = None
+    if (ckpt / "opal.pt").exists():
+        torch.set_num_threads(1)
+        opal = load_opal(ckpt)
+        interests, weights, counts = final_interests(opal, torch.from_numpy(items), user_sequences(split, ds, upto))
+        from dreamstream.merge import query_weights
+
+        w_only = np.stack([query_weights(w, 0.0)[1:] for w in weights])
+        topk["opal"] = multi_query(interests, w_only, items, exclude)
+        topk["opal-max"] = max_over_queries(interests, items, exclude)
+        both = np.concatenate([user[:, None, :], interests], axis=1)
+        topk["opal+dreamumm"] = multi_query(both, np.stack([query_weights(w, user_share) for w in weights]), items,
+                                            exclude)
+    else:
+        echo(f"{ckpt / 'opal.pt'} not found: OPAL rows left out (train with --opal)")
+
+    subsets: dict[str, np.ndarray] = {}
+    if counts is not None:
+        subsets["multi_interest"] = multi_interest_rows(counts)
+    subsets.update(true_interest_rows(split, ds) or {})
+    report = {
+        "data": {"path": str(Path(ds.path).resolve()), "name": ds.name, "split": split_kind, "upto": upto,
+                 "users": split.n_users, "items": ds.n_items},
+        "user_share": user_share,
+        "metrics": {name: metrics_of(t, targets) for name, t in topk.items()},
+        "subsets": {name: {"users": int(rows.size),
+                           "metrics": {m: metrics_of(t, targets, rows) for m, t in topk.items()} if rows.size else {}}
+                    for name, rows in subsets.items()},
+    }
+    return report
+
+
+def format_table(metrics: Mapping[str, Mapping[str, float]], columns: Sequence[str] = MAIN_COLUMNS) -> str:
+    width = max([len(n) for n in metrics] + [8])
+    lines = [" ".join([f"{'model':<{width}}"] + [f"{c:>10}" for c in columns])]
+    for name, row in metrics.items():
+        lines.append(" ".join([f"{name:<{width}}"] + [f"{row.get(c, float('nan')):>10.4f}" for c in columns]))
+    return "\n".join(lines)
+
+
+def write_plots(ckpt: Path, folder: Path) -> list[Path]:
+    """Training curves (history.json) and the item map coloured by OPAL hyper-category."""
+    from dreamstream import plots
+
+    written = []
+    if (ckpt / "history.json").exists():
+        written.append(plots.training_curves(json.loads((ckpt / "history.json").read_text()),
+                                             folder / "training_curves.png"))
+    if (ckpt / "opal.pt").exists():
+        from models.opal import load_opal
+
+        items = np.load(ckpt / "items.npy")
+        cats = load_opal(ckpt).categories().detach().numpy()
+        written.append(plots.item_map(items, (items @ cats.T).argmax(axis=1), folder / "item_map_opal.png",
+                                      centres=cats))
+    return written
+
+
+@click.command("evaluate")
+@settings_options("data_dir", "skip_ratio", "skip_weight", "replay_cap")
+@click.option("--data", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="DREAMSTREAM_EVALUATE_DATA",
+              help="Dataset folder (default: --data-dir). [env DREAMSTREAM_EVALUATE_DATA]")
+@click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              default=Path("var/checkpoint"), show_default=True, envvar="DREAMSTREAM_EVALUATE_CHECKPOINT",
+              help="Checkpoint folder written by `dreamstream train`. [env DREAMSTREAM_EVALUATE_CHECKPOINT]")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              envvar="DREAMSTREAM_EVALUATE_JSON", help="Also write the report as JSON here. [env DREAMSTREAM_EVALUATE_JSON]")
+@click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="DREAMSTREAM_EVALUATE_PLOTS",
+              help="Write PNG plots (training curves, OPAL item map) here. [env DREAMSTREAM_EVALUATE_PLOTS]")
+@click.option("--upto", type=click.Choice(["test", "valid"]), default="test", show_default=True,
+              envvar="DREAMSTREAM_EVALUATE_UPTO", help="Which held-out item to rank. [env DREAMSTREAM_EVALUATE_UPTO]")
+@click.option("--user-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              envvar="DREAMSTREAM_EVALUATE_USER_SHARE",
+              help="Share of slots for the DreamUMM vector in opal+dreamumm (as dreamstream.client). "
+                   "[env DREAMSTREAM_EVALUATE_USER_SHARE]")
+def evaluate(settings: Settings, data: Path | None, checkpoint: Path, json_path: Path | None, plots_dir: Path | None,
+             upto: str, user_share: float) -> None:
+    """Score popularity, LightGCN, DREAM, DreamUMM and OPAL on the checkpoint's split (full catalogue)."""
+    report = evaluate_checkpoint(data or settings.data_dir, checkpoint, upto, user_share, settings.engagement,
+                                 echo=click.echo)
+    click.echo(format_table(report["metrics"]))
+    for name, sub in report["subsets"].items():
+        click.echo(f"\n{name}: {sub['users']} users")
+        if sub["metrics"]:
+            click.echo(format_table(sub["metrics"], ("recall@20", "ndcg@20", "recall@50")))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1))
+        click.echo(f"\nreport written to {json_path}")
+    if plots_dir:
+        for path in write_plots(checkpoint, plots_dir):
+            click.echo(f"plot written to {path}")

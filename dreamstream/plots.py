@@ -1,0 +1,82 @@
+"""PNG plots for `evaluate`: training curves and a 2-D map of the item space by OPAL hyper-category.
+
+matplotlib with the Agg backend (files only, no display needed). numpy only
+otherwise: the PCA is an SVD.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(history: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path,
+                    metric: str = "recall@20") -> Path:
+    """Loss and validation ``metric`` per epoch of every model in ``history.json``, side by side."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in history.items():
+        rows = [r for r in rows if isinstance(r, Mapping)]
+        if not rows:
+            continue
+        epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
+        if all("loss" in r for r in rows):
+            ax_loss.plot(epochs, [r["loss"] for r in rows], marker="o", label=name)
+        if all(metric in r for r in rows):
+            ax_metric.plot(epochs, [r[metric] for r in rows], marker="o", label=name)
+    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
+    ax_metric.set(title=f"validation {metric}", xlabel="epoch", ylabel=metric)
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    return _save(fig, plt, path)
+
+
+def pca_basis(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [D], first two principal axes [2, D]) of the rows of ``x``; project with ``(y - mean) @ axes.T``."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean, vt[:2]
+
+
+def item_map(items: np.ndarray, labels: np.ndarray, path: str | Path, centres: np.ndarray | None = None,
+             title: str = "DREAM item space (PCA), coloured by OPAL hyper-category") -> Path:
+    """Scatter of the items' first two principal components, one colour per label; centres as stars."""
+    plt = _pyplot()
+    items = np.asarray(items, dtype=np.float64)
+    mean, axes = pca_basis(items)
+    xy = (items - mean) @ axes.T
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    cmap = plt.get_cmap("tab10")
+    for k in np.unique(labels):
+        sel = labels == k
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.5, color=cmap(int(k) % 10), label=f"interest {k} ({sel.sum()})")
+    if centres is not None:
+        c = (np.asarray(centres, dtype=np.float64) - mean) @ axes.T
+        scale = np.abs(xy).max() / max(np.abs(c).max(), 1e-9)  # hyper-categories are unit: stretch to the cloud
+        for k, (x, y) in enumerate(c * scale):
+            ax.scatter([x], [y], marker="*", s=250, color=cmap(k % 10), edgecolor="black")
+    ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
+    ax.legend(markerscale=3, fontsize=8)
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -98,7 +98,7 @@ def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: 
         index_dir = Path(tmp) / "index"
         params = build_params(settings, threads)
         t = time.perf_counter()
-        built = build_version(store, index_dir, params)
+        built = build_version(store, index_dir, params, progress=True)
         outcome = publish_version(built, index_dir, params.recall_floor)
         results["build_to_current_s"] = round(time.perf_counter() - t, 2)
         results["published"] = str(outcome.published)

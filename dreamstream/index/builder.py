@@ -23,6 +23,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from dreamstream.index.manifest import Manifest, ShardEntry, fsync_dir, sha256_bytes, write_bytes_synced, write_manifest
 from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
@@ -139,6 +140,7 @@ def build_version(
     params: BuildParams,
     rebuild: set[int] | None = None,
     previous: Manifest | None = None,
+    progress: bool = False,
 ) -> BuiltVersion:
     """Write every shard of a new version into a temporary folder and fsync it.
 
@@ -156,7 +158,7 @@ def build_version(
     reusable = previous is not None and len(previous.shards) == store.shards and previous.dim == store.dim
     entries: list[ShardEntry] = []
     rebuilt: list[int] = []
-    for shard in range(store.shards):
+    for shard in tqdm(range(store.shards), desc="build shards", unit="shard", disable=not progress):
         if reusable and rebuild is not None and shard not in rebuild:
             entries.append(_reuse_shard(index_dir / previous.version, folder, previous.shards[shard]))
             continue

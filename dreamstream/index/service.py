@@ -48,7 +48,7 @@ def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float) -
         discard(built)
         reason = (
             f"recall@10 {built.manifest.recall:.4f} is under the floor {recall_floor:.4f} "
-            f"(shards: {[s.recall for s in built.manifest.shards]}); raise --index-nprobe/--index-nlist or lower --index-recall-floor"
+            f"(shards: {[s.recall for s in built.manifest.shards]}); raise --index-nprobe or --index-nlist, raise --index-exact-max (exact shards), or lower --index-recall-floor"
         )
         log.warning("version=%s not published: %s", built.manifest.version, reason)
         return BuildOutcome(built.manifest, False, reason)

@@ -35,7 +35,7 @@ class Recommender(Protocol):
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 2048
-    lr: float = 1e-3
+    lr: float = 2e-3
     patience: int = 3          # epochs without a better validation Recall@20 before stopping
     seed: int = 0
     progress: bool = True      # tqdm bars with the running loss
@@ -150,7 +150,7 @@ def fit(model: torch.nn.Module, split: Split, config: TrainConfig, name: str,
             opt.step()
             running += (float(loss.detach()) - running) / step
             for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
+                totals[k] = totals.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{running:.4f}")
         valid = evaluator.model(model, "valid")
         row = {"epoch": epoch, "loss": running, **{k: v / n_batches for k, v in totals.items()}, **valid,

@@ -79,15 +79,20 @@ def _opt(*decls: str, **kwargs):
 @_opt("--tower-steps", type=int, default=400, help="Distillation steps of the item tower.")
 @_opt("--opal/--no-opal", default=True, help="Train OPAL on DREAM's item vectors afterwards.")
 @_opt("--progress/--no-progress", default=True, help="Show tqdm progress bars.")
+@_opt("--threads", type=int, default=1,
+      help="Torch intra-op threads. 1 is fastest on a shared small machine; raise it on a dedicated one.")
 def train(settings: Settings, data: Path | None, name: str | None, out: Path, epochs: int, seed: int, split: str,
           dim: int, batch_size: int, lr: float | None, patience: int, layers: int | None, knn_k: int | None,
           w_s3: float | None, w_intra: float | None, w_inter: float | None, w_reg: float | None,
           temperature: float | None, modal: bool, s3: bool, intra: bool, inter: bool, filter_gate: bool,
-          item_graph: bool, tower_steps: int, opal: bool, progress: bool) -> None:
+          item_graph: bool, tower_steps: int, opal: bool, progress: bool, threads: int) -> None:
     """Train the LightGCN baseline, DREAM and its item tower, then OPAL; write a checkpoint to --out."""
     from models.dream import DreamConfig
+    import torch
+
     from models.trainer import TrainConfig
 
+    torch.set_num_threads(max(1, threads))
     overrides = {"n_layers": layers, "knn_k": knn_k, "w_s3": w_s3, "w_intra": w_intra, "w_inter": w_inter,
                  "w_reg": w_reg, "temperature": temperature}
     dream_config = DreamConfig(dim=dim, use_modal=modal, use_s3=s3, use_intra=intra, use_inter=inter,
@@ -115,7 +120,6 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
     from models.lightgcn import LightGCN, LightGCNConfig
     from models.trainer import Evaluator, fit, vectors
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     ensure_dataset(data_dir, train_config.seed, echo)
     ds = ensure_text_features(load_dataset(data_dir, name), echo)
     split = leave_last_out(ds) if split_kind == "loo" else global_time_split(ds)

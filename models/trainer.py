@@ -132,6 +132,7 @@ def fit(model: torch.nn.Module, split: Split, config: TrainConfig, name: str,
     evaluator = evaluator or Evaluator(split)
     sampler = BprSampler(*split.train_positive_pairs(), n_items=split.dataset.n_items, seed=config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    device = next(model.parameters()).device
     result = FitResult()
     best_state, best_score, stale = None, -1.0, 0
     start = time.perf_counter()
@@ -143,7 +144,8 @@ def fit(model: torch.nn.Module, split: Split, config: TrainConfig, name: str,
         running = 0.0
         bar = tqdm(sampler.batches(config.batch_size), total=n_batches, desc=f"{name} epoch {epoch}/{config.epochs}",
                    disable=not config.progress, leave=False, dynamic_ncols=True)
-        for step, (users, pos, neg) in enumerate(bar, 1):
+        for step, batch in enumerate(bar, 1):
+            users, pos, neg = (t.to(device) for t in batch)
             loss, parts = model.loss(users, pos, neg)
             opt.zero_grad()
             loss.backward()

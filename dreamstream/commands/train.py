@@ -120,6 +120,7 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
     from models.lightgcn import LightGCN, LightGCNConfig
     from models.trainer import Evaluator, fit, vectors
 
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ensure_dataset(data_dir, train_config.seed, echo)
     ds = ensure_text_features(load_dataset(data_dir, name), echo)
     split = leave_last_out(ds) if split_kind == "loo" else global_time_split(ds)
@@ -138,7 +139,8 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
 
     torch.manual_seed(train_config.seed)
     lightgcn = LightGCN(ds.n_users, ds.n_items, adjacency,
-                        LightGCNConfig(dim=dream_config.dim, n_layers=dream_config.n_layers, w_reg=dream_config.w_reg))
+                        LightGCNConfig(dim=dream_config.dim, n_layers=dream_config.n_layers, w_reg=dream_config.w_reg)
+                        ).to(device)
     result = fit(lightgcn, split, train_config, "lightgcn", evaluator)
     lg_users, lg_items = vectors(lightgcn)
     metrics["lightgcn"] = _scores(evaluator, lg_users, lg_items, result)
@@ -148,14 +150,15 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
 
     torch.manual_seed(train_config.seed)
     dream = Dream(ds.n_users, ds.n_items, adjacency, user_mean_matrix(*pairs, ds.n_users, ds.n_items), features,
-                  dream_config)
+                  dream_config).to(device)
     result = fit(dream, split, train_config, "dream", evaluator)
     users, items = vectors(dream)
     metrics["dream"] = _scores(evaluator, users, items, result)
     history["dream"] = result.history
     np.save(out / "users.npy", users)
     np.save(out / "items.npy", items)
-    torch.save(dream.state_dict(), out / "dream.pt")
+    torch.save({k: v.cpu() for k, v in dream.state_dict().items()}, out / "dream.pt")
+    dream.cpu()
 
     tower, metrics["item_tower"] = distil_item_tower(features, torch.from_numpy(items), dream_config.dim, dream=dream,
                                                      steps=tower_steps, seed=train_config.seed,

@@ -68,7 +68,7 @@ class DreamConfig:
     n_item_layers: int = 1       # propagation layers over the item–item kNN graph
     knn_k: int = 10              # neighbours per item in the relation graph
     w_bpr: float = 1.0
-    # Weights measured on the default synthetic set (valid Recall@20, lr 5e-4): alignment weights of
+    # Weights measured on the synthetic set (valid Recall@20, lr 5e-4, datagen before d938776): alignment weights of
     # 0.1 drown BPR (its gradient on small-norm embeddings is tiny next to InfoNCE's) -> ~0.05; 0.01
     # -> 0.147; 0.001 -> 0.163; alignment off -> 0.171 (LightGCN alone: 0.148). BMA stays on, small.
     w_s3: float = 0.1            # Similarity Supervised Signal

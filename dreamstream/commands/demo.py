@@ -18,7 +18,7 @@ def _opt(flag: str, env: str, **kwargs):
       help="Folder for the demo's data, models, index, logs and plot (emptied at start).")
 @_opt("--users", "USERS", type=int, default=2000, help="Users in the synthetic dataset.")
 @_opt("--items", "ITEMS", type=int, default=3000, help="Videos in the synthetic dataset.")
-@_opt("--epochs", "EPOCHS", type=int, default=4, help="Most training epochs per model.")
+@_opt("--epochs", "EPOCHS", type=int, default=8, help="Most training epochs per model.")
 @_opt("--live-rate", "LIVE_RATE", type=float, default=500.0, help="Events/s of the live (held-out) traffic.")
 @_opt("--seed", "SEED", type=int, default=0, help="Seed of data generation and training.")
 @_opt("--timeout", "TIMEOUT_S", type=float, default=300.0, help="Seconds any one wait may take before the demo gives up.")

@@ -16,7 +16,10 @@ stored position says what is already applied (``streams.apply``).
 The user-state table is written with the *source* partition of the event,
 as Faust's own ``table[key] = value`` does inside a stream, so a user's row
 lives in the changelog partition of the watch-events partition that owns
-the user, whatever partitioner the producers used.
+the user, whatever partitioner the producers used. Rows are written first
+and awaited, records after: a record with seq n exists only once the row
+with seq n is durable, so a replay can only re-send the same record (same
+bytes, compacted topic), never an older seq.
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ class Worker:
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
         self.items = item_mod.ItemTable(settings, self.items_topic)
+        self.synced: set[int] = set()  # watch-events partitions whose rows were completed since the last rebalance
 
     # --- the hot path ---------------------------------------------------------
     async def process(self, batch: list[Any]) -> None:
@@ -78,6 +82,9 @@ class Worker:
                 messages[(m.partition, m.offset)] = m
             for rej in rejections:
                 dead.append((rej.reason, m, rej.value))
+        new_partitions = {e.message.partition for e in batch} - self.synced
+        if new_partitions:
+            await self.complete_rows(new_partitions)
         states = {}
         for user in {ev.user for ev in events}:
             raw = self.users.get(user.encode("utf-8"))
@@ -91,12 +98,20 @@ class Worker:
             dead.append((f"video {ev.video[:64]!r} is not in the item table (publish its vector first)", m,
                          _element(m.value, ev.index)))
         send = self.app.producer.send
-        futures = []
+        # 1. state rows, durable before any record that reflects them is sent: so after a crash
+        #    a user's published seq never runs ahead of its stored state (records never go back)
+        changelog = self.users.changelog_topic.get_topic_name()
+        writes = []
         for user, st in result.states.items():
             key = user.encode("utf-8")
             value = state_mod.encode(st)
             self.users.data[key] = value
-            self.users.send_changelog(st.partition, key, value)
+            writes.append(await send(changelog, key, value, st.partition, None, None))
+        if writes:
+            for meta in await asyncio.gather(*writes):
+                self.users.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+        # 2. one record per touched user, and the dead letters
+        futures = []
         for user, record in result.records.items():
             futures.append(await send(self.out_topic, user.encode("utf-8"), record, None, None, None))
         for reason, m, value in dead:
@@ -110,6 +125,54 @@ class Worker:
             self.first_output = time.monotonic()
             log.info("first output seconds_since_start=%.2f", self.first_output - self.started)
         self._observe(batch, result, t0, t1, t2)
+
+    async def complete_rows(self, partitions: set[int]) -> None:
+        """Make sure the table holds the newest durable row of every user of these partitions.
+
+        Faust recovers the table up to ``end_offsets``, which on tansu is one
+        produce batch short (its ListOffsets answers the last batch's base
+        offset): the rows of the last batch before a crash were missing and
+        their events applied twice. So before the first batch of a newly
+        assigned partition the worker reads that changelog partition itself up
+        to the high watermark its fetches report, keeping per user the row
+        that is furthest along (rows are positions: the newest wins, so
+        reading a row twice is harmless).
+        """
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from streams.items import caught_up
+
+        t0 = time.monotonic()
+        topic = self.users.changelog_topic.get_topic_name()
+        log.info("completing user rows partitions=%s", sorted(partitions))
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, fetch_max_wait_ms=50)
+        await consumer.start()
+        n = 0
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
+                for records in batches.values():
+                    for m in records:
+                        n += 1
+                        if m.value is None:
+                            continue
+                        have = self.users.data.get(m.key)
+                        if have is None or _further(m.value, have):
+                            self.users.data[m.key] = m.value
+                if await caught_up(consumer, tps):
+                    break
+                if time.monotonic() - t0 > 5:
+                    log.info("completing user rows: positions=%s highwaters=%s",
+                             {tp.partition: await consumer.position(tp) for tp in tps},
+                             {tp.partition: consumer.highwater(tp) for tp in tps})
+        finally:
+            await consumer.stop()
+        self.synced |= partitions
+        log.info("user rows complete partitions=%s rows_read=%d seconds=%.2f", sorted(partitions), n, time.monotonic() - t0)
 
     def _observe(self, batch: list[Any], result: Any, t0: float, t1: float, t2: float) -> None:
         m = self.metrics
@@ -162,6 +225,14 @@ class Worker:
             await asyncio.gather(*futures)
 
 
+def _further(new: bytes, old: bytes) -> bool:
+    """Is row ``new`` further along its user's stream than row ``old``?"""
+    a, b = state_mod.decode(new), state_mod.decode(old)
+    if a.partition != b.partition:
+        return True  # the changelog is read in order: a later row for another partition is the current one
+    return (a.offset, a.index) > (b.offset, b.index)
+
+
 def _element(value: bytes, index: int) -> bytes:
     """The bytes of one event of a message: the message itself, or one re-packed array element."""
     obj = codec.unpack(value)
@@ -181,8 +252,11 @@ def register(app: faust.App, settings: Settings) -> Worker:
 
     @app.agent(watch, name="update-users")
     async def update_users(stream: faust.StreamT) -> None:
-        await worker.items.ready.wait()  # never touch watch-events before the item table caught up
         async for batch in stream.take_events(settings.batch_size, settings.batch_timeout_s):
+            # No event is applied before the item table caught up. The wait sits *inside* take_events on
+            # purpose: there acks are off until the batch is done; awaiting before take_events lets Faust
+            # ack (and later commit) events nobody processed - measured: ~20 per partition lost per restart.
+            await worker.items.ready.wait()
             await worker.process(batch)
 
     @app.agent(features, name="item-tower")
@@ -196,7 +270,11 @@ def register(app: faust.App, settings: Settings) -> Worker:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(worker.metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return web.bytes(worker.metrics.exposition(), content_type="text/plain")
+
+    @app.on_partitions_revoked.connect
+    async def forget_rows(app: Any, revoked: Any, **kwargs: Any) -> None:
+        worker.synced.clear()  # Faust may re-recover the table from its short end offsets: complete it again
 
     app.dreamstream_worker = worker  # for tests and the bench
     return worker

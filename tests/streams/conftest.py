@@ -42,3 +42,13 @@ def item_vectors(bundle) -> dict[str, object]:
 
 def manifest(bundle_dir: Path) -> dict:
     return json.loads((bundle_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def two_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two exported versions (different seeds) in one folder: names sort in export order."""
+    root = tmp_path_factory.mktemp("models2")
+    first = export_random_bundle(root, seed=0)
+    second = export_random_bundle(root, seed=1)
+    assert second.name > first.name
+    return first, second

@@ -63,6 +63,7 @@ class Worker:
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
         self.items = item_mod.ItemTable(settings, self.items_topic)
+        self.pending: list[Any] = []
         self.synced: set[int] = set()  # watch-events partitions whose rows were completed since the last rebalance
 
     # --- the hot path ---------------------------------------------------------
@@ -119,8 +120,13 @@ class Worker:
             futures.append(await send(self.dlq_topic, m.key, codec.pack(letter), None, None, None))
             self.metrics.dead_letters.labels(reason=reason_label(reason)).inc()
             log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
-        if futures:
-            await asyncio.gather(*futures)  # outputs are on the broker before this batch is acked
+        # Not awaited here: Faust flushes the producer before it commits offsets, so a batch's records
+        # are on the broker before its offsets are committed; meanwhile the next batch is computed.
+        for f in self.pending:
+            if f.done() and f.exception() is not None:
+                raise RuntimeError(f"a user-embeddings/dead-letter send failed: {f.exception()!r}; stopping "
+                                   "before more offsets are committed") from f.exception()
+        self.pending = [f for f in self.pending if not f.done()] + futures
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
             log.info("first output seconds_since_start=%.2f", self.first_output - self.started)

@@ -94,11 +94,11 @@ def _run(session: Any, outputs: list[str], glob: np.ndarray | None = None, **fee
     return session.run(outputs, feeds)
 
 
-def user_vector(st: UserState, settings: Settings) -> tuple[np.ndarray, bool]:
-    """The published user vector and whether the user is cold (Candidate-DreamUMM, ``dreamumm_ref``)."""
-    u = dreamumm_ref.normalize(st.state)
-    vector, cold = dreamumm_ref.candidate_blend(u, dreamumm_ref.normalize(st.cand), st.positives, settings.cold_min_positive)
-    return vector, bool(cold)
+def user_vectors(states: np.ndarray, cands: np.ndarray, positives: np.ndarray, settings: Settings
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Published vectors [n, D] and cold flags [n]: DreamUMM ``s/|s|``, blended by Candidate-DreamUMM while cold."""
+    u = dreamumm_ref.normalize(states)
+    return dreamumm_ref.candidate_blend(u, dreamumm_ref.normalize(cands), positives, settings.cold_min_positive)
 
 
 def apply_batch(
@@ -182,13 +182,17 @@ def apply_batch(
         seq[idx] += 1
         result.applied += len(wave)
 
+    done = [u for u in users if queues.get(u)]
     for u in users:
-        i = row[u]
+        if not queues.get(u) and base[u].record:  # every event a replay (or unknown): re-send what is stored
+            result.records[u] = base[u].record
+    if not done:
+        return result
+    rows = np.array([row[u] for u in done], np.int64)
+    vectors, colds = user_vectors(S[rows], C[rows], pos[rows], settings)  # one batched call, not one per user
+    for j, u in enumerate(done):
+        i = int(rows[j])
         old = base[u]
-        if not queues.get(u):
-            if old.record:  # every event a replay (or unknown): re-send what is stored
-                result.records[u] = old.record
-            continue
         last = queues[u][-1][0]
         st = UserState(
             state=S[i].copy(), hidden=Hd[i].copy(), glob=G[i].copy(), soft=O[i].copy(), cand=C[i].copy(),
@@ -196,8 +200,7 @@ def apply_batch(
             partition=last.partition, offset=last.offset, index=last.index,
         )
         inter, wts = _readout(i, old, interests, weights, bundle)
-        vector, cold = user_vector(st, settings)
-        st.record = records.user_record(u, st.seq, st.last_ts, bundle.version, vector, inter, wts, cold)
+        st.record = records.user_record(u, st.seq, st.last_ts, bundle.version, vectors[j], inter, wts, bool(colds[j]))
         result.states[u] = st
         result.records[u] = st.record
     return result

@@ -1,0 +1,146 @@
+"""`dreamstream bench`: the stream worker's throughput and latency next to a plain per-event Faust agent."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import click
+import numpy as np
+
+from dreamstream.cli_options import settings_options
+from dreamstream.settings import Settings
+
+
+def _onnx_cost(bundle, batch: int, repeats: int = 200) -> float:
+    """Microseconds per event of dreamumm_step + opal_step at a batch size."""
+    m = bundle.manifest
+    rng = np.random.default_rng(0)
+    item = rng.standard_normal((batch, m.dim)).astype(np.float32)
+    feeds_d = {"state": item.copy(), "item": item, "weight": np.ones((batch, 1), np.float32), "decay": np.ones((batch, 1), np.float32)}
+    feeds_o = {"item": item, "hidden": np.zeros((batch, m.interests, m.hidden), np.float32), "global": np.zeros((batch, m.hidden), np.float32),
+               "soft": np.zeros((batch, m.interests, m.dim), np.float32), "decay": np.ones((batch, 1), np.float32)}
+    d, o = bundle.sessions["dreamumm_step"], bundle.sessions["opal_step"]
+    reps = max(5, repeats // max(1, batch // 8))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        d.run(None, feeds_d)
+        o.run(None, feeds_o)
+    return (time.perf_counter() - t0) / reps / batch * 1e6
+
+
+def _latencies(sent_at: list[float], events: list[dict], col) -> np.ndarray:
+    """Per event: first arrival of a record of its user whose seq covers it, minus the send time."""
+    nth: dict[str, int] = {}
+    out = []
+    for t_sent, e in zip(sent_at, events):
+        n = nth[e["user"]] = nth.get(e["user"], 0) + 1
+        arrivals = col.arrivals.get(e["user"], [])
+        times = [t for seq, t in arrivals if seq >= n]
+        if times:
+            out.append(min(times) - t_sent)
+    return np.array(out)
+
+
+def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300):
+    """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq."""
+    from dreamstream.bench import harness as h
+    from dreamstream.topics import create_topics
+
+    create_topics(s)
+    expected: dict[str, int] = {}
+    for e in events:
+        expected[e["user"]] = expected.get(e["user"], 0) + 1
+    msgs = h.event_messages(events)
+    sent_at: list[float] = []
+    worker = h.WorkerProcess(s, log, command=module)
+    if rate is None:
+        h.produce_sync(s, s.topic("watch-events"), msgs)
+        launched = time.time()
+        worker.start()
+        col = h.read_records(s, expected, timeout_s=timeout)
+    else:
+        launched = time.time()
+        worker.start()
+        warm = [dict(events[0], user="__warmup__")]
+        h.produce_sync(s, s.topic("watch-events"), h.event_messages(warm))
+        h.read_records(s, {"__warmup__": 1}, timeout_s=120)
+        feeder = threading.Thread(target=h.produce_sync, args=(s, s.topic("watch-events"), msgs), kwargs={"rate": rate, "sent_at": sent_at})
+        feeder.start()
+        col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate)
+        feeder.join()
+    worker.stop()
+    firsts = [t for arr in col.arrivals.values() for _, t in arr]
+    done = all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected.items())
+    return col, launched, (min(firsts) if firsts else None), (max(firsts) if firsts else None), done, sent_at
+
+
+@click.command("bench")
+@settings_options("broker", "model_dir", "partitions", "batch_size", "batch_timeout_s", "log_level")
+@click.option("--events", "n_events", default=60_000, show_default=True, envvar="DREAMSTREAM_BENCH_EVENTS", help="Synthetic events to process.")
+@click.option("--users", "n_users", default=5_000, show_default=True, envvar="DREAMSTREAM_BENCH_USERS", help="Distinct users among them.")
+@click.option("--embedded/--no-embedded", default=None, help="Start a private embedded broker (default: when --broker is not given).")
+@click.option("--skip-plain", is_flag=True, envvar="DREAMSTREAM_BENCH_SKIP_PLAIN", help="Do not run the plain per-event agent.")
+@click.option("--latency/--no-latency", default=True, show_default=True, help="Also run the latency test at half the max rate.")
+def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, skip_plain: bool, latency: bool) -> None:
+    """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
+    from dreamstream.bench import harness as h
+    from dreamstream.broker import EmbeddedBroker, free_port
+    from dreamstream.bundle import latest_version, load_bundle
+
+    work = Path(tempfile.mkdtemp(prefix="dreamstream-bench-"))
+    if latest_version(settings.model_dir) is None:
+        click.echo(f"no bundle in {settings.model_dir}: exporting a random one (export.random_bundle) ...")
+        import subprocess
+        code = f"from export.bundle_writer import random_bundle; random_bundle({str(work / 'models')!r}, n_items=2000)"
+        subprocess.run([sys.executable, "-c", code], check=True)
+        settings = settings.model_copy(update={"model_dir": work / "models"})
+    bundle = load_bundle(latest_version(settings.model_dir))
+    broker = None
+    if embedded or (embedded is None and "DREAMSTREAM_BROKER" not in __import__("os").environ and "--broker" not in sys.argv):
+        broker = EmbeddedBroker(port=free_port(), log_dir=work / "broker").start()
+        settings = settings.model_copy(update={"broker": broker.url})
+    click.echo(f"broker {settings.broker}; bundle {bundle.version}; {n_events} events over {n_users} users; "
+               f"batch {settings.batch_size}; load {open('/proc/loadavg').read().split()[:3]}")
+    events = h.synthetic_events(n_events, n_users, bundle.item_ids, seed=7)
+
+    def fresh(tag: str) -> Settings:
+        return settings.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}-{tag}.", "web_port": free_port(),
+                                           "state_dir": work / tag, "cold_min_positive": 0})
+
+    try:
+        s = fresh("worker")
+        h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
+        col, launched, first, last, done, _ = _run_consumer(s, None, events, work / "worker.log")
+        if not done:
+            raise click.ClickException(f"worker did not publish every final seq; see {work / 'worker.log'}")
+        rate = n_events / (last - first)
+        click.echo(f"worker: {rate:,.0f} events/s ({n_events} events in {last - first:.2f} s after first output; "
+                   f"launch to first output {first - launched:.1f} s)")
+        plain_rate = None
+        if not skip_plain:
+            p = fresh("plain")
+            colp, lp, fp, lastp, donep, _ = _run_consumer(p, [sys.executable, "-m", "dreamstream.bench.plain_agent"], events,
+                                                          work / "plain.log", timeout=600)
+            plain_rate = n_events / (lastp - fp) if donep else None
+            click.echo(f"plain per-event agent: {plain_rate:,.0f} events/s" if plain_rate else "plain agent did not finish")
+            if plain_rate:
+                click.echo(f"ratio worker / plain: {rate / plain_rate:.1f}x")
+        c1, cb = _onnx_cost(bundle, 1), _onnx_cost(bundle, settings.batch_size)
+        click.echo(f"ONNX steps (dreamumm + opal) per event: {c1:.1f} us at batch 1, {cb:.2f} us at batch {settings.batch_size}")
+        if latency:
+            half = rate / 2
+            n_lat = min(n_events, int(half * 20))
+            l = fresh("latency")
+            h.publish_items(l, bundle.item_ids, bundle.items, model=bundle.version)
+            coll, *_rest, donel, sent_at = _run_consumer(l, None, events[:n_lat], work / "latency.log", rate=half)
+            lat = _latencies(sent_at, events[:n_lat], coll) * 1000
+            click.echo(f"latency at {half:,.0f} events/s ({len(lat)} events): p50 {np.percentile(lat, 50):.1f} ms, "
+                       f"p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms")
+    finally:
+        if broker:
+            broker.stop()

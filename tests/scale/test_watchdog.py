@@ -1,0 +1,130 @@
+"""The stall watchdog: pure logic on a fake clock, the tick against fake consumer state, one real hung worker."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+from faust.types import TP
+
+import pytest
+
+from dreamstream.bench import harness as h
+from dreamstream.settings import Settings
+from streams.metrics import WorkerMetrics
+from streams.watchdog import EXIT_STALLED, HANG_HOOK, StallDetector, Watchdog
+
+from scale_support import setup_stack, wait_log
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_lag_without_progress_for_the_threshold_is_a_stall():
+    clock = Clock()
+    d = StallDetector(10.0, clock)
+    assert not d.observe(lag=5, progress=1)
+    clock.t += 9.9
+    assert not d.observe(lag=50, progress=1)
+    clock.t += 0.2
+    assert d.observe(lag=80, progress=1) and d.stalls == 1 and d.lag_at_start == 5
+    clock.t += 30
+    assert d.observe(lag=90, progress=1) and d.stalls == 1  # one stall, counted once
+    assert not d.observe(lag=90, progress=2)  # any progress ends it
+    assert not d.stalled
+
+
+@pytest.mark.parametrize("case", ["idle", "progress", "busy"])
+def test_idle_progressing_or_rebalancing_workers_are_never_stalled(case):
+    clock = Clock()
+    d = StallDetector(5.0, clock)
+    for i in range(100):
+        clock.t += 1
+        lag = 0 if case == "idle" else 100
+        progress = i if case == "progress" else 7
+        assert not d.observe(lag, progress, busy=case == "busy")
+
+
+def test_a_busy_period_restarts_the_clock():
+    clock = Clock()
+    d = StallDetector(5.0, clock)
+    d.observe(10, 1)
+    clock.t += 4
+    d.observe(10, 1, busy=True)  # a rebalance: the wait so far does not count
+    clock.t += 4
+    assert not d.observe(10, 1)
+    clock.t += 1.5
+    assert d.observe(10, 1)
+
+
+def fake_worker(lag_by_partition: dict[int, tuple[int, int]]):
+    """An app/worker pair exposing exactly what the watchdog reads: assignment, highwater, committed, metrics."""
+    tps = {p: TP("w", p) for p in lag_by_partition}
+    consumer = SimpleNamespace(
+        assignment=lambda: set(tps.values()),
+        highwater=lambda tp: lag_by_partition[tp.partition][0],
+        _committed_offset={tps[p]: c for p, (_, c) in lag_by_partition.items()},
+    )
+    app = SimpleNamespace(consumer=consumer, rebalancing=False, in_recovery=False)
+    ready = asyncio.Event()
+    ready.set()
+    worker = SimpleNamespace(watch_topic="w", metrics=WorkerMetrics(), items=SimpleNamespace(ready=ready))
+    return app, worker
+
+
+def test_tick_sets_the_gauge_counts_the_stall_and_exits_non_zero(monkeypatch):
+    clock = Clock()
+    app, worker = fake_worker({0: (100, 40), 1: (10, 10)})
+    exits: list[int] = []
+    dog = Watchdog(app, worker, Settings(watchdog_s=3.0, watchdog_action="exit"), exit=exits.append)
+    dog.detector.clock = clock
+    assert dog.progress() == (60, 50)
+    dog.tick()
+    clock.t += 3.5
+    dog.tick()
+    assert exits == [EXIT_STALLED]
+    reg = worker.metrics.registry
+    assert reg.get_sample_value("dreamstream_stalled") == 1 and reg.get_sample_value("dreamstream_stalls_total") == 1
+    worker.metrics.batch_size.observe(5)  # a batch got through: recovered
+    dog.tick()
+    assert reg.get_sample_value("dreamstream_stalled") == 0 and exits == [EXIT_STALLED]
+
+
+def test_log_action_only_reports(caplog):
+    clock = Clock()
+    app, worker = fake_worker({0: (100, 40)})
+    exits: list[int] = []
+    dog = Watchdog(app, worker, Settings(watchdog_s=1.0, watchdog_action="log"), exit=exits.append)
+    dog.detector.clock = clock
+    dog.tick()
+    clock.t += 2
+    dog.tick()
+    assert exits == [] and "consumer stalled: lag=60" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_hung_worker_exits_non_zero(make_settings, bundle_dir, tmp_path, monkeypatch):
+    s, items = setup_stack(make_settings, bundle_dir, partitions=2, watchdog_s=3.0, watchdog_action="exit")
+    events = h.synthetic_events(2000, 100, list(items), seed=13)
+    monkeypatch.setenv(HANG_HOOK, "3")
+    w = h.WorkerProcess(s, tmp_path / "hung.log").start()
+    feeder = threading.Thread(target=h.produce_sync, args=(s, s.topic("watch-events"), h.event_messages(events)),
+                              kwargs={"rate": 200})
+    feeder.start()
+    try:
+        assert wait_log(w, "processing hangs now", 60), w.log_text()[-3000:]
+        hung_at = time.monotonic()
+        w.proc.wait(30)
+        took = time.monotonic() - hung_at
+        assert w.proc.returncode == EXIT_STALLED, w.log_text()[-3000:]
+        assert "consumer stalled: lag=" in w.log_text()
+        assert took < 3.0 + 10, took
+    finally:
+        feeder.join()
+        w.stop()

@@ -60,6 +60,24 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Port of the indexer's Prometheus endpoint; 0 = none.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
+    # --- scaling and failure handling (docs/scaling.md) ---------------------
+    session_timeout_s: float = Field(
+        6.0, gt=0, description="Consumer-group session timeout: a worker silent this long loses its partitions to the others."
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Seconds between a worker's group heartbeats (well under the session timeout).")
+    rebalance_timeout_s: float = Field(
+        6.0, gt=0, description="Longest a rebalance waits for every worker to rejoin the group, in seconds."
+    )
+    standby_replicas: int = Field(
+        0, ge=0, description="Extra workers that keep a warm copy of each user-state partition (shorter recovery after a failover)."
+    )
+    watchdog_s: float = Field(
+        60.0, ge=0, description="A worker with input lag that applies and commits nothing for this many seconds is stalled; 0 = off."
+    )
+    watchdog_action: str = Field(
+        "exit", pattern="^(exit|log)$", description="What a stalled worker does: exit (non-zero, so the orchestrator restarts it) or log."
+    )
+
     # --- indexer ---------------------------------------------------------
     index_shards: int = Field(4, ge=1, description="Shards per index version (item -> shard by a stable hash of its id).")
     index_interval_s: float = Field(5.0, gt=0, description="Seconds between index builds (only when items changed).")

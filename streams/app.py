@@ -28,13 +28,13 @@ def app_config(settings: Settings) -> dict[str, Any]:
         web_bind=settings.web_bind,
         consumer_auto_offset_reset="earliest",
         # measured on tansu: defaults take ~30 s to get partitions, these ~5 s
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=6.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_request_timeout=40.0,
         stream_recovery_delay=0.0,
         stream_wait_empty=False,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         broker_commit_interval=1.0,
         producer_linger=0.005,
@@ -51,7 +51,10 @@ def create_app(settings: Settings) -> faust.App:
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
-    register(app, settings)
+    worker = register(app, settings)
+    from streams.watchdog import install as install_watchdog
+
+    install_watchdog(app, worker, settings)  # stalled consumers exit (or log) instead of dying slowly
     return app
 
 

@@ -31,6 +31,8 @@ class WorkerMetrics:
                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
         self.lag = Gauge("dreamstream_consumer_lag", "Messages behind the end of watch-events, per partition.", ["partition"], registry=r)
         self.users = Gauge("dreamstream_users", "User-state rows held by this worker.", registry=r)
+        self.stalled = Gauge("dreamstream_stalled", "1 while the watchdog sees lag with no progress for DREAMSTREAM_WATCHDOG_S.", registry=r)
+        self.stalls = Counter("dreamstream_stalls", "Stalls the watchdog detected.", registry=r)
         self.model = Gauge("dreamstream_model_info", "The bundle version being served (value 1).", ["version"], registry=r)
 
     def serve_model(self, version: str) -> None:

@@ -10,6 +10,7 @@ WORKER_SETTINGS = (
     "broker", "topic_prefix", "model_dir", "state_dir", "store", "partitions", "item_partitions", "replication",
     "half_life_s", "skip_ratio", "skip_weight", "replay_cap", "impression_weight", "cold_min_positive",
     "batch_size", "batch_timeout_s", "web_port", "web_bind", "log_level",
+    "session_timeout_s", "heartbeat_interval_s", "rebalance_timeout_s", "standby_replicas", "watchdog_s", "watchdog_action",
 )
 
 

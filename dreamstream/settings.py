@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # --- worker -----------------------------------------------------------
     batch_size: int = Field(512, ge=1, description="Most events the worker applies in one ONNX batch.")
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest the worker waits to fill a batch, in seconds.")
+    fetch_max_wait_ms: int = Field(
+        10, ge=1, le=1500, description="Longest the broker may hold the worker's fetch when no data is there (ms)."
+    )
     web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
     web_bind: str = Field(
         "127.0.0.1", description="Address the worker's web server listens on; 0.0.0.0 in containers so probes and Prometheus reach it."

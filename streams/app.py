@@ -49,6 +49,9 @@ def create_app(settings: Settings) -> faust.App:
     """A fresh app with the worker's topics, tables, agents, timers and web page."""
     from streams.agents import register
 
+    from streams.fetch_wait import install as install_fetch_wait
+
+    install_fetch_wait(settings.fetch_max_wait_ms)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
     worker = register(app, settings)

@@ -63,8 +63,14 @@ class StallDetector:
         return 0.0 if self.since is None else self.clock() - self.since
 
 
-def consumer_position(app: Any, topic: str) -> tuple[int, int]:
-    """(lag, committed sum) over the partitions of ``topic`` this worker owns, from the consumer's own state."""
+def consumer_position(app: Any, topic: str, ends: dict[Any, int] | None = None) -> tuple[int, int]:
+    """(lag, committed sum) over the partitions of ``topic`` this worker owns.
+
+    The end of a partition is the larger of the fetch high watermark and
+    ``ends`` (end offsets asked of the broker by :meth:`Watchdog.sample_ends`):
+    a partition the consumer never fetches again - the stall seen here after a
+    rebalance - has no fresh high watermark at all.
+    """
     consumer = app.consumer
     lag = committed_sum = 0
     for tp in list(consumer.assignment()):
@@ -75,9 +81,9 @@ def consumer_position(app: Any, topic: str) -> tuple[int, int]:
             high = consumer.highwater(tp)
         except Exception:  # revoked between assignment() and here
             continue
+        end = max(high or 0, (ends or {}).get(tp) or 0)
         committed_sum += committed
-        if high is not None:
-            lag += max(0, high - committed)
+        lag += max(0, end - committed)
     return lag, committed_sum
 
 
@@ -92,10 +98,20 @@ class Watchdog:
         self.exit = exit
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.ends: dict[Any, int] = {}
+
+    async def sample_ends(self) -> None:
+        """On the loop: the broker's end offsets of the owned watch-events partitions (ListOffsets)."""
+        tps = [tp for tp in self.app.consumer.assignment() if tp.topic == self.worker.watch_topic]
+        if tps:
+            try:
+                self.ends = dict(await self.app.consumer.highwaters(*tps))
+            except Exception as err:  # broker away or rebalancing: keep the last answer
+                log.debug("watchdog: end offsets unavailable (%r)", err)
 
     def progress(self) -> tuple[int, int]:
         """(lag, progress): progress moves with every processed batch and every commit."""
-        lag, committed = consumer_position(self.app, self.worker.watch_topic)
+        lag, committed = consumer_position(self.app, self.worker.watch_topic, self.ends)
         batches = self.worker.metrics.registry.get_sample_value("dreamstream_batch_events_count") or 0
         return lag, int(batches) + committed
 
@@ -145,6 +161,10 @@ def install(app: Any, worker: Any, settings: Settings) -> Watchdog | None:
     async def start_watchdog() -> None:
         dog.start()
         log.info("watchdog on: threshold=%ss action=%s", settings.watchdog_s, settings.watchdog_action)
+
+    @app.timer(max(0.5, settings.watchdog_s / 4), name="watchdog-end-offsets")
+    async def sample_ends() -> None:
+        await dog.sample_ends()
 
     @app.on_before_shutdown.connect
     async def stop_watchdog(app: Any, **kwargs: Any) -> None:

@@ -62,6 +62,15 @@ class Seen:
             time.sleep(0.2)
         return self.has(expected)
 
+    def missing(self, expected: dict[str, int], partitions: int) -> dict[int, list[tuple[str, int, int]]]:
+        """Per partition, the users short of their expected seq: (user, seen, expected) - for failure messages."""
+        out: dict[int, list[tuple[str, int, int]]] = {}
+        for u, n in expected.items():
+            got = max((r[0] for r in self.records.get(u, [])), default=0)
+            if got < n:
+                out.setdefault(user_partition(u, partitions), []).append((u, got, n))
+        return out
+
     def close(self) -> None:
         self.stop.set()
         if self.thread:

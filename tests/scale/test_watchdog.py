@@ -128,3 +128,20 @@ def test_a_hung_worker_exits_non_zero(make_settings, bundle_dir, tmp_path, monke
     finally:
         feeder.join()
         w.stop()
+
+
+def test_a_partition_never_fetched_again_counts_by_its_end_offset():
+    """The stall reproduced in test_rebalance: no fresh fetch high watermark, only the broker's end offset."""
+    clock = Clock()
+    app, worker = fake_worker({0: (100, 40), 3: (0, 20)})
+    app.consumer.highwater = lambda tp: None if tp.partition == 3 else 100
+    exits: list[int] = []
+    dog = Watchdog(app, worker, Settings(watchdog_s=2.0), exit=exits.append)
+    dog.detector.clock = clock
+    assert dog.progress()[0] == 60
+    dog.ends = {TP("w", 3): 133}
+    assert dog.progress()[0] == 60 + 113
+    dog.tick()
+    clock.t += 2.5
+    dog.tick()
+    assert exits == [EXIT_STALLED]

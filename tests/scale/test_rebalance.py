@@ -1,0 +1,136 @@
+"""Several workers on one broker while events flow: joins, a SIGKILL, a SIGTERM, a broker restart - all exact.
+
+Real `dreamstream worker` processes, real tansu; every record any worker
+published is checked against the single-pass numpy reference of its prefix.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dreamstream.bench import harness as h
+from dreamstream.broker import EmbeddedBroker, free_port
+from streams.watchdog import EXIT_STALLED
+
+from scale_support import PARTITIONS, assert_exact_history, e2e, partitions_of, setup_stack, wait_log
+
+pytestmark = pytest.mark.slow
+
+
+class Workers:
+    """Worker processes of one test, each with its own state dir and log; all stopped at the end."""
+
+    def __init__(self, settings, tmp_path: Path) -> None:
+        self.settings, self.tmp_path, self.all = settings, tmp_path, []
+
+    def start(self) -> h.WorkerProcess:
+        i = len(self.all)
+        s = self.settings.model_copy(update={"state_dir": self.tmp_path / f"state-{i}"})
+        w = h.WorkerProcess(s, self.tmp_path / f"worker-{i}.log").start()
+        self.all.append(w)
+        return w
+
+    def supervise(self) -> None:
+        """Be the orchestrator: a worker the watchdog stopped (exit code 70) is replaced by a fresh one."""
+        def loop() -> None:
+            while not self.done.is_set():
+                for w in list(self.all):
+                    if w.proc.poll() == EXIT_STALLED and w not in self.restarted:
+                        self.restarted.append(w)
+                        self.start()
+                time.sleep(0.5)
+        self.done, self.restarted = threading.Event(), []
+        threading.Thread(target=loop, daemon=True).start()
+
+    def stop_all(self) -> None:
+        if hasattr(self, "done"):
+            self.done.set()
+        for w in self.all:
+            w.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{w.log_text()[-2500:]}" for w in self.all)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    made: list[Workers] = []
+
+    def make(settings) -> Workers:
+        made.append(Workers(settings, tmp_path))
+        return made[-1]
+
+    yield make
+    for ws in made:
+        ws.stop_all()
+
+
+def test_join_sigkill_join_sigterm_while_events_flow(make_settings, bundle_dir, workers, live_reader):
+    s, items = setup_stack(make_settings, bundle_dir, watchdog_s=8.0)
+    events = h.synthetic_events(3600, 300, list(items), seed=11)
+    ws = workers(s)
+    ws.supervise()
+    seen = live_reader(s)
+    a = ws.start()
+    feeder = threading.Thread(target=h.produce_sync, args=(s, s.topic("watch-events"), h.event_messages(events)),
+                              kwargs={"rate": 90})  # ~40 s of traffic
+    feeder.start()
+    assert wait_log(a, "first output", 60), ws.logs()
+    b = ws.start()  # join: the 8 partitions split between a and b
+    assert wait_log(b, "first output", 60), ws.logs()
+    time.sleep(2)
+    killed_at = time.time()
+    a.kill()  # crash: a's partitions must move to b within the session timeout
+    by_partition = partitions_of({e["user"] for e in events}, PARTITIONS)
+    deadline = time.monotonic() + 40
+    firsts = {}
+    while time.monotonic() < deadline and len(firsts) < PARTITIONS:
+        for p, users in by_partition.items():
+            if p not in firsts and (t := seen.first_after(killed_at, users)) is not None:
+                firsts[p] = t - killed_at
+        time.sleep(0.2)
+    assert len(firsts) == PARTITIONS, (firsts, ws.logs())
+    serving_s = max(firsts.values())
+    print(f"\nrebalance-to-serving after SIGKILL: {serving_s:.2f}s (per partition {sorted(firsts.values())})")
+    assert serving_s < 20, (serving_s, firsts)
+    c = ws.start()  # another join while events still flow
+    assert wait_log(c, "first output", 60), ws.logs()
+    time.sleep(1)
+    assert feeder.is_alive(), "traffic ended before the SIGTERM: raise the event count or lower the rate"
+    assert b.stop() == 0, b.log_text()[-3000:]  # clean leave: c takes everything
+    feeder.join()
+    want = e2e.counts(events)
+    assert seen.wait_for(want, 90), (seen.missing(want, PARTITIONS), ws.logs())
+    print(f"workers the watchdog stopped and the test restarted: {len(ws.restarted)}")
+    assert_exact_history(seen, events, items)
+
+
+def test_broker_restart_mid_stream(make_settings, bundle_dir, workers, live_reader, tmp_path):
+    durable = EmbeddedBroker(port=free_port(), durable_dir=tmp_path / "durable", log_dir=tmp_path / "broker-logs")
+    durable.start()
+    try:
+        s, items = setup_stack(make_settings, bundle_dir, broker=durable.url, watchdog_s=8.0)
+        events = h.synthetic_events(3000, 300, list(items), seed=12)
+        msgs = h.event_messages(events)
+        ws = workers(s)
+        seen = live_reader(s)
+        ws.supervise()
+        for _ in range(2):
+            ws.start()
+        h.produce_sync(s, s.topic("watch-events"), msgs[:1500])
+        assert wait_log(ws.all[0], "first output", 60) or wait_log(ws.all[1], "first output", 5), ws.logs()
+        while sum(seen.latest_seq(u) for u in e2e.counts(events[:1500])) < 300:
+            time.sleep(0.05)  # mid-stream: some records out, much still to apply
+        durable.stop()
+        time.sleep(3)
+        durable.start()  # same port, same S3 folder: the log is still there
+        h.produce_sync(s, s.topic("watch-events"), msgs[1500:])
+        want = e2e.counts(events)
+        assert seen.wait_for(want, 120), (seen.missing(want, PARTITIONS), ws.logs())
+        print(f"workers the watchdog stopped and the test restarted: {len(ws.restarted)}")
+        assert_exact_history(seen, events, items)
+    finally:
+        durable.stop()

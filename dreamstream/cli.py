@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrieve": ("dreamstream.commands.retrieve:retrieve", "Retrieve candidates for a user from the current index."),
     "bench-index": ("dreamstream.commands.bench_index:bench_index", "Measure index build time, recall, search latency and memory at scale."),
     "replay": ("dreamstream.commands.replay:replay", "Replay a dataset (or dead letters) onto watch-events."),
+    "bench-recovery": ("dreamstream.commands.bench_recovery:bench_recovery", "Time a worker's recovery of many users' state (memory, RocksDB, standby)."),
     "bench": ("dreamstream.commands.bench:bench", "Measure worker throughput and latency against a plain Faust agent."),
     "demo": ("dreamstream.commands.demo:demo", "Run the whole system end to end and print what it achieved."),
 }

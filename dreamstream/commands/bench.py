@@ -86,7 +86,12 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
 @click.option("--embedded/--no-embedded", default=None, help="Start a private embedded broker (default: when --broker is not given).")
 @click.option("--skip-plain", is_flag=True, envvar="DREAMSTREAM_BENCH_SKIP_PLAIN", help="Do not run the plain per-event agent.")
 @click.option("--latency/--no-latency", default=True, show_default=True, help="Also run the latency test at half the max rate.")
-def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, skip_plain: bool, latency: bool) -> None:
+@click.option("--soak", "soak_minutes", type=float, default=None, envvar="DREAMSTREAM_BENCH_SOAK",
+              help="Instead: a soak of this many minutes at --soak-rate (throughput, p99, worker RSS over time, plot).")
+@click.option("--soak-rate", type=float, default=500.0, show_default=True, envvar="DREAMSTREAM_BENCH_SOAK_RATE",
+              help="Events/s of the soak's steady load (over --users users).")
+def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, skip_plain: bool, latency: bool,
+          soak_minutes: float | None = None, soak_rate: float = 500.0) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.broker import EmbeddedBroker, free_port
@@ -106,6 +111,14 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         settings = settings.model_copy(update={"broker": broker.url})
     click.echo(f"broker {settings.broker}; bundle {bundle.version}; {n_events} events over {n_users} users; "
                f"batch {settings.batch_size}; load {open('/proc/loadavg').read().split()[:3]}")
+    if soak_minutes:  # dreamstream.bench.soak: steady load, memory must stay flat
+        from dreamstream.bench.soak import soak_command
+        try:
+            soak_command(settings, soak_minutes, soak_rate, n_users, work, echo=click.echo)
+        finally:
+            if broker:
+                broker.stop()
+        return
     events = h.synthetic_events(n_events, n_users, bundle.item_ids, seed=7)
 
     def fresh(tag: str) -> Settings:

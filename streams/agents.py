@@ -37,6 +37,7 @@ from dreamstream.topics import DLQ, ITEM_FEATURES, ITEM_VECTORS, USER_EMBEDDINGS
 from streams import items as item_mod
 from streams import state as state_mod
 from streams.apply import apply_batch
+from streams.batch_send import send_records
 from streams.metrics import WorkerMetrics, reason_label
 from streams.reload import BundleHolder
 from streams.validate import Event, decode_message
@@ -98,23 +99,22 @@ class Worker:
             m = messages[(ev.partition, ev.offset)]
             dead.append((f"video {ev.video[:64]!r} is not in the item table (publish its vector first)", m,
                          _element(m.value, ev.index)))
-        send = self.app.producer.send
+        producer = self.app.producer._ensure_producer()  # the aiokafka producer Faust flushes before commits
         # 1. state rows, durable before any record that reflects them is sent: so after a crash
         #    a user's published seq never runs ahead of its stored state (records never go back)
         changelog = self.users.changelog_topic.get_topic_name()
-        writes = []
+        rows = []
         for user, st in result.states.items():
             key = user.encode("utf-8")
             value = state_mod.encode(st)
             self.users.data[key] = value
-            writes.append(await send(changelog, key, value, st.partition, None, None))
-        if writes:
-            for meta in await asyncio.gather(*writes):
-                self.users.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+            rows.append((key, value, st.partition))
+        for sent in await send_records(producer, changelog, rows):
+            self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
         # 2. one record per touched user, and the dead letters
-        futures = []
-        for user, record in result.records.items():
-            futures.append(await send(self.out_topic, user.encode("utf-8"), record, None, None, None))
+        records = [(user.encode("utf-8"), record, None) for user, record in result.records.items()]
+        futures = [sent.future for sent in await send_records(producer, self.out_topic, records)]
+        send = self.app.producer.send
         for reason, m, value in dead:
             letter = codec.dead_letter(reason, m.topic, m.partition, m.offset, m.key, value)
             futures.append(await send(self.dlq_topic, m.key, codec.pack(letter), None, None, None))

@@ -107,7 +107,7 @@ class Worker:
         for user, st in result.states.items():
             key = user.encode("utf-8")
             value = state_mod.encode(st)
-            self.users.data[key] = value
+            _put_row(self.users, key, value, st.partition)
             rows.append((key, value, st.partition))
         for sent in await send_records(producer, changelog, rows):
             self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
@@ -168,7 +168,7 @@ class Worker:
                             continue
                         have = self.users.data.get(m.key)
                         if have is None or _further(m.value, have):
-                            self.users.data[m.key] = m.value
+                            _put_row(self.users, m.key, m.value, m.partition)
                 if await caught_up(consumer, tps):
                     break
                 if time.monotonic() - t0 > 5:
@@ -229,6 +229,22 @@ class Worker:
             log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
         if futures:
             await asyncio.gather(*futures)
+
+
+def _put_row(table: Any, key: bytes, value: bytes, partition: int) -> None:
+    """``table.data[key] = value`` in a known partition.
+
+    Faust's RocksDB store takes the partition from the current stream event,
+    which batches from ``take_events`` do not set: ``data[key] = value``
+    asserted there (every batch crashed with ``rocksdb://``). The memory store
+    keeps no partitions.
+    """
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        store._key_index[key] = partition
+        store._db_for_partition(partition).put(key, value)
+    else:
+        store[key] = value
 
 
 def _further(new: bytes, old: bytes) -> bool:

@@ -89,8 +89,24 @@ def publish_items(settings: Settings, ids: Sequence[str], vectors: np.ndarray, m
     return produce_sync(settings, settings.topic(ITEM_VECTORS), msgs)
 
 
-def event_messages(events: Sequence[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
-    return [(codec.key_bytes(e["user"]), codec.pack(e)) for e in events]
+def event_messages(events: Sequence[dict[str, Any]], per_message: int = 1) -> list[tuple[bytes, bytes]]:
+    """Keyed watch-events messages: one event each, or client batches of up to ``per_message`` events.
+
+    A client batch (the design allows an array value) holds consecutive
+    events of one user, so per-user order is kept; messages are ordered by
+    their first event, as a fleet of apps uploading every few events would send them.
+    """
+    if per_message <= 1:
+        return [(codec.key_bytes(e["user"]), codec.pack(e)) for e in events]
+    open_batch: dict[str, list[dict[str, Any]]] = {}
+    batches: list[list[dict[str, Any]]] = []
+    for e in events:
+        batch = open_batch.get(e["user"])
+        if batch is None or len(batch) >= per_message:
+            batch = open_batch[e["user"]] = []
+            batches.append(batch)
+        batch.append(e)
+    return [(codec.key_bytes(b[0]["user"]), codec.pack(b)) for b in batches]
 
 
 @dataclass

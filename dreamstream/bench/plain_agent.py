@@ -36,18 +36,22 @@ def main() -> None:
     @app.agent(watch)
     async def plain(stream):
         async for event in stream.events():
-            ev = codec.unpack(event.message.value)
-            key = event.message.key
-            raw = table.get(key)
-            seq = 0 if raw is None else codec.unpack(raw)["seq"]
-            state = np.zeros((1, dim), np.float32) if raw is None else codec.bin_to_vec(codec.unpack(raw)["s"])[None]
-            r = engagement.weight(ev["watch_ms"], ev["duration_ms"]).reshape(1, 1)
-            state, user = step.run(["state_out", "user"], {"state": state, "item": items[ev["video"]], "weight": r,
-                                                           "decay": np.ones((1, 1), np.float32)})
-            seq += 1
-            table[key] = codec.pack({"seq": seq, "s": codec.vec_to_bin(state[0])})
-            await out.send(key=key, value=codec.pack({"user": ev["user"], "seq": seq, "ts": ev["ts"], "model": bundle.version,
-                                                      "vector": codec.vec_to_bin(user[0])}))
+            decoded = codec.unpack(event.message.value)
+            for ev in decoded if isinstance(decoded, list) else [decoded]:  # a client batch: event by event
+                await apply_one(event.message.key, ev)
+
+    async def apply_one(key: bytes, ev: dict) -> None:
+        """One event: a table read, the ONNX step at batch 1, a table write, a send (inside the stream's event)."""
+        raw = table.get(key)
+        seq = 0 if raw is None else codec.unpack(raw)["seq"]
+        state = np.zeros((1, dim), np.float32) if raw is None else codec.bin_to_vec(codec.unpack(raw)["s"])[None]
+        r = engagement.weight(ev["watch_ms"], ev["duration_ms"]).reshape(1, 1)
+        state, user = step.run(["state_out", "user"], {"state": state, "item": items[ev["video"]], "weight": r,
+                                                       "decay": np.ones((1, 1), np.float32)})
+        seq += 1
+        table[key] = codec.pack({"seq": seq, "s": codec.vec_to_bin(state[0])})
+        await out.send(key=key, value=codec.pack({"user": ev["user"], "seq": seq, "ts": ev["ts"], "model": bundle.version,
+                                                  "vector": codec.vec_to_bin(user[0])}))
 
     Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 

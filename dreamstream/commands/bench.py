@@ -46,7 +46,8 @@ def _latencies(sent_at: list[float], events: list[dict], col) -> np.ndarray:
     return np.array(out)
 
 
-def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300):
+def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300,
+                  per_message: int = 1):
     """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq."""
     from dreamstream.bench import harness as h
     from dreamstream.topics import create_topics
@@ -55,7 +56,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
     expected: dict[str, int] = {}
     for e in events:
         expected[e["user"]] = expected.get(e["user"], 0) + 1
-    msgs = h.event_messages(events)
+    msgs = h.event_messages(events, per_message)
     sent_at: list[float] = []
     worker = h.WorkerProcess(s, log, command=module)
     if rate is None:
@@ -84,13 +85,16 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
 @click.option("--events", "n_events", default=60_000, show_default=True, envvar="DREAMSTREAM_BENCH_EVENTS", help="Synthetic events to process.")
 @click.option("--users", "n_users", default=5_000, show_default=True, envvar="DREAMSTREAM_BENCH_USERS", help="Distinct users among them.")
 @click.option("--embedded/--no-embedded", default=None, help="Start a private embedded broker (default: when --broker is not given).")
+@click.option("--events-per-message", "per_message", default=1, show_default=True, envvar="DREAMSTREAM_BENCH_EVENTS_PER_MESSAGE",
+              help="Events per watch-events message in the throughput runs: 1, or client batches (an array value "
+                   "of one user's consecutive events, as apps that upload every few events send them). Both agents get the same messages.")
 @click.option("--skip-plain", is_flag=True, envvar="DREAMSTREAM_BENCH_SKIP_PLAIN", help="Do not run the plain per-event agent.")
 @click.option("--latency/--no-latency", default=True, show_default=True, help="Also run the latency test at half the max rate.")
 @click.option("--soak", "soak_minutes", type=float, default=None, envvar="DREAMSTREAM_BENCH_SOAK",
               help="Instead: a soak of this many minutes at --soak-rate (throughput, p99, worker RSS over time, plot).")
 @click.option("--soak-rate", type=float, default=500.0, show_default=True, envvar="DREAMSTREAM_BENCH_SOAK_RATE",
               help="Events/s of the soak's steady load (over --users users).")
-def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, skip_plain: bool, latency: bool,
+def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
@@ -110,7 +114,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         broker = EmbeddedBroker(port=free_port(), log_dir=work / "broker").start()
         settings = settings.model_copy(update={"broker": broker.url})
     click.echo(f"broker {settings.broker}; bundle {bundle.version}; {n_events} events over {n_users} users; "
-               f"batch {settings.batch_size}; load {open('/proc/loadavg').read().split()[:3]}")
+               f"batch {settings.batch_size}; {per_message} event(s) per message; load {open('/proc/loadavg').read().split()[:3]}")
     if soak_minutes:  # dreamstream.bench.soak: steady load, memory must stay flat
         from dreamstream.bench.soak import soak_command
         try:
@@ -128,7 +132,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
     try:
         s = fresh("worker")
         h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-        col, launched, first, last, done, _ = _run_consumer(s, None, events, work / "worker.log")
+        col, launched, first, last, done, _ = _run_consumer(s, None, events, work / "worker.log", per_message=per_message)
         if not done:
             raise click.ClickException(f"worker did not publish every final seq; see {work / 'worker.log'}")
         rate = n_events / (last - first)
@@ -138,7 +142,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         if not skip_plain:
             p = fresh("plain")
             colp, lp, fp, lastp, donep, _ = _run_consumer(p, [sys.executable, "-m", "dreamstream.bench.plain_agent"], events,
-                                                          work / "plain.log", timeout=600)
+                                                          work / "plain.log", timeout=600, per_message=per_message)
             plain_rate = n_events / (lastp - fp) if donep else None
             click.echo(f"plain per-event agent: {plain_rate:,.0f} events/s" if plain_rate else "plain agent did not finish")
             if plain_rate:

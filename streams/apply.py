@@ -168,16 +168,22 @@ def apply_batch(
             r = engagement.weight([ev.watch_ms for ev, _ in wave], [ev.duration_ms for ev, _ in wave])[watch][:, None]
             Vw = np.ascontiguousarray(V[watch])
             S[wi] = _run(bundle.sessions["dreamumm_step"], ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
-            hid, glo, soft, inter, wts = _run(
-                bundle.sessions["opal_step"], ["hidden_out", "global_out", "soft_out", "interests", "weights"],
-                item=Vw, hidden=Hd[wi], glob=G[wi], soft=O[wi], decay=gw,
-            )
-            Hd[wi], G[wi], O[wi] = hid, glo, soft
             C[wi] *= gw
-            pos[wi] += (r[:, 0] > 0)
-            for j, i in enumerate(wi):
-                interests[int(i)] = inter[j]
-                weights[int(i)] = wts[j]
+            liked = r[:, 0] > 0
+            pos[wi] += liked
+            # OPAL follows what the user engaged with, as it was trained (positive events only); a quick
+            # skip moves the DreamUMM vector away but only ages the OPAL soft interests
+            O[wi[~liked]] *= gw[~liked][:, :, None]
+            if liked.any():
+                pi, gp = wi[liked], gw[liked]
+                hid, glo, soft, inter, wts = _run(
+                    bundle.sessions["opal_step"], ["hidden_out", "global_out", "soft_out", "interests", "weights"],
+                    item=np.ascontiguousarray(Vw[liked]), hidden=Hd[pi], glob=G[pi], soft=O[pi], decay=gp,
+                )
+                Hd[pi], G[pi], O[pi] = hid, glo, soft
+                for j, i in enumerate(pi):
+                    interests[int(i)] = inter[j]
+                    weights[int(i)] = wts[j]
         last_ts[idx] = np.maximum(prev, ts)
         seq[idx] += 1
         result.applied += len(wave)

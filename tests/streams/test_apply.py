@@ -148,3 +148,17 @@ def test_state_row_round_trip(bundle, item_vectors):
         assert back.seq == st.seq and back.record == st.record and (back.partition, back.offset, back.index) == (st.partition, st.offset, st.index)
         for name in ("state", "hidden", "glob", "soft", "cand"):
             assert np.array_equal(getattr(back, name), getattr(st, name))
+
+
+def test_a_quick_skip_moves_dreamumm_but_only_ages_opal(bundle, item_vectors):
+    """OPAL is trained on positive events: a skip leaves the GRU states alone and only decays the soft interests."""
+    ids = list(item_vectors)
+    liked = Event("u", ids[0], NOW, 9000.0, 10000.0, "watch", 0, 0)
+    skip = Event("u", ids[1], NOW + 60_000, 500.0, 10000.0, "watch", 0, 1)
+    s = settings(half_life_s=60.0)
+    before = apply_batch({}, [liked], item_vectors, bundle, s).states["u"]
+    after = apply_batch({"u": before}, [skip], item_vectors, bundle, s).states["u"]
+    np.testing.assert_array_equal(after.hidden, before.hidden)
+    np.testing.assert_array_equal(after.glob, before.glob)
+    np.testing.assert_allclose(after.soft, 0.5 * before.soft, rtol=1e-6)
+    assert not np.allclose(after.state, before.state) and after.seq == 2 and after.positives == 1

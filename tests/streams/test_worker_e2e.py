@@ -214,3 +214,29 @@ def test_hot_reload_switches_model_and_refuses_a_corrupt_bundle(make_settings, t
         assert b1.version in {r["model"] for rs in [col.latest.values()] for r in rs} or True
     finally:
         w.stop()
+
+
+def test_redriven_dead_letter_is_applied_once_its_item_exists(stack):
+    """A watch of a video the item table does not know yet is dead-lettered; after the video's vector is
+    published, `replay --dlq` puts the letter back and the worker applies it, exactly once."""
+    from dreamstream.replay import redrive_dead_letters
+
+    s, items, start = stack
+    good = h.synthetic_events(200, 20, list(items), seed=6)
+    late_vec = np.random.default_rng(6).standard_normal(next(iter(items.values())).shape[0]).astype(np.float32)
+    late_vec /= np.linalg.norm(late_vec)
+    late = dict(good[-1], video="late-video", ts=good[-1]["ts"] + 1000, watch_ms=9000, duration_ms=10000)
+    h.produce_sync(s, s.topic("watch-events"), h.event_messages(good + [late]))
+    w = start()
+    letters = h.read_dead_letters(s, 1, timeout_s=60)
+    assert len(letters) == 1 and "not in the item table" in letters[0]["reason"]
+    col = h.read_records(s, counts(good), timeout_s=60)
+    assert_exact(col, good, items)
+
+    h.publish_items(s, ["late-video"], late_vec[None, :], model="late")
+    time.sleep(1.0)  # the item table follows item-vectors live
+    assert redrive_dead_letters(s, progress=False) == 1
+    assert redrive_dead_letters(s, progress=False) == 0  # a letter is re-driven once
+    col = h.read_records(s, counts(good + [late]), timeout_s=60)
+    assert_exact(col, good + [late], {**items, "late-video": late_vec})
+    assert w.alive()

@@ -13,7 +13,6 @@ Shapes use symbols: ``B`` (dynamic batch), ``D`` (item space), ``K``
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from dreamstream.checksums import sha256_file
 
 OPSET = 17
 TOLERANCE = 1e-4  # max abs difference ONNX vs PyTorch accepted at export
@@ -105,12 +106,7 @@ class Manifest:
         return {"D": self.dim, "K": self.interests, "H": self.hidden, "Dt": self.text_dim, "Dv": self.visual_dim, "1": 1}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = sha256_file  # the name export and the contract checks use
 
 
 def read_manifest(folder: str | Path) -> Manifest:

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoint import load_module, save_module
 from models.graphs import knn_adjacency, knn_neighbours
 from models.lightgcn import BehaviourLine, bpr_loss, l2_reg
 
@@ -387,18 +388,12 @@ def distil_item_tower(
 
 
 def save_item_tower(tower: ItemTower, path: Path) -> None:
-    torch.save({"config": tower.config.to_dict(), "state_dict": tower.state_dict()}, path)
+    save_module(tower, path)
 
 
 def load_item_tower(ckpt_dir: str | Path) -> ItemTower:
     """The trained item tower of a checkpoint folder (``item_tower.pt``), in eval mode."""
-    path = Path(ckpt_dir) / "item_tower.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dreamstream train --out {ckpt_dir}` first")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    tower = ItemTower(ItemTowerConfig(**blob["config"]))
-    tower.load_state_dict(blob["state_dict"])
-    return tower.eval()
+    return load_module(Path(ckpt_dir) / "item_tower.pt", lambda config: ItemTower(ItemTowerConfig(**config)))
 
 
 def load_features_json(ckpt_dir: str | Path) -> dict:

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from models.checkpoint import load_module, save_module
 
 
 @dataclass(frozen=True)
@@ -414,15 +415,9 @@ def _merge_json(path: Path, key: str, value) -> None:
 
 
 def save_opal(model: Opal, path: str | Path) -> None:
-    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
+    save_module(model, path)
 
 
 def load_opal(ckpt_dir: str | Path) -> Opal:
     """The trained OPAL of a checkpoint folder (``opal.pt``), in eval mode."""
-    path = Path(ckpt_dir) / "opal.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dreamstream train --out {ckpt_dir}` first")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = Opal(OpalConfig(**blob["config"]))
-    model.load_state_dict(blob["state_dict"])
-    return model.eval()
+    return load_module(Path(ckpt_dir) / "opal.pt", lambda config: Opal(OpalConfig(**config)))

@@ -6,12 +6,13 @@ truncated or corrupted file is refused instead of served.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dreamstream.checksums import sha256_bytes, sha256_file  # noqa: F401  (re-exported)
 
 MANIFEST = "manifest.json"
 
@@ -58,17 +59,6 @@ class Manifest:
         return cls(**fields)
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_bytes_synced(path: Path, data: bytes) -> None:

@@ -161,6 +161,22 @@ def read_dead_letters(settings: Settings, expected: int, timeout_s: float) -> li
     return [v for k, v in col.latest.items() if k.startswith("#")]
 
 
+def ensure_bundle(settings: Settings, work: Path, echo: Any = print) -> Settings:
+    """Settings whose model dir holds a bundle: the given one, else a random one exported into ``work``.
+
+    Benchmarks measure the machinery, not the model, so a freshly initialised
+    bundle (``export.random_bundle``, in a child process: this one stays torch-free) is enough.
+    """
+    from dreamstream.bundle import latest_version
+
+    if latest_version(settings.model_dir) is not None:
+        return settings
+    echo(f"no bundle in {settings.model_dir}: exporting a random one (export.random_bundle) ...")
+    code = f"from export.bundle_writer import random_bundle; random_bundle({str(work / 'models')!r}, n_items=2000)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return settings.model_copy(update={"model_dir": work / "models"})
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The DREAMSTREAM_* environment that reproduces ``settings`` in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMSTREAM_") or k == "DREAMSTREAM_CACHE"}

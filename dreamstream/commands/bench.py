@@ -102,12 +102,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
     from dreamstream.bundle import latest_version, load_bundle
 
     work = Path(tempfile.mkdtemp(prefix="dreamstream-bench-"))
-    if latest_version(settings.model_dir) is None:
-        click.echo(f"no bundle in {settings.model_dir}: exporting a random one (export.random_bundle) ...")
-        import subprocess
-        code = f"from export.bundle_writer import random_bundle; random_bundle({str(work / 'models')!r}, n_items=2000)"
-        subprocess.run([sys.executable, "-c", code], check=True)
-        settings = settings.model_copy(update={"model_dir": work / "models"})
+    settings = h.ensure_bundle(settings, work, click.echo)
     bundle = load_bundle(latest_version(settings.model_dir))
     broker = None
     if embedded or (embedded is None and "DREAMSTREAM_BROKER" not in __import__("os").environ and "--broker" not in sys.argv):

@@ -33,16 +33,10 @@ def bench_recovery(settings: Settings, n_users: int, scenarios: tuple[str, ...],
 
     from dreamstream.bench.recovery import SCENARIOS, measure
     from dreamstream.broker import EmbeddedBroker, free_port
-    from dreamstream.bundle import latest_version
+    from dreamstream.bench.harness import ensure_bundle
 
     work = Path(tempfile.mkdtemp(prefix="dreamstream-recovery-"))
-    if latest_version(settings.model_dir) is None:
-        import subprocess
-
-        click.echo(f"no bundle in {settings.model_dir}: exporting a random one (export.random_bundle) ...")
-        code = f"from export.bundle_writer import random_bundle; random_bundle({str(work / 'models')!r}, n_items=2000)"
-        subprocess.run([sys.executable, "-c", code], check=True)
-        settings = settings.model_copy(update={"model_dir": work / "models"})
+    settings = ensure_bundle(settings, work, click.echo)
     broker = None
     if "DREAMSTREAM_BROKER" not in os.environ and "--broker" not in sys.argv:
         broker = EmbeddedBroker(port=free_port(), log_dir=work / "broker").start()

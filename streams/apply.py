@@ -101,6 +101,19 @@ def user_vectors(states: np.ndarray, cands: np.ndarray, positives: np.ndarray, s
     return dreamumm_ref.candidate_blend(u, dreamumm_ref.normalize(cands), positives, settings.cold_min_positive)
 
 
+def in_stream_order(events: Sequence[Event]) -> list[Event]:
+    """The batch's events by (partition, offset, index): the order they were written in.
+
+    Kafka hands a partition's records over in offset order, but around a
+    rebalance the consumer can deliver records it prefetched before a seek
+    ahead of the re-read older ones (seen here after SIGKILL restarts: offset
+    581 arrived before 471 in one batch). Applying in arrival order then took
+    the older event for a replay and lost it; sorting restores the log's
+    order, and a true duplicate still meets the replay check.
+    """
+    return sorted(events, key=lambda ev: (ev.partition, ev.offset, ev.index))
+
+
 def apply_batch(
     states: Mapping[str, UserState | None],
     events: Sequence[Event],
@@ -108,12 +121,12 @@ def apply_batch(
     bundle: StepBundle,
     settings: Settings,
 ) -> BatchResult:
-    """Apply ``events`` (in arrival order) to ``states``; see the module docstring."""
+    """Apply ``events`` (in log order, see :func:`in_stream_order`) to ``states``; see the module docstring."""
     d, k, h = bundle.manifest.dim, bundle.manifest.interests, bundle.manifest.hidden
     result = BatchResult()
     queues: dict[str, list[tuple[Event, np.ndarray]]] = {}
     base: dict[str, UserState] = {}
-    for ev in events:
+    for ev in in_stream_order(events):
         st = base.get(ev.user)
         if st is None:
             st = states.get(ev.user) or new_state(d, k, h)

@@ -146,7 +146,7 @@ class Worker:
         """
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from streams.items import caught_up
+        from streams.log_reader import caught_up, read_from_start
 
         t0 = time.monotonic()
         topic = self.users.changelog_topic.get_topic_name()
@@ -155,26 +155,28 @@ class Worker:
                                     enable_auto_commit=False, fetch_max_wait_ms=50)
         await consumer.start()
         n = 0
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+
+        def keep_furthest(m: Any) -> None:
+            nonlocal n
+            n += 1
+            if m.value is None:
+                return
+            have = self.users.data.get(m.key)
+            if have is None or _further(m.value, have):
+                _put_row(self.users, m.key, m.value, m.partition)
+
+        async def at_end() -> bool:
+            if await caught_up(consumer, tps):
+                return True
+            if time.monotonic() - t0 > 5:
+                log.info("completing user rows: positions=%s highwaters=%s",
+                         {tp.partition: await consumer.position(tp) for tp in tps},
+                         {tp.partition: consumer.highwater(tp) for tp in tps})
+            return False
+
         try:
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
-                for records in batches.values():
-                    for m in records:
-                        n += 1
-                        if m.value is None:
-                            continue
-                        have = self.users.data.get(m.key)
-                        if have is None or _further(m.value, have):
-                            _put_row(self.users, m.key, m.value, m.partition)
-                if await caught_up(consumer, tps):
-                    break
-                if time.monotonic() - t0 > 5:
-                    log.info("completing user rows: positions=%s highwaters=%s",
-                             {tp.partition: await consumer.position(tp) for tp in tps},
-                             {tp.partition: consumer.highwater(tp) for tp in tps})
+            await read_from_start(consumer, tps, keep_furthest, at_end)
         finally:
             await consumer.stop()
         self.synced |= partitions

@@ -3,7 +3,7 @@
 The table follows the compacted ``item-vectors`` topic with a plain,
 group-less consumer over all its partitions: every worker holds every
 item, a null value removes one. At start it reads up to the end offsets it
-found (by fetch high watermarks, see :func:`caught_up`) and only then sets ``ready``; the user agent waits for ``ready``
+found (by fetch high watermarks, see :func:`streams.log_reader.caught_up`) and only then sets ``ready``; the user agent waits for ``ready``
 before it touches ``watch-events``, so no event meets a half-loaded
 catalogue. (Faust's GlobalTable was the first choice; on this broker its
 recovery never completed - measured: timers and agents never started - so
@@ -20,23 +20,9 @@ import numpy as np
 
 from dreamstream import codec
 from dreamstream.settings import Settings
+from streams.log_reader import caught_up, read_from_start
 
 log = logging.getLogger(__name__)
-
-
-async def caught_up(consumer: Any, tps: list) -> bool:
-    """True when the consumer's position reached the high watermark of every partition.
-
-    The high watermark is the one reported by fetch responses, not
-    ``end_offsets``: tansu's ListOffsets answers the base offset of the last
-    produced batch (measured: 2 after offsets 0..50 were written), which would
-    declare a table complete one batch too early.
-    """
-    for tp in tps:
-        high = consumer.highwater(tp)
-        if high is None or await consumer.position(tp) < high:
-            return False
-    return True
 
 
 class ItemTable:
@@ -83,17 +69,15 @@ class ItemTable:
                 if not parts:
                     await asyncio.sleep(0.2)
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
-                for records in batches.values():
-                    for m in records:
-                        self.apply(m.key, m.value)
+
+            async def mark_ready() -> bool:
                 if not self.ready.is_set() and await caught_up(consumer, tps):
                     self.caught_up_s = time.monotonic() - t0
                     log.info("item table caught up items=%d seconds=%.2f", len(self.vectors), self.caught_up_s)
                     self.ready.set()
+                return False  # keep following: new and removed items arrive all the time
+
+            await read_from_start(consumer, tps, lambda m: self.apply(m.key, m.value), mark_ready)
         finally:
             await consumer.stop()
 

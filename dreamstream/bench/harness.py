@@ -21,7 +21,7 @@ import numpy as np
 
 from dreamstream import codec
 from dreamstream.settings import Settings
-from dreamstream.topics import DLQ, ITEM_VECTORS, USER_EMBEDDINGS, WATCH_EVENTS
+from dreamstream.topics import DLQ, ITEM_VECTORS, USER_EMBEDDINGS
 
 
 def synthetic_events(n_events: int, n_users: int, item_ids: Sequence[str], seed: int = 0,

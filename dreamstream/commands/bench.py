@@ -1,7 +1,6 @@
 """`dreamstream bench`: the stream worker's throughput and latency next to a plain per-event Faust agent."""
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 import threading

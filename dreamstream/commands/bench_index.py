@@ -23,7 +23,7 @@ import numpy as np
 from dreamstream.cli_options import settings_options
 from dreamstream.client import Retriever
 from dreamstream.codec import vec_to_bin
-from dreamstream.index.builder import BuildParams, build_version
+from dreamstream.index.builder import build_version
 from dreamstream.index.recall import recall_at_k
 from dreamstream.index.service import build_params, publish_version
 from dreamstream.index.store import ItemStore

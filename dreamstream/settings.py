@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, ge=1, le=1500, description="Longest the broker may hold the worker's fetch when no data is there (ms)."
     )
+    commit_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between the worker's watch-events offset commits (after the output they cover is on the broker)."
+    )
     web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
     web_bind: str = Field(
         "127.0.0.1", description="Address the worker's web server listens on; 0.0.0.0 in containers so probes and Prometheus reach it."

@@ -1,25 +1,31 @@
-"""The worker's topics, tables and agents: thin code that moves bytes between Kafka and pure functions.
+"""The worker's topics, tables and update loop: thin code that moves bytes between Kafka and pure functions.
 
-* ``update-users`` on ``watch-events``: takes large batches of messages
-  (``take_events``), decodes and validates them (``streams.validate``), reads
-  each touched user's row once, applies the batch (``streams.apply``), writes
-  each touched row once and sends one ``user-embeddings`` record per touched
-  user. Rejections go to ``watch-events-dlq`` with their reason.
+* The user update loop reads the watch-events partitions the Faust group
+  assigned to this worker in record batches (``streams.feed``: Faust is
+  subscribed for the assignment, but does not fetch them), decodes and
+  validates them (``streams.validate``), reads each touched user's row once,
+  applies the batch (``streams.apply``), writes each touched row once and
+  sends one ``user-embeddings`` record per touched user. Rejections go to
+  ``watch-events-dlq`` with their reason.
 * ``item-tower`` on ``item-features``: embeds new videos with the bundle's
   item tower and publishes them on ``item-vectors``, which the item table
   follows (``streams.items.ItemTable``).
 
-Exactly once in effect: ``take_events`` acks a batch only after this code
-has handed every write to the producer, and Faust flushes the producer
-before it commits offsets; a batch replayed after a crash meets rows whose
-stored position says what is already applied (``streams.apply``).
-The user-state table is written with the *source* partition of the event,
-as Faust's own ``table[key] = value`` does inside a stream, so a user's row
+Exactly once in effect, in three steps per batch: (1) the touched rows go
+to the user table's changelog, and only once the broker has them are they
+put in the table; (2) records and dead letters are handed to the producer;
+(3) every ``DREAMSTREAM_COMMIT_INTERVAL_S`` the loop waits for those
+deliveries and commits the offsets behind them. A crash anywhere replays at
+most the events since the last commit: their users' rows say they are
+applied (the stored position), so they are skipped and the stored record is
+sent again, byte for byte. A batch whose output fails (broker away) is
+redone from the last commit the same way, so the worker waits out a broker
+restart instead of dying.
+
+The user table is written with the *source* partition of the event, as
+Faust's own ``table[key] = value`` does inside a stream, so a user's row
 lives in the changelog partition of the watch-events partition that owns
-the user, whatever partitioner the producers used. Rows are written first
-and awaited, records after: a record with seq n exists only once the row
-with seq n is durable, so a replay can only re-send the same record (same
-bytes, compacted topic), never an older seq.
+the user, whatever partitioner the producers used.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import time
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from dreamstream import codec
@@ -38,16 +45,19 @@ from streams import items as item_mod
 from streams import state as state_mod
 from streams.apply import apply_batch
 from streams.batch_send import send_records
+from streams.feed import PartitionFeed
+from streams.hold_back import hold_back
 from streams.metrics import WorkerMetrics, reason_label
 from streams.reload import BundleHolder
 from streams.validate import Event, decode_message
 
 log = logging.getLogger("streams.worker")
 RAW = dict(key_serializer="raw", value_serializer="raw")
+TRANSIENT = (KafkaError, OSError, asyncio.TimeoutError)  # the broker away or a rebalance: wait and redo
 
 
 class Worker:
-    """Everything the agents share: settings, bundle holder, tables, topic names, metrics."""
+    """Everything the loop and the agents share: settings, bundle holder, tables, feed, metrics."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
@@ -64,29 +74,104 @@ class Worker:
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
         self.items = item_mod.ItemTable(settings, self.items_topic)
-        self.pending: list[Any] = []
-        self.synced: set[int] = set()  # watch-events partitions whose rows were completed since the last rebalance
+        self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
+        self.lock = asyncio.Lock()  # one batch, assignment or revocation at a time
+        self.generation: int | None = None  # the Faust group generation the feed's assignment belongs to
+        self.epoch = 0  # bumped by every revocation: an assignment computed before one is stale
+        self.outbox: list[Any] = []  # record and dead-letter deliveries since the last commit
+        self.handled: dict[int, int] = {}  # per partition: next offset whose output is with the producer
+        self.last_commit = time.monotonic()
 
-    # --- the hot path ---------------------------------------------------------
+    # --- the loop ------------------------------------------------------------
+    async def run(self) -> None:
+        """Assignment, batches and commits until the app stops; broker trouble is waited out."""
+        await self.items.ready.wait()  # no event is applied before the item table caught up
+        await self.feed.start()
+        try:
+            while not self.app.should_stop:
+                try:
+                    await self.step()
+                except TRANSIENT as err:
+                    log.warning("batch output failed (%r); redoing from the last commit in 1s", err)
+                    await asyncio.sleep(1.0)
+                    async with self.lock:
+                        self.outbox = []
+                        self.handled = {}
+                        self.feed.rewind(dict(self.feed.committed))
+        finally:
+            await self.feed.stop()
+
+    async def step(self) -> None:
+        """One turn: follow the assignment, process one batch, commit when due."""
+        if not self.serving():
+            await asyncio.sleep(0.05)
+            return
+        if self.generation != self.app.consumer_generation_id:
+            await self.take_assignment()
+            return
+        records = await self.feed.next_batch(self.settings.batch_size, self.settings.batch_timeout_s)
+        async with self.lock:
+            records = [r for r in records if r.partition in self.feed.owned]  # a revocation came in between
+            if records:
+                await self.process(records)
+            if time.monotonic() - self.last_commit >= self.settings.commit_interval_s:
+                await self.settle()
+
+    def serving(self) -> bool:
+        """Faust finished the rebalance and the table's recovery: the rows are there to build on."""
+        app = self.app
+        return bool(app.tables.actives_ready and not app.rebalancing and self.items.ready.is_set())
+
+    async def take_assignment(self) -> None:
+        """Complete the rows of the assigned partitions, then read them from their committed offsets."""
+        generation, epoch = self.app.consumer_generation_id, self.epoch
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.watch_topic}
+        if assigned:
+            await self.complete_rows(assigned)
+        async with self.lock:
+            if epoch != self.epoch or generation != self.app.consumer_generation_id or not self.serving():
+                return  # rebalanced meanwhile: start over with the new assignment
+            await self.feed.assign(assigned)
+            self.handled = {}
+            self.generation = generation
+
+    async def settle(self) -> None:
+        """Wait until every record and dead letter so far is on the broker, then commit the offsets behind them."""
+        outbox, handled = self.outbox, dict(self.handled)
+        self.outbox = []
+        if outbox:
+            await asyncio.gather(*outbox)
+        await self.feed.commit(handled)
+        self.last_commit = time.monotonic()
+
+    async def release(self, why: str) -> None:
+        """Revocation or shutdown: finish the batch in hand, commit what is done, stop reading."""
+        self.epoch += 1
+        async with self.lock:
+            try:
+                await asyncio.wait_for(self.settle(), timeout=self.settings.rebalance_timeout_s / 2)
+            except (*TRANSIENT, asyncio.CancelledError) as err:
+                log.warning("%s: could not commit the last output (%r); the next owner replays it", why, err)
+            self.feed.release()
+            self.generation = None
+            self.handled = {}
+
+    # --- one batch -----------------------------------------------------------
     async def process(self, batch: list[Any]) -> None:
-        """One batch of watch-events messages -> rows, records, dead letters."""
+        """One batch of watch-events records -> rows, records, dead letters."""
         t0 = time.perf_counter()
         bundle = self.holder.bundle  # fixed for the whole batch: reloads land between batches
         now_ms = int(time.time() * 1000)
         events: list[Event] = []
         dead: list[tuple[str, Any, bytes | None]] = []
         messages: dict[tuple[int, int], Any] = {}
-        for event in batch:
-            m = event.message
+        for m in batch:
             evs, rejections = decode_message(m.key, m.value, now_ms, m.partition, m.offset)
             events.extend(evs)
             if evs:
                 messages[(m.partition, m.offset)] = m
             for rej in rejections:
                 dead.append((rej.reason, m, rej.value))
-        new_partitions = {e.message.partition for e in batch} - self.synced
-        if new_partitions:
-            await self.complete_rows(new_partitions)
         states = {}
         for user in {ev.user for ev in events}:
             raw = self.users.get(user.encode("utf-8"))
@@ -99,34 +184,28 @@ class Worker:
             m = messages[(ev.partition, ev.offset)]
             dead.append((f"video {ev.video[:64]!r} is not in the item table (publish its vector first)", m,
                          _element(m.value, ev.index)))
-        producer = self.app.producer._ensure_producer()  # the aiokafka producer Faust flushes before commits
-        # 1. state rows, durable before any record that reflects them is sent: so after a crash
-        #    a user's published seq never runs ahead of its stored state (records never go back)
+        producer = self.app.producer._ensure_producer()
+        # 1. state rows: on the broker before they enter the table (a failed send leaves the table as it
+        #    was, so the batch is redone exactly) and before any record that reflects them is sent (a
+        #    user's published seq never runs ahead of its stored state)
         changelog = self.users.changelog_topic.get_topic_name()
-        rows = []
-        for user, st in result.states.items():
-            key = user.encode("utf-8")
-            value = state_mod.encode(st)
-            _put_row(self.users, key, value, st.partition)
-            rows.append((key, value, st.partition))
+        rows = [(user.encode("utf-8"), state_mod.encode(st), st.partition) for user, st in result.states.items()]
         for sent in await send_records(producer, changelog, rows):
             self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
-        # 2. one record per touched user, and the dead letters
+        for key, value, partition in rows:
+            _put_row(self.users, key, value, partition)
+        # 2. one record per touched user, and the dead letters; delivery is awaited before the commit
         records = [(user.encode("utf-8"), record, None) for user, record in result.records.items()]
-        futures = [sent.future for sent in await send_records(producer, self.out_topic, records)]
-        send = self.app.producer.send
-        for reason, m, value in dead:
-            letter = codec.dead_letter(reason, m.topic, m.partition, m.offset, m.key, value)
-            futures.append(await send(self.dlq_topic, m.key, codec.pack(letter), None, None, None))
-            self.metrics.dead_letters.labels(reason=reason_label(reason)).inc()
-            log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
-        # Not awaited here: Faust flushes the producer before it commits offsets, so a batch's records
-        # are on the broker before its offsets are committed; meanwhile the next batch is computed.
-        for f in self.pending:
-            if f.done() and f.exception() is not None:
-                raise RuntimeError(f"a user-embeddings/dead-letter send failed: {f.exception()!r}; stopping "
-                                   "before more offsets are committed") from f.exception()
-        self.pending = [f for f in self.pending if not f.done()] + futures
+        self.outbox.extend(sent.future for sent in await send_records(producer, self.out_topic, records))
+        if dead:
+            letters = [(m.key, codec.pack(codec.dead_letter(reason, m.topic, m.partition, m.offset, m.key, value)), None)
+                       for reason, m, value in dead]
+            self.outbox.extend(sent.future for sent in await send_records(producer, self.dlq_topic, letters))
+            for reason, m, _ in dead:
+                self.metrics.dead_letters.labels(reason=reason_label(reason)).inc()
+                log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
+        for m in batch:
+            self.handled[m.partition] = max(self.handled.get(m.partition, 0), m.offset + 1)
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
             log.info("first output seconds_since_start=%.2f", self.first_output - self.started)
@@ -138,11 +217,11 @@ class Worker:
         Faust recovers the table up to ``end_offsets``, which on tansu is one
         produce batch short (its ListOffsets answers the last batch's base
         offset): the rows of the last batch before a crash were missing and
-        their events applied twice. So before the first batch of a newly
-        assigned partition the worker reads that changelog partition itself up
-        to the high watermark its fetches report, keeping per user the row
-        that is furthest along (rows are positions: the newest wins, so
-        reading a row twice is harmless).
+        their events applied twice. So after every rebalance the worker reads
+        each assigned changelog partition itself, from where Faust's recovery
+        got to up to the high watermark its fetches report, keeping per user
+        the row that is furthest along (rows are positions: the newest wins,
+        so reading a row twice is harmless).
         """
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -156,6 +235,8 @@ class Worker:
         await consumer.start()
         n = 0
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        recovered = self.app.tables.recovery.active_offsets  # last changelog offset Faust applied, per partition
+        start = {tp: max(0, int(recovered.get(TP(topic, tp.partition)) or 0)) for tp in tps}
 
         def keep_furthest(m: Any) -> None:
             nonlocal n
@@ -176,11 +257,11 @@ class Worker:
             return False
 
         try:
-            await read_from_start(consumer, tps, keep_furthest, at_end)
+            await read_from_start(consumer, tps, keep_furthest, at_end, start)
         finally:
             await consumer.stop()
-        self.synced |= partitions
-        log.info("user rows complete partitions=%s rows_read=%d seconds=%.2f", sorted(partitions), n, time.monotonic() - t0)
+        log.info("user rows complete partitions=%s from=%s rows_read=%d seconds=%.2f", sorted(partitions),
+                 {tp.partition: o for tp, o in start.items()}, n, time.monotonic() - t0)
 
     def _observe(self, batch: list[Any], result: Any, t0: float, t1: float, t2: float) -> None:
         m = self.metrics
@@ -192,13 +273,10 @@ class Worker:
         m.batch_seconds.observe(time.perf_counter() - t0)
         m.users.set(len(self.users.data))
         last: dict[int, int] = {}
-        for event in batch:
-            last[event.message.partition] = event.message.offset
+        for record in batch:
+            last[record.partition] = record.offset
         for partition, offset in last.items():
-            try:
-                high = self.app.consumer.highwater(TP(self.watch_topic, partition))
-            except Exception:  # not assigned any more (rebalance): no lag to report
-                continue
+            high = self.feed.highwater(partition)
             if high is not None:
                 m.lag.labels(partition=str(partition)).set(max(0, high - offset - 1))
         log.debug("batch messages=%d applied=%d replays=%d records=%d waves=%d apply_ms=%.1f",
@@ -274,14 +352,18 @@ def register(app: faust.App, settings: Settings) -> Worker:
     async def follow_items() -> None:
         await worker.items.follow()
 
+    hold_back(worker.watch_topic)  # assigned through the Faust group, read by worker.feed
+
     @app.agent(watch, name="update-users")
-    async def update_users(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, settings.batch_timeout_s):
-            # No event is applied before the item table caught up. The wait sits *inside* take_events on
-            # purpose: there acks are off until the batch is done; awaiting before take_events lets Faust
-            # ack (and later commit) events nobody processed - measured: ~20 per partition lost per restart.
-            await worker.items.ready.wait()
-            await worker.process(batch)
+    async def assignment_only(stream: faust.StreamT) -> None:
+        """Subscribes the Faust group to watch-events, so it assigns them with the user table; never fed."""
+        async for event in stream:
+            log.error("faust delivered watch-events offset %s, which it should not fetch; ignored (the feed "
+                      "reads it)", event.message.offset)
+
+    @app.task
+    async def update_users() -> None:
+        await worker.run()
 
     @app.agent(features, name="item-tower")
     async def item_tower(stream: faust.StreamT) -> None:
@@ -297,8 +379,12 @@ def register(app: faust.App, settings: Settings) -> Worker:
         return web.bytes(worker.metrics.exposition(), content_type="text/plain")
 
     @app.on_partitions_revoked.connect
-    async def forget_rows(app: Any, revoked: Any, **kwargs: Any) -> None:
-        worker.synced.clear()  # Faust may re-recover the table from its short end offsets: complete it again
+    async def release_partitions(app: Any, revoked: Any, **kwargs: Any) -> None:
+        await worker.release("rebalance")  # the next owner starts where this worker's output ends
+
+    @app.on_before_shutdown.connect
+    async def release_on_shutdown(app: Any, **kwargs: Any) -> None:
+        await worker.release("shutdown")
 
     app.dreamstream_worker = worker  # for tests and the bench
     return worker

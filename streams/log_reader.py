@@ -26,14 +26,17 @@ async def caught_up(consumer: Any, tps: list) -> bool:
 
 
 async def read_from_start(consumer: Any, tps: list, handle: Callable[[Any], None],
-                          after_fetch: Callable[[], Awaitable[bool]]) -> None:
-    """Assign ``tps``, seek to their beginning and hand every record to ``handle``.
+                          after_fetch: Callable[[], Awaitable[bool]], start: dict[Any, int] | None = None) -> None:
+    """Assign ``tps``, seek to their beginning (or to ``start[tp]``) and hand every record to ``handle``.
 
     After each fetch ``after_fetch()`` decides: True stops reading (a reader
     that only needs the log up to its end), False goes on (a follower).
     """
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
+    for tp, offset in (start or {}).items():
+        if offset > 0:
+            consumer.seek(tp, offset)
     while True:
         batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
         for records in batches.values():

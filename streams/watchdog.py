@@ -63,25 +63,18 @@ class StallDetector:
         return 0.0 if self.since is None else self.clock() - self.since
 
 
-def consumer_position(app: Any, topic: str, ends: dict[Any, int] | None = None) -> tuple[int, int]:
-    """(lag, committed sum) over the partitions of ``topic`` this worker owns.
+def consumer_position(feed: Any, ends: dict[int, int] | None = None) -> tuple[int, int]:
+    """(lag, committed sum) over the watch-events partitions this worker's feed owns.
 
     The end of a partition is the larger of the fetch high watermark and
     ``ends`` (end offsets asked of the broker by :meth:`Watchdog.sample_ends`):
     a partition the consumer never fetches again - the stall seen here after a
     rebalance - has no fresh high watermark at all.
     """
-    consumer = app.consumer
     lag = committed_sum = 0
-    for tp in list(consumer.assignment()):
-        if tp.topic != topic:
-            continue
-        committed = consumer._committed_offset.get(tp) or 0  # Faust's record of what it committed
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # revoked between assignment() and here
-            continue
-        end = max(high or 0, (ends or {}).get(tp) or 0)
+    for partition in list(feed.owned):
+        committed = feed.committed.get(partition) or 0
+        end = max(feed.highwater(partition) or 0, (ends or {}).get(partition) or 0)
         committed_sum += committed
         lag += max(0, end - committed)
     return lag, committed_sum
@@ -102,16 +95,14 @@ class Watchdog:
 
     async def sample_ends(self) -> None:
         """On the loop: the broker's end offsets of the owned watch-events partitions (ListOffsets)."""
-        tps = [tp for tp in self.app.consumer.assignment() if tp.topic == self.worker.watch_topic]
-        if tps:
-            try:
-                self.ends = dict(await self.app.consumer.highwaters(*tps))
-            except Exception as err:  # broker away or rebalancing: keep the last answer
-                log.debug("watchdog: end offsets unavailable (%r)", err)
+        try:
+            self.ends = await self.worker.feed.end_offsets()
+        except Exception as err:  # broker away or rebalancing: keep the last answer
+            log.debug("watchdog: end offsets unavailable (%r)", err)
 
     def progress(self) -> tuple[int, int]:
         """(lag, progress): progress moves with every processed batch and every commit."""
-        lag, committed = consumer_position(self.app, self.worker.watch_topic, self.ends)
+        lag, committed = consumer_position(self.worker.feed, self.ends)
         batches = self.worker.metrics.registry.get_sample_value("dreamstream_batch_events_count") or 0
         return lag, int(batches) + committed
 

@@ -71,9 +71,6 @@ def workers(tmp_path):
         ws.stop_all()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open: after the SIGTERM'd worker leaves, a user of the survivor's partitions sometimes ends one "
-    "event short (the same loss as the SIGKILL e2e test); joins, the SIGKILL hand-over and the watchdog work."))
 def test_join_sigkill_join_sigterm_while_events_flow(make_settings, bundle_dir, workers, live_reader):
     s, items = setup_stack(make_settings, bundle_dir, watchdog_s=8.0)
     events = h.synthetic_events(3600, 300, list(items), seed=11)
@@ -114,10 +111,6 @@ def test_join_sigkill_join_sigterm_while_events_flow(make_settings, bundle_dir, 
     assert_exact_history(seen, events, items)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open: while the durable broker is down the user agent crashes on KafkaConnectionError, and "
-    "after the restart Faust's recovery raises ConsistencyError (persisted offset above tansu's short "
-    "high watermark); the workers do not recover by themselves yet."))
 def test_broker_restart_mid_stream(make_settings, bundle_dir, workers, live_reader, tmp_path):
     durable = EmbeddedBroker(port=free_port(), durable_dir=tmp_path / "durable", log_dir=tmp_path / "broker-logs")
     durable.start()

@@ -6,8 +6,6 @@ import threading
 import time
 from types import SimpleNamespace
 
-from faust.types import TP
-
 import pytest
 
 from dreamstream.bench import harness as h
@@ -64,17 +62,16 @@ def test_a_busy_period_restarts_the_clock():
 
 
 def fake_worker(lag_by_partition: dict[int, tuple[int, int]]):
-    """An app/worker pair exposing exactly what the watchdog reads: assignment, highwater, committed, metrics."""
-    tps = {p: TP("w", p) for p in lag_by_partition}
-    consumer = SimpleNamespace(
-        assignment=lambda: set(tps.values()),
-        highwater=lambda tp: lag_by_partition[tp.partition][0],
-        _committed_offset={tps[p]: c for p, (_, c) in lag_by_partition.items()},
+    """An app/worker pair exposing exactly what the watchdog reads: owned partitions, highwater, committed, metrics."""
+    feed = SimpleNamespace(
+        owned=set(lag_by_partition),
+        highwater=lambda p: lag_by_partition[p][0],
+        committed={p: c for p, (_, c) in lag_by_partition.items()},
     )
-    app = SimpleNamespace(consumer=consumer, rebalancing=False, in_recovery=False)
+    app = SimpleNamespace(rebalancing=False, in_recovery=False)
     ready = asyncio.Event()
     ready.set()
-    worker = SimpleNamespace(watch_topic="w", metrics=WorkerMetrics(), items=SimpleNamespace(ready=ready))
+    worker = SimpleNamespace(watch_topic="w", feed=feed, metrics=WorkerMetrics(), items=SimpleNamespace(ready=ready))
     return app, worker
 
 
@@ -134,12 +131,12 @@ def test_a_partition_never_fetched_again_counts_by_its_end_offset():
     """The stall reproduced in test_rebalance: no fresh fetch high watermark, only the broker's end offset."""
     clock = Clock()
     app, worker = fake_worker({0: (100, 40), 3: (0, 20)})
-    app.consumer.highwater = lambda tp: None if tp.partition == 3 else 100
+    worker.feed.highwater = lambda p: None if p == 3 else 100
     exits: list[int] = []
     dog = Watchdog(app, worker, Settings(watchdog_s=2.0), exit=exits.append)
     dog.detector.clock = clock
     assert dog.progress()[0] == 60
-    dog.ends = {TP("w", 3): 133}
+    dog.ends = {3: 133}
     assert dog.progress()[0] == 60 + 113
     dog.tick()
     clock.t += 2.5

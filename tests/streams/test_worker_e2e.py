@@ -100,10 +100,6 @@ def test_worker_exact_metrics_and_clean_shutdown(stack):
     assert "first output seconds_since_start" in w.log_text()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open: after SIGKILL restarts under CPU load, about one run in three one event of a few users is "
-    "consumed past without being applied (no changelog row or record ever carries it; e.g. offsets 202 -> 581 "
-    "applied, 471 skipped). Runs every time so an XPASS shows when it is fixed; see the issue notes."))
 def test_sigkill_three_times_mid_stream_is_exactly_once(stack):
     s, items, start = stack
     events = h.synthetic_events(3000, 300, list(items), seed=4)

@@ -1,0 +1,32 @@
+"""Keep Faust's consumer from fetching a topic it is subscribed to.
+
+The worker needs Faust subscribed to watch-events - that is what makes the
+Faust group assign its partitions, and with them the user table's changelog
+partitions, recovery and standbys - but reads the records itself
+(``streams.feed``). Faust has no setting for "assign but do not consume":
+it pauses every partition during a rebalance and resumes the stream
+partitions when recovery is done. Its pause is bookkeeping (the set of
+"active" partitions its fetch loop asks aiokafka for), so the held topics
+are taken out of that set whenever Faust reads it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from faust.transport.consumer import Consumer
+
+HELD: set[str] = set()
+_ORIGINAL = Consumer._get_active_partitions
+
+
+def _active_without_held(self: Any) -> Any:
+    tps = _ORIGINAL(self)
+    if HELD:
+        tps.difference_update({tp for tp in tps if tp.topic in HELD})
+    return tps
+
+
+def hold_back(topic: str) -> None:
+    """From now on no Faust consumer in this process fetches ``topic`` (it is still assigned)."""
+    HELD.add(topic)
+    Consumer._get_active_partitions = _active_without_held

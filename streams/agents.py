@@ -81,6 +81,7 @@ class Worker:
         self.outbox: list[Any] = []  # record and dead-letter deliveries since the last commit
         self.handled: dict[int, int] = {}  # per partition: next offset whose output is with the producer
         self.last_commit = time.monotonic()
+        self.reported = 0.0  # when the last progress line was logged
 
     # --- the loop ------------------------------------------------------------
     async def run(self) -> None:
@@ -116,6 +117,7 @@ class Worker:
                 await self.process(records)
             if time.monotonic() - self.last_commit >= self.settings.commit_interval_s:
                 await self.settle()
+                self._report_progress()
 
     def serving(self) -> bool:
         """Faust finished the rebalance and the table's recovery: the rows are there to build on."""
@@ -155,6 +157,16 @@ class Worker:
             self.feed.release()
             self.generation = None
             self.handled = {}
+
+    def _report_progress(self, every_s: float = 10.0) -> None:
+        """One INFO line every ``every_s``: what a person tailing the log wants to know is moving."""
+        now = time.monotonic()
+        if now - self.reported < every_s:
+            return
+        self.reported = now
+        events = self.metrics.registry.get_sample_value("dreamstream_events_total") or 0
+        log.info("progress events_applied=%d committed=%s highwater=%s", events, self.feed.committed,
+                 {p: self.feed.highwater(p) for p in sorted(self.feed.owned)})
 
     # --- one batch -----------------------------------------------------------
     async def process(self, batch: list[Any]) -> None:

@@ -163,3 +163,25 @@ def wait_log(worker: h.WorkerProcess, text: str, timeout_s: float) -> bool:
             return False
         time.sleep(0.1)
     return False
+
+
+def log_counts(settings: Any, topic: str) -> dict[int, int]:
+    """Records the broker holds per partition of ``topic``, read from the beginning to the fetch high watermark."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def count() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(PARTITIONS))]
+            seen = {tp.partition: 0 for tp in tps}
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            for _ in range(20):
+                for tp, records in (await consumer.getmany(timeout_ms=300, max_records=10_000)).items():
+                    seen[tp.partition] += len(records)
+            return seen
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())

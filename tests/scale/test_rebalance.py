@@ -14,7 +14,7 @@ import pytest
 from dreamstream.bench import harness as h
 from dreamstream.broker import EmbeddedBroker, free_port
 
-from scale_support import PARTITIONS, assert_exact_history, e2e, partitions_of, setup_stack, wait_log
+from scale_support import PARTITIONS, assert_exact_history, e2e, log_counts, partitions_of, setup_stack, wait_log
 
 pytestmark = pytest.mark.slow
 
@@ -132,8 +132,17 @@ def test_broker_restart_mid_stream(make_settings, bundle_dir, workers, live_read
         durable.start()  # same port, same S3 folder: the log is still there
         h.produce_sync(s, s.topic("watch-events"), msgs[1500:])
         want = e2e.counts(events)
-        assert seen.wait_for(want, 120), (seen.missing(want, PARTITIONS), ws.logs())
-        print(f"workers that exited by themselves and were restarted: {len(ws.restarted)}")
+        held = log_counts(s, s.topic("watch-events"))
+        lost = sum(held.values()) != len(msgs)
+        reached = seen.wait_for(want, 20 if lost else 120)
+        assert not ws.restarted, f"a worker exited instead of reconnecting by itself\n{ws.logs()}"
+        if lost:
+            # Seen here: tansu's S3 engine came back with some partitions short of records it had acknowledged
+            # and served before the stop, then reused those offsets. No consumer can be exact over a log that
+            # rewrites itself; this is the broker's bug, reported as such, not a pass.
+            pytest.xfail(f"the broker lost acknowledged watch-events across its restart: holds {held} "
+                         f"({sum(held.values())} of {len(msgs)} records)")
+        assert reached, (seen.missing(want, PARTITIONS), ws.logs())
         assert_exact_history(seen, events, items)
     finally:
         durable.stop()

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     )
 
     # --- worker -----------------------------------------------------------
-    batch_size: int = Field(512, ge=1, description="Most events the worker applies in one ONNX batch.")
+    batch_size: int = Field(
+        4096, ge=1, description="Most watch-events messages the worker takes in one batch (fewer when fewer are waiting)."
+    )
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest the worker waits to fill a batch, in seconds.")
     fetch_max_wait_ms: int = Field(
         10, ge=1, le=1500, description="Longest the broker may hold the worker's fetch when no data is there (ms)."

@@ -61,9 +61,12 @@ class PartitionFeed:
         await self.consumer.start()
 
     async def stop(self) -> None:
+        """Close the consumer; the feed owns nothing afterwards (a later commit or release is a no-op)."""
+        self.owned = set()
+        self.next_offsets = {}
         if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+            consumer, self.consumer = self.consumer, None
+            await consumer.stop()
 
     def tp(self, partition: int) -> TopicPartition:
         return TopicPartition(self.topic, partition)

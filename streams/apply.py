@@ -104,12 +104,12 @@ def user_vectors(states: np.ndarray, cands: np.ndarray, positives: np.ndarray, s
 def in_stream_order(events: Sequence[Event]) -> list[Event]:
     """The batch's events by (partition, offset, index): the order they were written in.
 
-    Kafka hands a partition's records over in offset order, but around a
-    rebalance the consumer can deliver records it prefetched before a seek
-    ahead of the re-read older ones (seen here after SIGKILL restarts: offset
-    581 arrived before 471 in one batch). Applying in arrival order then took
-    the older event for a replay and lost it; sorting restores the log's
-    order, and a true duplicate still meets the replay check.
+    The worker's feed (``streams.feed``) already hands each partition's
+    records over in offset order; sorting here keeps ``apply_batch`` correct
+    for any caller, because an event applied after a later one of the same
+    user would be taken for a replay and skipped. (It was added when the
+    worker still read through a Faust stream, which could deliver re-read
+    records after newer ones around a seek.)
     """
     return sorted(events, key=lambda ev: (ev.partition, ev.offset, ev.index))
 

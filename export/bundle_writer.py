@@ -21,6 +21,7 @@ from torch import nn
 
 from dreamstream.bundle import ITEM_IDS, ITEMS, MANIFEST, OPSET, sha256, verify_bundle
 from export.onnx_export import export_all
+from export.opal_step_graph import OpalStepGraph
 from models.dreamumm import DreamUMMStep
 from models.opal import Opal
 
@@ -59,7 +60,8 @@ def write_bundle(model_dir: str | Path, opal: Opal, item_tower: nn.Module, items
     sizes = {"D": cfg.dim, "K": cfg.interests, "H": cfg.hidden, "Dt": int(text_dim), "Dv": int(visual_dim), "1": 1}
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=model_dir))
     try:
-        errors = export_all({"dreamumm_step": DreamUMMStep(), "opal_step": opal, "item_tower": item_tower}, sizes, tmp)
+        errors = export_all({"dreamumm_step": DreamUMMStep(), "opal_step": opal, "item_tower": item_tower}, sizes, tmp,
+                            graphs={"opal_step": OpalStepGraph(opal)})
         norms = np.linalg.norm(items, axis=1, keepdims=True)
         np.save(tmp / ITEMS, (items / np.maximum(norms, 1e-12)).astype(np.float32))
         (tmp / ITEM_IDS).write_text(json.dumps(ids))

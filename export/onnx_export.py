@@ -103,12 +103,19 @@ def validate_function(module: Callable, function: Function, sizes: Mapping[str, 
     return worst
 
 
-def export_all(modules: Mapping[str, nn.Module], sizes: Mapping[str, int], folder: Path) -> dict[str, float]:
-    """Export and validate every contract function into ``folder``; returns the max error per file."""
+def export_all(modules: Mapping[str, nn.Module], sizes: Mapping[str, int], folder: Path,
+               graphs: Mapping[str, nn.Module] | None = None) -> dict[str, float]:
+    """Export and validate every contract function into ``folder``; returns the max error per file.
+
+    ``graphs`` optionally gives, per function, a module written for
+    onnxruntime (``export.opal_step_graph``) that is exported instead of the
+    model's own; the file is still validated against ``modules[name]``.
+    """
     errors = {}
     for name, function in CONTRACT.items():
         module = modules[name].eval()
+        graph = (graphs or {}).get(name, module).eval()
         path = folder / function.file
-        export_function(module, function, sizes, path)
+        export_function(graph, function, sizes, path)
         errors[function.file] = validate_function(module, function, sizes, path)
     return errors

@@ -88,10 +88,23 @@ def hyper_categories(bundle: StepBundle) -> np.ndarray:
     return _HYPER_CACHE[key]
 
 
+ONNX_CHUNK = 1024  # rows per session.run: at 4,096 rows the tensors fell out of cache (8.8 us/event vs 4.8 at 1,024)
+
+
+def run_chunked(session: Any, outputs: list[str] | None, feeds: dict[str, np.ndarray], chunk: int = ONNX_CHUNK
+                ) -> list[np.ndarray]:
+    """``session.run`` over row slices of at most ``chunk``: the step functions are per row, so this is exact."""
+    n = len(next(iter(feeds.values())))
+    if n <= chunk:
+        return session.run(outputs, feeds)
+    parts = [session.run(outputs, {k: v[i:i + chunk] for k, v in feeds.items()}) for i in range(0, n, chunk)]
+    return [np.concatenate(column) for column in zip(*parts)]
+
+
 def _run(session: Any, outputs: list[str], glob: np.ndarray | None = None, **feeds: np.ndarray) -> list[np.ndarray]:
     if glob is not None:
         feeds["global"] = glob
-    return session.run(outputs, feeds)
+    return run_chunked(session, outputs, feeds)
 
 
 def user_vectors(states: np.ndarray, cands: np.ndarray, positives: np.ndarray, settings: Settings

@@ -8,6 +8,7 @@ as Kafka's Java clients), so a user's events land where any client would put the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -42,7 +43,8 @@ def synthetic_events(n_events: int, n_users: int, item_ids: Sequence[str], seed:
     ]
 
 
-async def _producer(settings: Settings):
+async def open_producer(settings: Settings) -> Any:
+    """A producer for load generation and test input: acks=1, batches up to 256 KiB."""
     from aiokafka import AIOKafkaProducer
 
     prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=256 * 1024,
@@ -52,19 +54,23 @@ async def _producer(settings: Settings):
 
 
 async def produce(settings: Settings, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
-                  rate: float | None = None, sent_at: list[float] | None = None) -> int:
-    """Send (key, value) pairs to a topic (full name), optionally paced at ``rate`` msgs/s; returns the count."""
-    prod = await _producer(settings)
+                  rate: float | None = None, sent_at: list[float] | None = None, tick_s: float = 0.005) -> int:
+    """Send (key, value) pairs to a topic (full name), optionally paced at ``rate`` msgs/s; returns the count.
+
+    Paced, every ``tick_s`` the messages due by then leave as one record
+    batch per partition (as a client with ``linger.ms`` would send them; one
+    request per message cost the load generator more CPU than the worker
+    under test). ``sent_at`` gets each message's *due* time: a latency
+    measured from it includes any delay of the generator itself.
+    """
+    prod = await open_producer(settings)
     try:
+        if rate:
+            on_due = (lambda _key, t: sent_at.append(t)) if sent_at is not None else None
+            return await send_paced(prod, topic, messages, rate, on_due, tick_s)
         n = 0
-        t0 = time.perf_counter()
         futures = []
         for key, value in messages:
-            if rate:
-                due = t0 + n / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
             futures.append(await prod.send(topic, value=value, key=key))
             if sent_at is not None:
                 sent_at.append(time.time())
@@ -78,8 +84,70 @@ async def produce(settings: Settings, topic: str, messages: Iterable[tuple[bytes
         await prod.stop()
 
 
+async def send_paced(prod: Any, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]], rate: float,
+                     on_due: Callable[[bytes | None, float], None] | None = None, tick_s: float = 0.005,
+                     stop: Any = None) -> int:
+    """Send ``messages`` at ``rate`` msgs/s in ticks: each tick's due messages as one record batch per partition.
+
+    ``on_due(key, due_time)`` is called for each message as it leaves, with
+    the wall-clock time it was due. Stops when ``messages`` runs out or
+    ``stop`` (a ``threading.Event``) is set; returns how many were sent.
+    """
+    from streams.batch_send import send_records
+
+    it = iter(messages)
+    start_wall, start = time.time(), time.perf_counter()
+    futures: list[Any] = []
+    sent = 0
+    while stop is None or not stop.is_set():
+        want = max(0, int((time.perf_counter() - start) * rate) + 1 - sent)
+        batch = list(itertools.islice(it, want))
+        if batch:
+            futures.extend(b.future for b in await send_records(prod, topic, [(k, v, None) for k, v in batch]))
+            if on_due is not None:
+                for i, (key, _) in enumerate(batch, start=sent):
+                    on_due(key, start_wall + i / rate)
+            sent += len(batch)
+        if len(batch) < want:
+            break  # the messages ran out
+        if len(futures) >= 1000:
+            await asyncio.gather(*futures)
+            futures.clear()
+        await asyncio.sleep(tick_s)
+    await asyncio.gather(*futures)
+    return sent
+
+
 def produce_sync(settings: Settings, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]], **kw: Any) -> int:
     return asyncio.run(produce(settings, topic, messages, **kw))
+
+
+def _paced_child(settings: Settings, topic: str, messages: list, rate: float, out: Any) -> None:
+    sent_at: list[float] = []
+    produce_sync(settings, topic, messages, rate=rate, sent_at=sent_at)
+    out.send(sent_at)
+    out.close()
+
+
+class PacedFeed:
+    """A paced producer in a child process, so the load generator and the reader do not share one GIL."""
+
+    def __init__(self, settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes | None]], rate: float) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self._recv, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_paced_child, args=(settings, topic, messages, rate, send), daemon=True)
+
+    def start(self) -> "PacedFeed":
+        self.proc.start()
+        return self
+
+    def join(self) -> list[float]:
+        """Each message's due time (wall clock), once every message is acknowledged."""
+        sent_at = self._recv.recv()
+        self.proc.join()
+        return sent_at
 
 
 def publish_items(settings: Settings, ids: Sequence[str], vectors: np.ndarray, model: str = "test") -> int:

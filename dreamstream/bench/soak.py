@@ -89,30 +89,26 @@ class _Tracker:
             self.covered[user] = max(start, min(seq, len(sent)))
 
 
+SEND_TICK_S = 0.05  # the load generator's linger: fewer, larger produce requests (tansu's fetch cost grows with their count)
+
+
 async def _feed(settings: Settings, rate: float, users: int, items: list[str], seconds: float, tracker: _Tracker,
                 stop: threading.Event) -> int:
-    from aiokafka import AIOKafkaProducer
-
-    prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks=1)
-    await prod.start()
+    """Random watch events over ``users`` at ``rate`` for ``seconds``; each user's send times go to the tracker."""
     rng = np.random.default_rng(5)
-    topic = settings.topic(WATCH_EVENTS)
-    n, t0 = 0, time.perf_counter()
-    try:
-        while not stop.is_set() and time.perf_counter() - t0 < seconds:
-            due = t0 + n / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+
+    def events():
+        for _ in range(int(seconds * rate)):
             u = f"u{int(rng.integers(users))}"
             dur = int(rng.integers(2_000, 60_000))
             e = {"user": u, "video": items[int(rng.integers(len(items)))], "ts": int(time.time() * 1000),
                  "watch_ms": int(rng.uniform(0, 1.6) * dur), "duration_ms": dur}
-            tracker.on_send(u, time.time())
-            await prod.send(topic, key=codec.key_bytes(u), value=codec.pack(e))
-            n += 1
-        await prod.flush()
-        return n
+            yield codec.key_bytes(u), codec.pack(e)
+
+    prod = await h.open_producer(settings)
+    try:
+        return await h.send_paced(prod, settings.topic(WATCH_EVENTS), events(), rate,
+                                  on_due=lambda key, t: tracker.on_send(key.decode("utf-8"), t), tick_s=SEND_TICK_S, stop=stop)
     finally:
         await prod.stop()
 

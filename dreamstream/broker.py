@@ -111,6 +111,11 @@ class EmbeddedBroker:
         return f"kafka://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The tansu process (started last), while running."""
+        return self._procs[-1].pid if self._procs and self._procs[-1].poll() is None else None
+
+    @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 

@@ -13,9 +13,10 @@
 
 Exactly once in effect, in three steps per batch: (1) the touched rows go
 to the user table's changelog, and only once the broker has them are they
-put in the table; (2) records and dead letters are handed to the producer;
-(3) every ``DREAMSTREAM_COMMIT_INTERVAL_S`` the loop waits for those
-deliveries and commits the offsets behind them. A crash anywhere replays at
+put in the table (meanwhile the next batch is computed on top of them, see
+``Worker.process``); (2) records and dead letters are handed to the
+producer; (3) every ``DREAMSTREAM_COMMIT_INTERVAL_S`` the loop waits for
+those deliveries and commits the offsets behind them. A crash anywhere replays at
 most the events since the last commit: their users' rows say they are
 applied (the stored position), so they are skipped and the stored record is
 sent again, byte for byte. A batch whose output fails (broker away) is
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -43,7 +45,7 @@ from dreamstream.settings import Settings
 from dreamstream.topics import DLQ, ITEM_FEATURES, ITEM_VECTORS, USER_EMBEDDINGS, WATCH_EVENTS
 from streams import items as item_mod
 from streams import state as state_mod
-from streams.apply import apply_batch
+from streams.apply import BatchResult, apply_batch
 from streams.batch_send import send_records
 from streams.feed import PartitionFeed
 from streams.hold_back import hold_back
@@ -79,6 +81,8 @@ class Worker:
         self.generation: int | None = None  # the Faust group generation the feed's assignment belongs to
         self.epoch = 0  # bumped by every revocation: an assignment computed before one is stale
         self.outbox: list[Any] = []  # record and dead-letter deliveries since the last commit
+        self.inflight: asyncio.Future | None = None  # finishing the previous batch (see process)
+        self.overlay: dict[bytes, state_mod.UserState] = {}  # rows of the unfinished batch, by user key
         self.handled: dict[int, int] = {}  # per partition: next offset whose output is with the producer
         self.last_commit = time.monotonic()
         self.reported = 0.0  # when the last progress line was logged
@@ -96,8 +100,7 @@ class Worker:
                     log.warning("batch output failed (%r); redoing from the last commit in 1s", err)
                     await asyncio.sleep(1.0)
                     async with self.lock:
-                        self.outbox = []
-                        self.handled = {}
+                        self.drop_unfinished()
                         self.feed.rewind(dict(self.feed.committed))
         finally:
             await self.feed.stop()
@@ -133,12 +136,15 @@ class Worker:
         async with self.lock:
             if epoch != self.epoch or generation != self.app.consumer_generation_id or not self.serving():
                 return  # rebalanced meanwhile: start over with the new assignment
+            self.drop_unfinished()  # normally nothing: the revocation before this finished or dropped it
             await self.feed.assign(assigned)
-            self.handled = {}
             self.generation = generation
 
     async def settle(self) -> None:
         """Wait until every record and dead letter so far is on the broker, then commit the offsets behind them."""
+        inflight, self.inflight = self.inflight, None
+        if inflight is not None:
+            await inflight
         outbox, handled = self.outbox, dict(self.handled)
         self.outbox = []
         if outbox:
@@ -154,9 +160,9 @@ class Worker:
                 await asyncio.wait_for(self.settle(), timeout=self.settings.rebalance_timeout_s / 2)
             except (*TRANSIENT, asyncio.CancelledError) as err:
                 log.warning("%s: could not commit the last output (%r); the next owner replays it", why, err)
+            self.drop_unfinished()
             self.feed.release()
             self.generation = None
-            self.handled = {}
 
     def _report_progress(self, every_s: float = 10.0) -> None:
         """One INFO line every ``every_s``: what a person tailing the log wants to know is moving."""
@@ -170,8 +176,25 @@ class Worker:
 
     # --- one batch -----------------------------------------------------------
     async def process(self, batch: list[Any]) -> None:
-        """One batch of watch-events records -> rows, records, dead letters."""
-        t0 = time.perf_counter()
+        """One batch: compute it and send its rows now; finish it while the next one computes.
+
+        The changelog's acknowledgement is a broker round trip; waiting for it
+        before reading the next batch left the worker idle for it on every
+        batch. So a batch is finished (rows into the table, records and dead
+        letters sent) by a task that runs while the next batch is decoded and
+        applied, which reads the unfinished rows from ``self.overlay``. At
+        most one batch is unfinished; finishes run in order, so a user's
+        records stay in seq order.
+        """
+        pending = await self.compute(batch)
+        previous, self.inflight = self.inflight, None
+        if previous is not None:
+            await previous
+        self.inflight = asyncio.ensure_future(self.finish(pending))
+
+    async def compute(self, batch: list[Any]) -> Pending:
+        """Decode, apply, and hand the touched rows to the changelog (not awaited)."""
+        marks = [time.perf_counter()]
         bundle = self.holder.bundle  # fixed for the whole batch: reloads land between batches
         now_ms = int(time.time() * 1000)
         events: list[Event] = []
@@ -184,44 +207,68 @@ class Worker:
                 messages[(m.partition, m.offset)] = m
             for rej in rejections:
                 dead.append((rej.reason, m, rej.value))
-        states = {}
-        for user in {ev.user for ev in events}:
-            raw = self.users.get(user.encode("utf-8"))
-            if raw is not None:
-                states[user] = state_mod.decode(raw)
-        t1 = time.perf_counter()
+        states = {user: st for user in {ev.user for ev in events} if (st := self.row(user)) is not None}
+        marks.append(time.perf_counter())
         result = apply_batch(states, events, self.items, bundle, self.settings)
-        t2 = time.perf_counter()
+        marks.append(time.perf_counter())
         for ev in result.unknown:
             m = messages[(ev.partition, ev.offset)]
             dead.append((f"video {ev.video[:64]!r} is not in the item table (publish its vector first)", m,
                          _element(m.value, ev.index)))
-        producer = self.app.producer._ensure_producer()
-        # 1. state rows: on the broker before they enter the table (a failed send leaves the table as it
-        #    was, so the batch is redone exactly) and before any record that reflects them is sent (a
-        #    user's published seq never runs ahead of its stored state)
-        changelog = self.users.changelog_topic.get_topic_name()
+        # state rows go to the broker before they enter the table (a failed send leaves the table as it
+        # was, so the batch is redone exactly) and before any record that reflects them is sent (a
+        # user's published seq never runs ahead of its stored state)
         rows = [(user.encode("utf-8"), state_mod.encode(st), st.partition) for user, st in result.states.items()]
-        for sent in await send_records(producer, changelog, rows):
+        for (key, _, _), st in zip(rows, result.states.values()):
+            self.overlay[key] = st
+        marks.append(time.perf_counter())
+        sent = await send_records(self.app.producer._ensure_producer(), self.users.changelog_topic.get_topic_name(), rows)
+        return Pending(batch, result, rows, sent, dead, marks)
+
+    def row(self, user: str) -> state_mod.UserState | None:
+        """A user's newest state: the unfinished batch's, else the table's."""
+        key = user.encode("utf-8")
+        st = self.overlay.get(key)
+        if st is not None:
+            return st
+        raw = self.users.get(key)
+        return state_mod.decode(raw) if raw is not None else None
+
+    async def finish(self, p: Pending) -> None:
+        """Once the rows are acknowledged: into the table, then the records and dead letters to the producer."""
+        for sent in p.changelog:
             self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
-        for key, value, partition in rows:
+        p.marks.append(time.perf_counter())
+        for (key, value, partition), st in zip(p.rows, p.result.states.values()):
             _put_row(self.users, key, value, partition)
-        # 2. one record per touched user, and the dead letters; delivery is awaited before the commit
-        records = [(user.encode("utf-8"), record, None) for user, record in result.records.items()]
+            if self.overlay.get(key) is st:  # not overtaken by the next batch
+                del self.overlay[key]
+        producer = self.app.producer._ensure_producer()
+        records = [(user.encode("utf-8"), record, None) for user, record in p.result.records.items()]
         self.outbox.extend(sent.future for sent in await send_records(producer, self.out_topic, records))
-        if dead:
+        if p.dead:
             letters = [(m.key, codec.pack(codec.dead_letter(reason, m.topic, m.partition, m.offset, m.key, value)), None)
-                       for reason, m, value in dead]
+                       for reason, m, value in p.dead]
             self.outbox.extend(sent.future for sent in await send_records(producer, self.dlq_topic, letters))
-            for reason, m, _ in dead:
+            for reason, m, _ in p.dead:
                 self.metrics.dead_letters.labels(reason=reason_label(reason)).inc()
                 log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
-        for m in batch:
+        for m in p.batch:
             self.handled[m.partition] = max(self.handled.get(m.partition, 0), m.offset + 1)
-        if result.records and self.first_output is None:
+        if p.result.records and self.first_output is None:
             self.first_output = time.monotonic()
             log.info("first output seconds_since_start=%.2f", self.first_output - self.started)
-        self._observe(batch, result, t0, t1, t2)
+        self._observe(p.batch, p.result, tuple(p.marks))
+
+    def drop_unfinished(self) -> None:
+        """Forget everything not committed (the feed is rewound or released): nothing of it reaches the table."""
+        if self.inflight is not None:
+            self.inflight.cancel()
+            self.inflight.add_done_callback(_retrieve)
+        self.inflight = None
+        self.overlay.clear()
+        self.outbox = []
+        self.handled = {}
 
     async def complete_rows(self, partitions: set[int]) -> None:
         """Make sure the table holds the newest durable row of every user of these partitions.
@@ -275,14 +322,21 @@ class Worker:
         log.info("user rows complete partitions=%s from=%s rows_read=%d seconds=%.2f", sorted(partitions),
                  {tp.partition: o for tp, o in start.items()}, n, time.monotonic() - t0)
 
-    def _observe(self, batch: list[Any], result: Any, t0: float, t1: float, t2: float) -> None:
+    def _observe(self, batch: list[Any], result: Any, marks: tuple[float, ...]) -> None:
+        """Metrics and a debug line for one batch; ``marks``: start, decoded, applied, rows encoded, rows acknowledged.
+
+        The acknowledgement wait overlaps the next batch's compute, so
+        ``ack_ms`` and the batch time include some of it.
+        """
+        t0, t1, t2, t3, t4 = marks
         m = self.metrics
         m.events.inc(result.applied)
         m.replays.inc(result.replays)
         m.records.inc(len(result.records))
         m.batch_size.observe(len(batch))
         m.step_seconds.observe(t2 - t1)
-        m.batch_seconds.observe(time.perf_counter() - t0)
+        end = time.perf_counter()
+        m.batch_seconds.observe(end - t0)
         m.users.set(len(self.users.data))
         last: dict[int, int] = {}
         for record in batch:
@@ -291,8 +345,10 @@ class Worker:
             high = self.feed.highwater(partition)
             if high is not None:
                 m.lag.labels(partition=str(partition)).set(max(0, high - offset - 1))
-        log.debug("batch messages=%d applied=%d replays=%d records=%d waves=%d apply_ms=%.1f",
-                  len(batch), result.applied, result.replays, len(result.records), result.waves, (t2 - t1) * 1e3)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch messages=%d applied=%d replays=%d records=%d waves=%d decode_ms=%.1f apply_ms=%.1f "
+                      "encode_ms=%.1f ack_ms=%.1f send_ms=%.1f", len(batch), result.applied, result.replays,
+                      len(result.records), result.waves, *((b - a) * 1e3 for a, b in zip(marks, marks[1:] + (end,))))
 
     # --- the item tower ------------------------------------------------------
     async def embed_items(self, batch: list[Any]) -> None:
@@ -321,6 +377,24 @@ class Worker:
             log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
         if futures:
             await asyncio.gather(*futures)
+
+
+@dataclass
+class Pending:
+    """A computed batch whose rows are on their way to the changelog."""
+
+    batch: list[Any]
+    result: BatchResult
+    rows: list[tuple[bytes, bytes, int]]  # (user key, encoded row, partition), in result.states order
+    changelog: list[Any]  # streams.batch_send.Sent of the rows
+    dead: list[tuple[str, Any, bytes | None]]  # (reason, message, value) to dead-letter
+    marks: list[float]  # perf_counter: start, decoded, applied, rows encoded (+ acknowledged, by finish)
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Read a dropped task's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _put_row(table: Any, key: bytes, value: bytes, partition: int) -> None:

@@ -122,9 +122,9 @@ def produce_sync(settings: Settings, topic: str, messages: Iterable[tuple[bytes 
     return asyncio.run(produce(settings, topic, messages, **kw))
 
 
-def _paced_child(settings: Settings, topic: str, messages: list, rate: float, out: Any) -> None:
+def _paced_child(settings: Settings, topic: str, messages: list, rate: float, tick_s: float, out: Any) -> None:
     sent_at: list[float] = []
-    produce_sync(settings, topic, messages, rate=rate, sent_at=sent_at)
+    produce_sync(settings, topic, messages, rate=rate, sent_at=sent_at, tick_s=tick_s)
     out.send(sent_at)
     out.close()
 
@@ -132,12 +132,13 @@ def _paced_child(settings: Settings, topic: str, messages: list, rate: float, ou
 class PacedFeed:
     """A paced producer in a child process, so the load generator and the reader do not share one GIL."""
 
-    def __init__(self, settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes | None]], rate: float) -> None:
+    def __init__(self, settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes | None]], rate: float,
+                 tick_s: float = 0.005) -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
         self._recv, send = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_paced_child, args=(settings, topic, messages, rate, send), daemon=True)
+        self.proc = ctx.Process(target=_paced_child, args=(settings, topic, messages, rate, tick_s, send), daemon=True)
 
     def start(self) -> "PacedFeed":
         self.proc.start()

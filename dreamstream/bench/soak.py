@@ -46,6 +46,7 @@ class Window:
     p50_ms: float | None
     p99_ms: float | None
     rss_mb: float | None
+    broker_rss_mb: float | None = None  # the embedded broker's, when the soak started it
 
 
 @dataclass
@@ -89,11 +90,8 @@ class _Tracker:
             self.covered[user] = max(start, min(seq, len(sent)))
 
 
-SEND_TICK_S = 0.05  # the load generator's linger: fewer, larger produce requests (tansu's fetch cost grows with their count)
-
-
 async def _feed(settings: Settings, rate: float, users: int, items: list[str], seconds: float, tracker: _Tracker,
-                stop: threading.Event) -> int:
+                stop: threading.Event, tick_s: float) -> int:
     """Random watch events over ``users`` at ``rate`` for ``seconds``; each user's send times go to the tracker."""
     rng = np.random.default_rng(5)
 
@@ -108,7 +106,7 @@ async def _feed(settings: Settings, rate: float, users: int, items: list[str], s
     prod = await h.open_producer(settings)
     try:
         return await h.send_paced(prod, settings.topic(WATCH_EVENTS), events(), rate,
-                                  on_due=lambda key, t: tracker.on_send(key.decode("utf-8"), t), tick_s=SEND_TICK_S, stop=stop)
+                                  on_due=lambda key, t: tracker.on_send(key.decode("utf-8"), t), tick_s=tick_s, stop=stop)
     finally:
         await prod.stop()
 
@@ -131,20 +129,25 @@ async def _read(settings: Settings, tracker: _Tracker, stop: threading.Event) ->
         await cons.stop()
 
 
-def _windows(tracker: _Tracker, rss: list[tuple[float, float]], t0: float, end: float, width: float) -> list[Window]:
+def _windows(tracker: _Tracker, rss: list[tuple[float, float]], t0: float, end: float, width: float,
+             broker_rss: list[tuple[float, float]] | None = None) -> list[Window]:
     done = sorted(tracker.done)
     out, i = [], 0
+
+    def mean_in(samples: list[tuple[float, float]] | None, w_end: float) -> float | None:
+        mem = [m for t, m in samples or [] if w_end - width < t <= w_end]
+        return float(np.mean(mem)) if mem else None
+
     for w_end in np.arange(t0 + width, end + 1e-9, width):
         lat = []
         while i < len(done) and done[i][0] <= w_end:
             lat.append(done[i][1])
             i += 1
-        mem = [m for t, m in rss if w_end - width < t <= w_end]
         arr = np.array(lat) * 1000
         out.append(Window(round(w_end - t0, 1), len(lat) / width,
                           float(np.percentile(arr, 50)) if len(arr) else None,
                           float(np.percentile(arr, 99)) if len(arr) else None,
-                          float(np.mean(mem)) if mem else None))
+                          mean_in(rss, w_end), mean_in(broker_rss, w_end)))
     return out
 
 
@@ -159,12 +162,23 @@ def rss_slope_mb_per_hour(rss: list[tuple[float, float]]) -> float:
 
 
 def run(settings: Settings, minutes: float, rate: float, users: int, items: list[str], work: Path,
-        progress: Callable[[str], None] = print, window_s: float = 10.0) -> SoakReport:
-    """Start a worker, load it at ``rate`` events/s for ``minutes``, and measure (topics are created here)."""
+        progress: Callable[[str], None] = print, window_s: float = 10.0, broker_pid: int | None = None,
+        send_interval_s: float = 0.1) -> SoakReport:
+    """Start a worker, load it at ``rate`` events/s for ``minutes``, and measure (topics are created here).
+
+    ``broker_pid``: an embedded broker's process, whose memory is sampled
+    too, so a reader can tell the worker's curve from the broker's.
+    ``send_interval_s``: the load generator sends what is due this often, as
+    one record batch per partition (a producer's linger). Latency is timed
+    from each event's due time, so it includes this wait. tansu's fetch cost
+    grows with the number of stored batches, so a longer interval keeps the
+    embedded broker healthy for longer.
+    """
     create_topics(settings)
     worker = h.WorkerProcess(settings, work / "soak-worker.log").start()
     tracker, stop = _Tracker(), threading.Event()
     rss: list[tuple[float, float]] = []
+    broker_rss: list[tuple[float, float]] = []
     reader = threading.Thread(target=asyncio.run, args=(_read(settings, tracker, stop),), daemon=True)
     reader.start()
     try:
@@ -175,7 +189,7 @@ def run(settings: Settings, minutes: float, rate: float, users: int, items: list
         progress(f"soak: worker serving; {rate:.0f} events/s over {users} users for {minutes:g} min")
         sent: list[int] = []
         feeder = threading.Thread(target=lambda: sent.append(asyncio.run(
-            _feed(settings, rate, users, items, minutes * 60, tracker, stop))), daemon=True)
+            _feed(settings, rate, users, items, minutes * 60, tracker, stop, send_interval_s))), daemon=True)
         t0 = time.time()
         feeder.start()
         next_report = t0 + 60
@@ -184,9 +198,13 @@ def run(settings: Settings, minutes: float, rate: float, users: int, items: list
             if m is None:
                 raise RuntimeError(f"the worker died during the soak; see {worker.log_path}")
             rss.append((time.time(), m))
+            b = rss_mb(broker_pid) if broker_pid else None
+            if b is not None:
+                broker_rss.append((time.time(), b))
             if time.time() >= next_report:
                 lat = [x for t, x in tracker.done if t > time.time() - 60]
-                progress(f"soak {int((time.time() - t0) / 60)} min: rss {m:.0f} MB, "
+                progress(f"soak {int((time.time() - t0) / 60)} min: worker rss {m:.0f} MB"
+                         + (f" (broker {b:.0f} MB)" if b is not None else "") + ", "
                          f"p99 {np.percentile(lat, 99) * 1000 if lat else float('nan'):.0f} ms, {len(lat) / 60:.0f} events/s")
                 next_report += 60
             time.sleep(2.0)
@@ -206,7 +224,7 @@ def run(settings: Settings, minutes: float, rate: float, users: int, items: list
         throughput=len(tracker.done) / max(1e-9, (max(t for t, _ in tracker.done) - t0) if tracker.done else 1),
         p50_ms=float(np.percentile(lat, 50)), p99_ms=float(np.percentile(lat, 99)),
         rss_start_mb=rss[0][1], rss_end_mb=rss[-1][1], rss_slope_mb_per_h=rss_slope_mb_per_hour(rss_rel),
-        windows=_windows(tracker, [(t, m) for t, m in rss], t0, end, window_s),
+        windows=_windows(tracker, rss, t0, end, window_s, broker_rss),
     )
 
 
@@ -227,8 +245,11 @@ def plot(report: SoakReport, path: Path) -> Path:
     ax[1].plot(t, [w.p99_ms if w.p99_ms is not None else np.nan for w in ws], label="p99")
     ax[1].set_ylabel("latency (ms)")
     ax[1].legend()
-    ax[2].plot(t, [w.rss_mb if w.rss_mb is not None else np.nan for w in ws])
-    ax[2].set_ylabel("worker RSS (MB)")
+    ax[2].plot(t, [w.rss_mb if w.rss_mb is not None else np.nan for w in ws], label="worker")
+    if any(w.broker_rss_mb is not None for w in ws):
+        ax[2].plot(t, [w.broker_rss_mb if w.broker_rss_mb is not None else np.nan for w in ws], label="embedded broker (tansu)")
+        ax[2].legend()
+    ax[2].set_ylabel("RSS (MB)")
     ax[2].set_xlabel("minutes")
     fig.suptitle(f"soak: {report.rate:.0f} events/s, {report.users} users, {report.minutes:g} min; "
                  f"RSS slope {report.rss_slope_mb_per_h:+.1f} MB/h")
@@ -239,7 +260,8 @@ def plot(report: SoakReport, path: Path) -> Path:
 
 
 def soak_command(settings: Settings, minutes: float, rate: float, users: int, work: Path,
-                 echo: Callable[[str], None] = print) -> SoakReport:
+                 echo: Callable[[str], None] = print, broker_pid: int | None = None,
+                 send_interval_s: float = 0.1) -> SoakReport:
     """What `dreamstream bench --soak MINUTES` runs (settings already point at a broker and a bundle)."""
     import uuid
 
@@ -251,7 +273,8 @@ def soak_command(settings: Settings, minutes: float, rate: float, users: int, wo
                                     "state_dir": work / "soak-state", "cold_min_positive": 0})
     create_topics(s)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-    report = run(s, minutes, rate, users, list(bundle.item_ids), work, progress=echo)
+    report = run(s, minutes, rate, users, list(bundle.item_ids), work, progress=echo, broker_pid=broker_pid,
+                 send_interval_s=send_interval_s)
     (work / "soak.json").write_text(report.to_json())
     png = plot(report, work / "soak.png")
     echo(f"soak {minutes:g} min at {rate:.0f} events/s over {users} users: {report.applied}/{report.sent} events applied, "

@@ -37,6 +37,17 @@ def _onnx_cost(bundle, batch: int, repeats: int = 200) -> float:
     return (time.perf_counter() - t0) / reps / batch * 1e6
 
 
+def _latency_run(s: Settings, bundle, events: list[dict], rate: float, log: Path, tick_s: float,
+                 seconds: float = 20.0) -> np.ndarray:
+    """Event-to-embedding latencies (ms) of a fresh worker fed ``seconds`` of ``events`` at ``rate``."""
+    from dreamstream.bench import harness as h
+
+    n = min(len(events), int(rate * seconds))
+    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
+    col, *_rest, _done, sent_at = _run_consumer(s, None, events[:n], log, rate=rate, tick_s=tick_s)
+    return _latencies(sent_at, events[:n], col) * 1000
+
+
 def _latencies(sent_at: list[float], events: list[dict], col) -> np.ndarray:
     """Per event: first arrival of a record of its user whose seq covers it, minus the send time."""
     nth: dict[str, int] = {}
@@ -51,7 +62,7 @@ def _latencies(sent_at: list[float], events: list[dict], col) -> np.ndarray:
 
 
 def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300,
-                  per_message: int = 1):
+                  per_message: int = 1, tick_s: float = 0.005):
     """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq."""
     from dreamstream.bench import harness as h
     from dreamstream.topics import create_topics
@@ -74,7 +85,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         warm = [dict(events[0], user="__warmup__")]
         h.produce_sync(s, s.topic("watch-events"), h.event_messages(warm))
         h.read_records(s, {"__warmup__": 1}, timeout_s=120)
-        feeder = h.PacedFeed(s, s.topic("watch-events"), msgs, rate).start()
+        feeder = h.PacedFeed(s, s.topic("watch-events"), msgs, rate, tick_s).start()
         col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate)
         sent_at.extend(feeder.join())
     worker.stop()
@@ -93,12 +104,18 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
                    "of one user's consecutive events, as apps that upload every few events send them). Both agents get the same messages.")
 @click.option("--skip-plain", is_flag=True, envvar="DREAMSTREAM_BENCH_SKIP_PLAIN", help="Do not run the plain per-event agent.")
 @click.option("--latency/--no-latency", default=True, show_default=True, help="Also run the latency test at half the max rate.")
+@click.option("--latency-rate", "latency_rates", type=float, multiple=True, envvar="DREAMSTREAM_BENCH_LATENCY_RATES",
+              help="Run the latency test at this events/s instead of half the max (repeat for several rates).")
 @click.option("--soak", "soak_minutes", type=float, default=None, envvar="DREAMSTREAM_BENCH_SOAK",
               help="Instead: a soak of this many minutes at --soak-rate (throughput, p99, worker RSS over time, plot).")
 @click.option("--soak-rate", type=float, default=500.0, show_default=True, envvar="DREAMSTREAM_BENCH_SOAK_RATE",
               help="Events/s of the soak's steady load (over --users users).")
+@click.option("--send-interval-ms", type=float, default=None, envvar="DREAMSTREAM_BENCH_SEND_INTERVAL_MS",
+              help="Paced load sends what is due this often, one record batch per partition (a producer's linger); "
+                   "latency is timed from each event's due time. Default: 5 for the latency run, 100 for the soak.")
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
-          soak_minutes: float | None = None, soak_rate: float = 500.0) -> None:
+          soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
+          latency_rates: tuple[float, ...] = ()) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.broker import EmbeddedBroker, free_port
@@ -116,7 +133,8 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
     if soak_minutes:  # dreamstream.bench.soak: steady load, memory must stay flat
         from dreamstream.bench.soak import soak_command
         try:
-            soak_command(settings, soak_minutes, soak_rate, n_users, work, echo=click.echo)
+            soak_command(settings, soak_minutes, soak_rate, n_users, work, echo=click.echo,
+                         broker_pid=broker.pid if broker else None, send_interval_s=(send_interval_ms or 100) / 1000)
         finally:
             if broker:
                 broker.stop()
@@ -148,14 +166,12 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         c1, cb = _onnx_cost(bundle, 1), _onnx_cost(bundle, settings.batch_size)
         click.echo(f"ONNX steps (dreamumm + opal) per event: {c1:.1f} us at batch 1, {cb:.2f} us at batch {settings.batch_size}")
         if latency:
-            half = rate / 2
-            n_lat = min(n_events, int(half * 20))
-            l = fresh("latency")
-            h.publish_items(l, bundle.item_ids, bundle.items, model=bundle.version)
-            coll, *_rest, donel, sent_at = _run_consumer(l, None, events[:n_lat], work / "latency.log", rate=half)
-            lat = _latencies(sent_at, events[:n_lat], coll) * 1000
-            click.echo(f"latency at {half:,.0f} events/s ({len(lat)} events): p50 {np.percentile(lat, 50):.1f} ms, "
-                       f"p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms")
+            for i, r in enumerate(latency_rates or (rate / 2,)):
+                l = fresh(f"latency{i}")
+                lat = _latency_run(l, bundle, events, r, work / f"latency{i}.log", (send_interval_ms or 5) / 1000)
+                label = "half the max" if not latency_rates else "paced"
+                click.echo(f"latency at {r:,.0f} events/s ({label}; {len(lat)} events over {len(lat) / r:.0f} s): "
+                           f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms")
     finally:
         if broker:
             broker.stop()

@@ -1,0 +1,31 @@
+"""`dreamstream bench` end to end on a private broker: both agents finish, every line of the report is there."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scale_support import e2e
+
+
+@pytest.mark.slow
+def test_bench_reports_rates_ratio_onnx_cost_and_latency(bundle_dir: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    e2e.install(bundle_dir, models)
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "dreamstream"), "bench", "--events", "2000", "--users", "100",
+         "--latency-rate", "400", "--model-dir", str(models)],
+        capture_output=True, text=True, timeout=600,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    worker = float(re.search(r"worker: ([\d,]+) events/s", out).group(1).replace(",", ""))
+    plain = float(re.search(r"plain per-event agent: ([\d,]+) events/s", out).group(1).replace(",", ""))
+    assert worker > 0 and plain > 0
+    assert re.search(r"ratio worker / plain: [\d.]+x", out), out
+    assert re.search(r"ONNX steps .* per event: [\d.]+ us at batch 1, [\d.]+ us at batch \d+", out), out
+    p99 = float(re.search(r"latency at 400 events/s \(paced; \d+ events .*p99 ([\d.]+) ms", out).group(1))
+    assert 0 < p99 < 60_000

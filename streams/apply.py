@@ -139,10 +139,11 @@ def apply_batch(
     result = BatchResult()
     queues: dict[str, list[tuple[Event, np.ndarray]]] = {}
     base: dict[str, UserState] = {}
+    empty = new_state(d, k, h)  # shared by every new user of the batch: only read (stacked) below
     for ev in in_stream_order(events):
         st = base.get(ev.user)
         if st is None:
-            st = states.get(ev.user) or new_state(d, k, h)
+            st = states.get(ev.user) or empty
             base[ev.user] = st
         queue = queues.setdefault(ev.user, [])
         last = queue[-1][0] if queue else None
@@ -167,8 +168,9 @@ def apply_batch(
     seq = np.array([base[u].seq for u in users], np.int64)
     pos = np.array([base[u].positives for u in users], np.int64)
     imp = np.array([base[u].impressions for u in users], np.int64)
-    interests: dict[int, np.ndarray] = {}
-    weights: dict[int, np.ndarray] = {}
+    interests = np.zeros((n, k, d), np.float32)  # the last OPAL readout of each row in this batch
+    weights = np.zeros((n, k), np.float32)
+    stepped = np.zeros(n, bool)  # rows OPAL stepped in this batch (the others keep their stored readout)
     engagement = settings.engagement
 
     depth = max((len(q) for q in queues.values()), default=0)
@@ -207,9 +209,7 @@ def apply_batch(
                     item=np.ascontiguousarray(Vw[liked]), hidden=Hd[pi], glob=G[pi], soft=O[pi], decay=gp,
                 )
                 Hd[pi], G[pi], O[pi] = hid, glo, soft
-                for j, i in enumerate(pi):
-                    interests[int(i)] = inter[j]
-                    weights[int(i)] = wts[j]
+                interests[pi], weights[pi], stepped[pi] = inter, wts, True
         last_ts[idx] = np.maximum(prev, ts)
         seq[idx] += 1
         result.applied += len(wave)
@@ -226,23 +226,20 @@ def apply_batch(
         i = int(rows[j])
         old = base[u]
         last = queues[u][-1][0]
-        st = UserState(
-            state=S[i].copy(), hidden=Hd[i].copy(), glob=G[i].copy(), soft=O[i].copy(), cand=C[i].copy(),
+        st = UserState(  # views into this call's arrays, which nothing writes after the return
+            state=S[i], hidden=Hd[i], glob=G[i], soft=O[i], cand=C[i],
             seq=int(seq[i]), last_ts=int(last_ts[i]), positives=int(pos[i]), impressions=int(imp[i]),
             partition=last.partition, offset=last.offset, index=last.index,
         )
-        inter, wts = _readout(i, old, interests, weights, bundle)
+        inter, wts = (interests[i], weights[i]) if stepped[i] else _stored_readout(old, bundle)
         st.record = records.user_record(u, st.seq, st.last_ts, bundle.version, vectors[j], inter, wts, bool(colds[j]))
         result.states[u] = st
         result.records[u] = st.record
     return result
 
 
-def _readout(i: int, old: UserState, interests: dict[int, np.ndarray], weights: dict[int, np.ndarray],
-             bundle: StepBundle) -> tuple[np.ndarray, np.ndarray]:
-    """Interests and weights of a user: this batch's last OPAL output, else the stored record's, else the prior."""
-    if i in interests:
-        return interests[i], weights[i]
+def _stored_readout(old: UserState, bundle: StepBundle) -> tuple[np.ndarray, np.ndarray]:
+    """Interests and weights of a user OPAL did not step in this batch: the stored record's, else the prior."""
     if old.record and old.seq > old.impressions:  # it has seen a watch: its record holds OPAL's readout
         rec = records.read_record(old.record)
         return rec["interests"], np.asarray(rec["interest_weights"], np.float32)

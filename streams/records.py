@@ -25,7 +25,7 @@ def user_record(
             "vector": codec.vec_to_bin(vector),
             "interests": codec.vec_to_bin(interests),
             "interest_ids": list(range(int(interests.shape[0]))),
-            "interest_weights": [float(w) for w in weights],
+            "interest_weights": np.asarray(weights, np.float32).tolist(),
             "cold": bool(cold),
         }
     )

@@ -52,10 +52,9 @@ def app_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings) -> faust.App:
     """A fresh app with the worker's topics, tables, agents, timers and web page."""
     from streams.agents import register
+    from streams.fetch_wait import FAUST_FETCH_WAIT_MS, install as install_fetch_wait
 
-    from streams.fetch_wait import install as install_fetch_wait
-
-    install_fetch_wait(settings.fetch_max_wait_ms)
+    install_fetch_wait(FAUST_FETCH_WAIT_MS)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
     worker = register(app, settings)

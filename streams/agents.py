@@ -14,14 +14,16 @@
 Exactly once in effect, in three steps per batch: (1) the touched rows go
 to the user table's changelog, and only once the broker has them are they
 put in the table (meanwhile the next batch is computed on top of them, see
-``Worker.process``); (2) records and dead letters are handed to the
-producer; (3) every ``DREAMSTREAM_COMMIT_INTERVAL_S`` the loop waits for
-those deliveries and commits the offsets behind them. A crash anywhere replays at
-most the events since the last commit: their users' rows say they are
-applied (the stored position), so they are skipped and the stored record is
-sent again, byte for byte. A batch whose output fails (broker away) is
-redone from the last commit the same way, so the worker waits out a broker
-restart instead of dying.
+``Worker.process``); (2) with them, records and dead letters are handed to
+the producer; (3) every ``DREAMSTREAM_COMMIT_INTERVAL_S`` the loop waits for
+the rows and those deliveries and commits the offsets behind them. A crash
+anywhere replays at most the events since the last commit: a user whose row
+reached the broker says they are applied (the stored position), so they are
+skipped and the stored record is sent again, byte for byte; a user whose
+row did not is applied again from the previous row, to the same row and
+record. A batch whose output fails (broker away) is redone from the last
+commit the same way, so the worker waits out a broker restart instead of
+dying.
 
 The user table is written with the *source* partition of the event, as
 Faust's own ``table[key] = value`` does inside a stream, so a user's row
@@ -180,11 +182,10 @@ class Worker:
 
         The changelog's acknowledgement is a broker round trip; waiting for it
         before reading the next batch left the worker idle for it on every
-        batch. So a batch is finished (rows into the table, records and dead
-        letters sent) by a task that runs while the next batch is decoded and
-        applied, which reads the unfinished rows from ``self.overlay``. At
-        most one batch is unfinished; finishes run in order, so a user's
-        records stay in seq order.
+        batch. So a batch is finished (its rows put in the table once the
+        broker has them) by a task that runs while the next batch is decoded
+        and applied, which reads the unfinished rows from ``self.overlay``.
+        At most one batch is unfinished, and finishes run in order.
         """
         pending = await self.compute(batch)
         previous, self.inflight = self.inflight, None
@@ -215,15 +216,35 @@ class Worker:
             m = messages[(ev.partition, ev.offset)]
             dead.append((f"video {ev.video[:64]!r} is not in the item table (publish its vector first)", m,
                          _element(m.value, ev.index)))
-        # state rows go to the broker before they enter the table (a failed send leaves the table as it
-        # was, so the batch is redone exactly) and before any record that reflects them is sent (a
-        # user's published seq never runs ahead of its stored state)
+        # state rows go to the broker before they enter the table: a failed send leaves the table as it
+        # was, so the batch is redone exactly
         rows = [(user.encode("utf-8"), state_mod.encode(st), st.partition) for user, st in result.states.items()]
         for (key, _, _), st in zip(rows, result.states.values()):
             self.overlay[key] = st
         marks.append(time.perf_counter())
-        sent = await send_records(self.app.producer._ensure_producer(), self.users.changelog_topic.get_topic_name(), rows)
-        return Pending(batch, result, rows, sent, dead, marks)
+        producer = self.app.producer._ensure_producer()
+        sent = await send_records(producer, self.users.changelog_topic.get_topic_name(), rows)
+        await self.send_output(producer, result, dead)
+        return Pending(batch, result, rows, sent, marks)
+
+    async def send_output(self, producer: Any, result: BatchResult, dead: list[tuple[str, Any, bytes | None]]) -> None:
+        """Records and dead letters to the producer, with the rows rather than after their acknowledgement.
+
+        Waiting for the changelog first cost a broker round trip of latency
+        on every batch. Sending now is as exact: if the rows never become
+        durable, the offsets are not committed either, the events are
+        applied again and the same records (same ``seq``, same bytes with
+        the same bundle) are sent again, which consumers drop by ``seq``.
+        """
+        records = [(user.encode("utf-8"), record, None) for user, record in result.records.items()]
+        self.outbox.extend(sent.future for sent in await send_records(producer, self.out_topic, records))
+        if dead:
+            letters = [(m.key, codec.pack(codec.dead_letter(reason, m.topic, m.partition, m.offset, m.key, value)), None)
+                       for reason, m, value in dead]
+            self.outbox.extend(sent.future for sent in await send_records(producer, self.dlq_topic, letters))
+            for reason, m, _ in dead:
+                self.metrics.dead_letters.labels(reason=reason_label(reason)).inc()
+                log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
 
     def row(self, user: str) -> state_mod.UserState | None:
         """A user's newest state: the unfinished batch's, else the table's."""
@@ -235,7 +256,7 @@ class Worker:
         return state_mod.decode(raw) if raw is not None else None
 
     async def finish(self, p: Pending) -> None:
-        """Once the rows are acknowledged: into the table, then the records and dead letters to the producer."""
+        """Once the rows are acknowledged: into the table; the batch's offsets can then be committed."""
         for sent in p.changelog:
             self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
         p.marks.append(time.perf_counter())
@@ -243,16 +264,6 @@ class Worker:
             _put_row(self.users, key, value, partition)
             if self.overlay.get(key) is st:  # not overtaken by the next batch
                 del self.overlay[key]
-        producer = self.app.producer._ensure_producer()
-        records = [(user.encode("utf-8"), record, None) for user, record in p.result.records.items()]
-        self.outbox.extend(sent.future for sent in await send_records(producer, self.out_topic, records))
-        if p.dead:
-            letters = [(m.key, codec.pack(codec.dead_letter(reason, m.topic, m.partition, m.offset, m.key, value)), None)
-                       for reason, m, value in p.dead]
-            self.outbox.extend(sent.future for sent in await send_records(producer, self.dlq_topic, letters))
-            for reason, m, _ in p.dead:
-                self.metrics.dead_letters.labels(reason=reason_label(reason)).inc()
-                log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
         for m in p.batch:
             self.handled[m.partition] = max(self.handled.get(m.partition, 0), m.offset + 1)
         if p.result.records and self.first_output is None:
@@ -387,7 +398,6 @@ class Pending:
     result: BatchResult
     rows: list[tuple[bytes, bytes, int]]  # (user key, encoded row, partition), in result.states order
     changelog: list[Any]  # streams.batch_send.Sent of the rows
-    dead: list[tuple[str, Any, bytes | None]]  # (reason, message, value) to dead-letter
     marks: list[float]  # perf_counter: start, decoded, applied, rows encoded (+ acknowledged, by finish)
 
 

@@ -118,7 +118,7 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
     from models.dream import Dream, distil_item_tower, save_item_tower, tower_inputs
     from models.graphs import normalized_adjacency, user_mean_matrix
     from models.lightgcn import LightGCN, LightGCNConfig
-    from models.trainer import Evaluator, fit, vectors
+    from models.trainer import Evaluator
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ensure_dataset(data_dir, train_config.seed, echo)
@@ -141,22 +141,12 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
     lightgcn = LightGCN(ds.n_users, ds.n_items, adjacency,
                         LightGCNConfig(dim=dream_config.dim, n_layers=dream_config.n_layers, w_reg=dream_config.w_reg)
                         ).to(device)
-    result = fit(lightgcn, split, train_config, "lightgcn", evaluator)
-    lg_users, lg_items = vectors(lightgcn)
-    metrics["lightgcn"] = _scores(evaluator, lg_users, lg_items, result)
-    history["lightgcn"] = result.history
-    np.save(out / "lightgcn_users.npy", lg_users)
-    np.save(out / "lightgcn_items.npy", lg_items)
+    _fit_and_save(lightgcn, "lightgcn", "lightgcn_", split, train_config, evaluator, out, metrics, history)
 
     torch.manual_seed(train_config.seed)
     dream = Dream(ds.n_users, ds.n_items, adjacency, user_mean_matrix(*pairs, ds.n_users, ds.n_items), features,
                   dream_config).to(device)
-    result = fit(dream, split, train_config, "dream", evaluator)
-    users, items = vectors(dream)
-    metrics["dream"] = _scores(evaluator, users, items, result)
-    history["dream"] = result.history
-    np.save(out / "users.npy", users)
-    np.save(out / "items.npy", items)
+    users, items = _fit_and_save(dream, "dream", "", split, train_config, evaluator, out, metrics, history)
     torch.save({k: v.cpu() for k, v in dream.state_dict().items()}, out / "dream.pt")
     dream.cpu()
 
@@ -188,9 +178,19 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
     return metrics
 
 
-def _scores(evaluator, users: np.ndarray, items: np.ndarray, result) -> dict:
-    return {"valid": evaluator(users, items, "valid"), "test": evaluator(users, items, "test"),
-            "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
+def _fit_and_save(model, name: str, prefix: str, split, train_config, evaluator, out: Path, metrics: dict,
+                  history: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Train one embedding model, score it on valid and test, save ``{prefix}users.npy`` and ``{prefix}items.npy``."""
+    from models.trainer import fit, vectors
+
+    result = fit(model, split, train_config, name, evaluator)
+    users, items = vectors(model)
+    metrics[name] = {"valid": evaluator(users, items, "valid"), "test": evaluator(users, items, "test"),
+                     "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
+    history[name] = result.history
+    np.save(out / f"{prefix}users.npy", users)
+    np.save(out / f"{prefix}items.npy", items)
+    return users, items
 
 
 def _train_opal(items: np.ndarray, split, ds, train_config, out: Path, metrics: dict, echo) -> dict:

@@ -272,7 +272,12 @@ class Worker:
         self._observe(p.batch, p.result, tuple(p.marks))
 
     def drop_unfinished(self) -> None:
-        """Forget everything not committed (the feed is rewound or released): nothing of it reaches the table."""
+        """Forget all output since the last commit (the feed is rewound or released).
+
+        Rows a cancelled finish already put in the table are durable (they
+        went in after the broker acknowledged them), so a replay skips their
+        events; every other row of the dropped batches is simply computed again.
+        """
         if self.inflight is not None:
             self.inflight.cancel()
             self.inflight.add_done_callback(_retrieve)

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
 
     # --- worker -----------------------------------------------------------
     batch_size: int = Field(
-        4096, ge=1, description="Most watch-events messages the worker takes in one batch (fewer when fewer are waiting)."
+        8192, ge=1, description="Most watch-events messages the worker takes in one batch (fewer when fewer are waiting)."
     )
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest the worker waits to fill a batch, in seconds.")
     fetch_max_wait_ms: int = Field(

@@ -59,7 +59,8 @@ class Settings(BaseSettings):
         10, ge=1, le=1500, description="Longest the broker may hold the worker's fetch when no data is there (ms)."
     )
     commit_interval_s: float = Field(
-        1.0, gt=0, description="Seconds between the worker's watch-events offset commits (after the output they cover is on the broker)."
+        1.0, gt=0, description="Seconds between the worker's flushes: cached user rows to the changelog, then the watch-events "
+        "offsets behind them committed. Longer: fewer row writes, more events replayed after a crash."
     )
     web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
     web_bind: str = Field(

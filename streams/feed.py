@@ -72,24 +72,33 @@ class PartitionFeed:
         return TopicPartition(self.topic, partition)
 
     async def assign(self, partitions: set[int]) -> dict[int, int]:
-        """Read exactly these partitions from now on, each from its committed position (else its start)."""
+        """Read exactly these partitions from now on, each from its committed position (else its start).
+
+        Returns the positions of the partitions someone read before (they had
+        a committed offset), where output since that commit may exist. A
+        partition read for the first time gets its start committed at once,
+        so even an owner that dies before its first commit leaves a mark.
+        """
         consumer = self._started()
         tps = [self.tp(p) for p in sorted(partitions)]
         consumer.assign(tps)
         positions: dict[int, int] = {}
+        resumed: dict[int, int] = {}
         for tp in tps:
             committed = await consumer.committed(tp)
             if committed is None:
                 await consumer.seek_to_beginning(tp)
-                committed = await consumer.position(tp)
+                positions[tp.partition] = await consumer.position(tp)
             else:
                 consumer.seek(tp, committed)
-            positions[tp.partition] = committed
+                positions[tp.partition] = resumed[tp.partition] = committed
         self.owned = set(partitions)
         self.next_offsets = dict(positions)
+        self.committed = {}
+        await self.commit({p: o for p, o in positions.items() if p not in resumed})
         self.committed = dict(positions)
-        log.info("feed assigned topic=%s positions=%s", self.topic, positions)
-        return positions
+        log.info("feed assigned topic=%s positions=%s resumed=%s", self.topic, positions, sorted(resumed))
+        return resumed
 
     def release(self) -> None:
         """Stop reading every partition (revocation): nothing fetched before is handed out afterwards."""

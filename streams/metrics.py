@@ -29,6 +29,10 @@ class WorkerMetrics:
                                       buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)
         self.batch_seconds = Histogram("dreamstream_batch_seconds", "Whole batch: decode, state I/O, apply, sends.",
                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.flush_seconds = Histogram("dreamstream_flush_seconds", "Row-cache flush: encode, changelog acknowledgement, "
+                                       "deliveries, offset commit (runs beside the batches).",
+                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.cached_rows = Gauge("dreamstream_cached_rows", "User rows computed and not yet flushed to the changelog.", registry=r)
         self.lag = Gauge("dreamstream_consumer_lag", "Messages behind the end of watch-events, per partition.", ["partition"], registry=r)
         self.users = Gauge("dreamstream_users", "User-state rows held by this worker.", registry=r)
         self.stalled = Gauge("dreamstream_stalled", "1 while the watchdog sees lag with no progress for DREAMSTREAM_WATCHDOG_S.", registry=r)

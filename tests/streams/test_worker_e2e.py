@@ -86,6 +86,16 @@ def assert_exact(col: h.Collected, events, items, model: str | None = None) -> N
         assert seqs == sorted(seqs), (user, seqs)  # never goes back, even across crashes
 
 
+def metrics_when(s, line: str, timeout_s: float = 15.0) -> str:
+    """The worker's /metrics page once it contains ``line`` (or at the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{s.web_port}/metrics", timeout=5).read().decode()
+        if line in body or time.monotonic() > deadline:
+            return body
+        time.sleep(0.2)
+
+
 def test_worker_exact_metrics_and_clean_shutdown(stack):
     s, items, start = stack
     events = h.synthetic_events(3000, 300, list(items), seed=3)
@@ -93,9 +103,10 @@ def test_worker_exact_metrics_and_clean_shutdown(stack):
     w = start()
     col = h.read_records(s, counts(events), timeout_s=90)
     assert_exact(col, events, items)
-    body = urllib.request.urlopen(f"http://127.0.0.1:{s.web_port}/metrics", timeout=5).read().decode()
+    body = metrics_when(s, "dreamstream_users 300.0")  # rows reach the table with the next flush (commit interval)
     assert "dreamstream_events_total 3000.0" in body and "dreamstream_batch_events_bucket" in body
-    assert "dreamstream_consumer_lag" in body and "dreamstream_users 300.0" in body
+    assert "dreamstream_consumer_lag" in body and "dreamstream_users 300.0" in body, body
+    assert "dreamstream_cached_rows 0.0" in body or "dreamstream_flush_seconds_count" in body, body
     assert w.stop() == 0, w.log_text()[-3000:]
     assert "first output seconds_since_start" in w.log_text()
 

@@ -50,6 +50,7 @@ from streams import state as state_mod
 from streams.apply import apply_batch
 from streams.batch_send import send_records
 from streams.catch_up import CatchUp, uncommitted_limit
+from streams.changelog_producer import open_changelog_producer
 from streams.feed import PartitionFeed
 from streams.hold_back import hold_back
 from streams.metrics import WorkerMetrics, reason_label
@@ -86,6 +87,7 @@ class Worker:
         self.epoch = 0  # bumped by every revocation: an assignment computed before one is stale
         self.cache = RowCache()  # rows, deliveries and offsets not yet durable
         self.flushing: asyncio.Future | None = None  # the flush in flight (see flush)
+        self.row_producer: Any = None  # streams.changelog_producer, started by run
         self.last_flush = time.monotonic()
         self.catch_up: CatchUp | None = None  # replaying since the last commit, records held (streams.catch_up)
         self.reported = 0.0  # when the last progress line was logged
@@ -95,6 +97,7 @@ class Worker:
         """Assignment, batches and commits until the app stops; broker trouble is waited out."""
         await self.items.ready.wait()  # no event is applied before the item table caught up
         await self.feed.start()
+        self.row_producer = await open_changelog_producer(self.settings)
         try:
             while not self.app.should_stop:
                 try:
@@ -108,6 +111,8 @@ class Worker:
                         self.begin_catch_up(dict(self.feed.committed))
         finally:
             await self.feed.stop()
+            producer, self.row_producer = self.row_producer, None
+            await producer.stop()
 
     async def step(self) -> None:
         """One turn: follow the assignment, process one batch, commit when due."""
@@ -297,8 +302,7 @@ class Worker:
         t0 = time.perf_counter()
         rows = [(key, state_mod.encode(st), partition) for key, (st, partition) in f.rows.items()]
         t1 = time.perf_counter()
-        producer = self.app.producer._ensure_producer()
-        for sent in await send_records(producer, self.users.changelog_topic.get_topic_name(), rows):
+        for sent in await send_records(self.row_producer, self.users.changelog_topic.get_topic_name(), rows):
             self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
         for key, value, partition in rows:
             _put_row(self.users, key, value, partition)

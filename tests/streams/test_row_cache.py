@@ -1,0 +1,59 @@
+"""The row cache and the catch-up: what a flush covers, what a replay holds back, when it is done."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from streams.catch_up import CatchUp, uncommitted_limit
+from streams.row_cache import MAX_CACHED_ROWS, RowCache
+from streams.state import new_state
+
+
+def msg(partition: int, offset: int) -> SimpleNamespace:
+    return SimpleNamespace(partition=partition, offset=offset)
+
+
+def test_newest_row_wins_and_stays_readable_while_flushing():
+    cache = RowCache()
+    old, new = new_state(4, 2, 3), new_state(4, 2, 3)
+    old.seq, new.seq = 1, 2
+    cache.put(b"u", old, 0)
+    cache.handed_over(["f1"], [msg(0, 5), msg(1, 2)])
+    flush = cache.begin_flush()
+    assert flush.rows == {b"u": (old, 0)} and flush.deliveries == ["f1"] and flush.offsets == {0: 6, 1: 3}
+    assert cache.get(b"u") is old  # in flight: still read from the cache, not the (older) table
+    cache.put(b"u", new, 0)
+    assert cache.get(b"u") is new  # a newer batch overtakes the flush
+    cache.end_flush()
+    assert cache.get(b"u") is new and cache.pending()
+    second = cache.begin_flush()
+    assert second.rows == {b"u": (new, 0)} and second.offsets == {} and second.deliveries == []
+    cache.end_flush()
+    assert cache.get(b"u") is None and not cache.pending()
+
+
+def test_full_and_clear():
+    cache = RowCache()
+    st = new_state(2, 1, 2)
+    for i in range(MAX_CACHED_ROWS):
+        cache.put(str(i).encode(), st, 0)
+    assert cache.full()
+    cache.clear()
+    assert not cache.full() and not cache.pending() and cache.get(b"1") is None
+
+
+def test_catch_up_holds_the_newest_record_per_user():
+    up = CatchUp.after({0: 100, 1: 7}, batch_size=10)
+    assert up.targets == {0: 100 + uncommitted_limit(10), 1: 7 + uncommitted_limit(10)}
+    seq = {b"a3": 3, b"a5": 5, b"b1": 1}
+    up.hold({"a": b"a5", "b": b"b1"}, seq.__getitem__)
+    up.hold({"a": b"a3"}, seq.__getitem__)  # a replay cut differently: an older seq after a newer one
+    assert up.records() == {"a": b"a5", "b": b"b1"}
+
+
+def test_catch_up_is_done_at_the_target_or_the_end_whichever_comes_first():
+    up = CatchUp.after({0: 100, 1: 0}, batch_size=10)
+    ends = {0: 120, 1: None}
+    assert not up.done({0: 120, 1: 0}, ends.get)  # partition 1 not fetched yet: its end is unknown
+    ends[1] = 1000
+    assert not up.done({0: 120, 1: 40}, ends.get)
+    assert up.done({0: 120, 1: uncommitted_limit(10)}, ends.get)  # partition 1 stops at its target, before its end

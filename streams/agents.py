@@ -190,8 +190,14 @@ class Worker:
             await running
 
     async def settle(self) -> None:
-        """Make every row, record and dead letter so far durable and commit the offsets behind them."""
+        """Make every row, record and dead letter so far durable and commit the offsets behind them.
+
+        A catch-up in progress ends here: its held records are sent first,
+        since the offsets behind them are about to be committed.
+        """
         await self.settle_flush()
+        if self.catch_up is not None:
+            await self.send_held()
         if self.cache.pending():
             self.last_flush = time.monotonic()
             await self.flush(self.cache.begin_flush())
@@ -260,9 +266,12 @@ class Worker:
 
     async def end_catch_up_when_done(self) -> None:
         """The stretch the previous run may have published is applied: send the held records, resume commits."""
-        if self.catch_up is None or not self.catch_up.done(self.feed.next_offsets, self.feed.highwater):
-            return
-        held, self.catch_up = self.catch_up.records(), None
+        if self.catch_up is not None and self.catch_up.done(self.feed.next_offsets, self.feed.highwater):
+            await self.send_held()
+
+    async def send_held(self) -> None:
+        """End the catch-up: its held records go to the producer, with the rows and offsets the next flush covers."""
+        held, self.catch_up = self.catch_up.records() if self.catch_up else {}, None
         self.cache.handed_over(await self.send_output(held, []), [])
         log.info("caught up records_sent=%d", len(held))
 

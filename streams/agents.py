@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Coroutine
 
 import faust
 from aiokafka.errors import KafkaError
@@ -148,8 +148,7 @@ class Worker:
         due = time.monotonic() - self.last_flush >= self.settings.commit_interval_s
         behind = self.cache.full() or self.too_far_ahead()
         if self.flushing is None and self.cache.pending() and (due or behind):
-            self.last_flush = time.monotonic()
-            self.flushing = asyncio.ensure_future(self.flush(self.cache.begin_flush()))
+            self.flushing = asyncio.ensure_future(self.next_flush())
         if self.flushing is not None and behind:
             await self.settle_flush()
 
@@ -199,8 +198,7 @@ class Worker:
         if self.catch_up is not None:
             await self.send_held()
         if self.cache.pending():
-            self.last_flush = time.monotonic()
-            await self.flush(self.cache.begin_flush())
+            await self.next_flush()
 
     async def release(self, why: str) -> None:
         """Revocation or shutdown: finish the batch in hand, commit what is done, stop reading."""
@@ -305,6 +303,11 @@ class Worker:
             return st
         raw = self.users.get(key)
         return state_mod.decode(raw) if raw is not None else None
+
+    def next_flush(self) -> Coroutine[Any, Any, None]:
+        """A flush of everything computed so far (awaited by the caller); the commit interval restarts now."""
+        self.last_flush = time.monotonic()
+        return self.flush(self.cache.begin_flush())
 
     async def flush(self, f: Flush) -> None:
         """Rows to the changelog, then into the table; once they and the deliveries are acknowledged, commit."""

@@ -109,10 +109,12 @@ class Worker:
                         self.drop_unfinished()
                         self.feed.rewind(dict(self.feed.committed))
                         self.begin_catch_up(dict(self.feed.committed))
-        finally:
-            await self.feed.stop()
+        finally:  # the changelog producer is closed even when the shutdown's cancellation interrupts the feed's stop
             producer, self.row_producer = self.row_producer, None
-            await producer.stop()
+            try:
+                await self.feed.stop()
+            finally:
+                await producer.stop()
 
     async def step(self) -> None:
         """One turn: follow the assignment, process one batch, commit when due."""

@@ -110,11 +110,16 @@ class Worker:
                         self.feed.rewind(dict(self.feed.committed))
                         self.begin_catch_up(dict(self.feed.committed))
         finally:  # the changelog producer is closed even when the shutdown's cancellation interrupts the feed's stop
-            producer, self.row_producer = self.row_producer, None
             try:
                 await self.feed.stop()
             finally:
-                await producer.stop()
+                await self.close_row_producer()
+
+    async def close_row_producer(self) -> None:
+        """Stop the changelog producer (once): at shutdown before Faust tears the loop down, else when the loop ends."""
+        producer, self.row_producer = self.row_producer, None
+        if producer is not None:
+            await producer.stop()
 
     async def step(self) -> None:
         """One turn: follow the assignment, process one batch, commit when due."""
@@ -213,6 +218,8 @@ class Worker:
             self.drop_unfinished()
             self.feed.release()
             self.generation = None
+            if why == "shutdown":  # its last flush is done: close it now, not in a task Faust cancels mid-teardown
+                await self.close_row_producer()
 
     def _report_progress(self, every_s: float = 10.0) -> None:
         """One INFO line every ``every_s``: what a person tailing the log wants to know is moving."""

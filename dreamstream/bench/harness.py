@@ -125,7 +125,7 @@ def produce_sync(settings: Settings, topic: str, messages: Iterable[tuple[bytes 
 def _paced_child(settings: Settings, topic: str, messages: list, rate: float, tick_s: float, out: Any) -> None:
     sent_at: list[float] = []
     produce_sync(settings, topic, messages, rate=rate, sent_at=sent_at, tick_s=tick_s)
-    out.send(sent_at)
+    out.send((sent_at, time.process_time()))  # its CPU too: the child is gone before anyone can read /proc for it
     out.close()
 
 
@@ -139,6 +139,7 @@ class PacedFeed:
         ctx = mp.get_context("fork")
         self._recv, send = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=_paced_child, args=(settings, topic, messages, rate, tick_s, send), daemon=True)
+        self.cpu_seconds = 0.0  # the generator's own CPU time, known after join()
 
     def start(self) -> "PacedFeed":
         self.proc.start()
@@ -146,7 +147,7 @@ class PacedFeed:
 
     def join(self) -> list[float]:
         """Each message's due time (wall clock), once every message is acknowledged."""
-        sent_at = self._recv.recv()
+        sent_at, self.cpu_seconds = self._recv.recv()
         self.proc.join()
         return sent_at
 

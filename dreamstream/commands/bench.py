@@ -1,15 +1,19 @@
 """`dreamstream bench`: the stream worker's throughput and latency next to a plain per-event Faust agent."""
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
+from dreamstream.bench.cpu_share import CpuShare
 from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
 
@@ -40,14 +44,14 @@ def _onnx_cost(bundle, batch: int, repeats: int = 200) -> float:
 
 
 def _latency_run(s: Settings, bundle, events: list[dict], rate: float, log: Path, tick_s: float,
-                 seconds: float = 20.0) -> np.ndarray:
-    """Event-to-embedding latencies (ms) of a fresh worker fed ``seconds`` of ``events`` at ``rate``."""
+                 broker_pid: int | None = None, seconds: float = 20.0) -> tuple[np.ndarray, CpuShare | None]:
+    """Event-to-embedding latencies (ms) of a fresh worker fed ``seconds`` of ``events`` at ``rate``, and who used the CPU."""
     from dreamstream.bench import harness as h
 
     n = min(len(events), int(rate * seconds))
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-    col, *_rest, _done, sent_at = _run_consumer(s, None, events[:n], log, rate=rate, tick_s=tick_s)
-    return _latencies(sent_at, events[:n], col) * 1000
+    run = _run_consumer(s, None, events[:n], log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
+    return _latencies(run.sent_at, events[:n], run.col) * 1000, run.cpu
 
 
 def _latencies(sent_at: list[float], events: list[dict], col) -> np.ndarray:
@@ -63,8 +67,21 @@ def _latencies(sent_at: list[float], events: list[dict], col) -> np.ndarray:
     return np.array(out)
 
 
+@dataclass
+class ConsumerRun:
+    """One worker (or plain agent) run: what the reader saw and when."""
+
+    col: Any  # harness.Collected
+    launched: float  # wall clock of the process launch
+    first: float | None  # first and last record arrival
+    last: float | None
+    done: bool  # every user's final seq arrived
+    sent_at: list[float] = field(default_factory=list)  # paced runs: each event's due time
+    cpu: CpuShare | None = None  # paced runs: CPU of worker, broker, load generator and reader while it ran
+
+
 def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300,
-                  per_message: int = 1, tick_s: float = 0.005):
+                  per_message: int = 1, tick_s: float = 0.005, broker_pid: int | None = None) -> ConsumerRun:
     """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq."""
     from dreamstream.bench import harness as h
     from dreamstream.topics import create_topics
@@ -75,6 +92,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         expected[e["user"]] = expected.get(e["user"], 0) + 1
     msgs = h.event_messages(events, per_message)
     sent_at: list[float] = []
+    cpu = None
     worker = h.WorkerProcess(s, log, command=module)
     if rate is None:
         h.produce_sync(s, s.topic("watch-events"), msgs)
@@ -87,13 +105,16 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         warm = [dict(events[0], user="__warmup__")]
         h.produce_sync(s, s.topic("watch-events"), h.event_messages(warm))
         h.read_records(s, {"__warmup__": 1}, timeout_s=120)
+        cpu = CpuShare({"worker": worker.proc.pid, "broker": broker_pid, "reader": os.getpid()}).start()
         feeder = h.PacedFeed(s, s.topic("watch-events"), msgs, rate, tick_s).start()
         col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate)
+        cpu.stop()
         sent_at.extend(feeder.join())
+        cpu.add("load generator", feeder.cpu_seconds)
     worker.stop()
     firsts = [t for arr in col.arrivals.values() for _, t in arr]
     done = all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected.items())
-    return col, launched, (min(firsts) if firsts else None), (max(firsts) if firsts else None), done, sent_at
+    return ConsumerRun(col, launched, min(firsts) if firsts else None, max(firsts) if firsts else None, done, sent_at, cpu)
 
 
 @click.command("bench")
@@ -114,7 +135,8 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
               help="Events/s of the soak's steady load (over --users users).")
 @click.option("--send-interval-ms", type=float, default=None, envvar="DREAMSTREAM_BENCH_SEND_INTERVAL_MS",
               help="Paced load sends what is due this often, one record batch per partition (a producer's linger); "
-                   "latency is timed from each event's due time. Default: 5 for the latency run, 100 for the soak.")
+                   "latency is timed from each event's due time. Default: 20 for the latency run (tansu lists every stored "
+                   "batch on each fetch, so 5 ms batches slow the broker itself; see docs/measurements.md), 100 for the soak.")
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
           latency_rates: tuple[float, ...] = ()) -> None:
@@ -127,7 +149,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
     settings = h.ensure_bundle(settings, work, click.echo)
     bundle = load_bundle(latest_version(settings.model_dir))
     broker = None
-    if embedded or (embedded is None and "DREAMSTREAM_BROKER" not in __import__("os").environ and "--broker" not in sys.argv):
+    if embedded or (embedded is None and "DREAMSTREAM_BROKER" not in os.environ and "--broker" not in sys.argv):
         broker = EmbeddedBroker(port=free_port(), log_dir=work / "broker").start()
         settings = settings.model_copy(update={"broker": broker.url})
     click.echo(f"broker {settings.broker}; bundle {bundle.version}; {n_events} events over {n_users} users; "
@@ -150,8 +172,9 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
     try:
         s = fresh("worker")
         h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-        col, launched, first, last, done, _ = _run_consumer(s, None, events, work / "worker.log", per_message=per_message)
-        if not done:
+        run = _run_consumer(s, None, events, work / "worker.log", per_message=per_message)
+        launched, first, last = run.launched, run.first, run.last
+        if not run.done:
             raise click.ClickException(f"worker did not publish every final seq; see {work / 'worker.log'}")
         if last - first >= 0.01:
             rate = n_events / (last - first)
@@ -164,9 +187,9 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         plain_rate = None
         if not skip_plain:
             p = fresh("plain")
-            colp, lp, fp, lastp, donep, _ = _run_consumer(p, [sys.executable, "-m", "dreamstream.bench.plain_agent"], events,
-                                                          work / "plain.log", timeout=600, per_message=per_message)
-            plain_rate = n_events / (lastp - fp) if donep else None
+            plain = _run_consumer(p, [sys.executable, "-m", "dreamstream.bench.plain_agent"], events,
+                                  work / "plain.log", timeout=600, per_message=per_message)
+            plain_rate = n_events / (plain.last - plain.first) if plain.done else None
             click.echo(f"plain per-event agent: {plain_rate:,.0f} events/s" if plain_rate else "plain agent did not finish")
             if plain_rate:
                 click.echo(f"ratio worker / plain: {rate / plain_rate:.1f}x")
@@ -175,10 +198,13 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         if latency:
             for i, r in enumerate(latency_rates or (rate / 2,)):
                 l = fresh(f"latency{i}")
-                lat = _latency_run(l, bundle, events, r, work / f"latency{i}.log", (send_interval_ms or 5) / 1000)
+                lat, cpu = _latency_run(l, bundle, events, r, work / f"latency{i}.log", (send_interval_ms or 20) / 1000,
+                                        broker_pid=broker.pid if broker else None)
                 label = "half the max" if not latency_rates else "paced"
                 click.echo(f"latency at {r:,.0f} events/s ({label}; {len(lat)} events over {len(lat) / r:.0f} s): "
                            f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms")
+                if cpu is not None and cpu.summary():
+                    click.echo(f"  CPU while it ran: {cpu.summary()}")
     finally:
         if broker:
             broker.stop()

@@ -29,3 +29,5 @@ def test_bench_reports_rates_ratio_onnx_cost_and_latency(bundle_dir: Path, tmp_p
     assert re.search(r"ONNX steps .* per event: [\d.]+ us at batch 1, [\d.]+ us at batch \d+", out), out
     p99 = float(re.search(r"latency at 400 events/s \(paced; \d+ events .*p99 ([\d.]+) ms", out).group(1))
     assert 0 < p99 < 60_000
+    shares = re.search(r"CPU while it ran: worker (\d+)%, broker (\d+)%, reader (\d+)%, load generator (\d+)% of one core", out)
+    assert shares and int(shares.group(1)) > 0, out  # the worker did work while the paced load ran

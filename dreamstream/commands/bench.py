@@ -43,28 +43,29 @@ def _onnx_cost(bundle, batch: int, repeats: int = 200) -> float:
     return float(np.median(rounds)) / batch * 1e6
 
 
-def _latency_run(s: Settings, bundle, events: list[dict], rate: float, log: Path, tick_s: float,
-                 broker_pid: int | None = None, seconds: float = 20.0) -> tuple[np.ndarray, CpuShare | None]:
-    """Event-to-embedding latencies (ms) of a fresh worker fed ``seconds`` of ``events`` at ``rate``, and who used the CPU."""
+def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,
+                 broker_pid: int | None = None) -> tuple[np.ndarray, np.ndarray, CpuShare | None]:
+    """A fresh worker fed ``seconds`` of synthetic events at ``rate``: each event's due time and latency (s), and who used the CPU."""
     from dreamstream.bench import harness as h
 
-    n = min(len(events), int(rate * seconds))
+    events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-    run = _run_consumer(s, None, events[:n], log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
-    return _latencies(run.sent_at, events[:n], run.col) * 1000, run.cpu
+    run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
+    due, latency = _latencies(run.sent_at, events, run.col)
+    return due, latency, run.cpu
 
 
-def _latencies(sent_at: list[float], events: list[dict], col) -> np.ndarray:
-    """Per event: first arrival of a record of its user whose seq covers it, minus the send time."""
+def _latencies(sent_at: list[float], events: list[dict], col) -> tuple[np.ndarray, np.ndarray]:
+    """Per event with a record: its due time, and the first arrival of a record of its user whose seq covers it minus that."""
     nth: dict[str, int] = {}
-    out = []
+    due, latency = [], []
     for t_sent, e in zip(sent_at, events):
         n = nth[e["user"]] = nth.get(e["user"], 0) + 1
-        arrivals = col.arrivals.get(e["user"], [])
-        times = [t for seq, t in arrivals if seq >= n]
-        if times:
-            out.append(min(times) - t_sent)
-    return np.array(out)
+        first = next((t for seq, t in col.arrivals.get(e["user"], []) if seq >= n), None)  # arrivals are in time order
+        if first is not None:
+            due.append(t_sent)
+            latency.append(first - t_sent)
+    return np.array(due), np.array(latency)
 
 
 @dataclass
@@ -117,6 +118,32 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
     return ConsumerRun(col, launched, min(firsts) if firsts else None, max(firsts) if firsts else None, done, sent_at, cpu)
 
 
+class _PacedRuns:
+    """Latency runs of fresh workers on one broker: measure a rate, or measure and report it."""
+
+    def __init__(self, fresh: Any, bundle: Any, n_users: int, seconds: float, work: Path, tick_s: float,
+                 broker_pid: int | None) -> None:
+        self.fresh, self.bundle, self.n_users, self.seconds = fresh, bundle, n_users, seconds
+        self.work, self.tick_s, self.broker_pid, self.runs = work, tick_s, broker_pid, 0
+        self.cpu: CpuShare | None = None
+
+    def measure(self, rate: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each event's due time and latency (s) at ``rate``."""
+        tag = f"latency{self.runs}"
+        self.runs += 1
+        due, latency, self.cpu = _latency_run(self.fresh(tag), self.bundle, rate, self.n_users, self.seconds,
+                                              self.work / f"{tag}.log", self.tick_s, self.broker_pid)
+        return due, latency
+
+    def report(self, rate: float, label: str) -> None:
+        _due, lat = self.measure(rate)
+        ms = lat * 1000
+        click.echo(f"latency at {rate:,.0f} events/s ({label}; {len(ms)} events over {len(ms) / rate:.0f} s): "
+                   f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms")
+        if self.cpu is not None and self.cpu.summary():
+            click.echo(f"  CPU while it ran: {self.cpu.summary()}")
+
+
 @click.command("bench")
 @settings_options("broker", "model_dir", "partitions", "batch_size", "batch_timeout_s", "log_level")
 @click.option("--events", "n_events", default=60_000, show_default=True, envvar="DREAMSTREAM_BENCH_EVENTS", help="Synthetic events to process.")
@@ -137,9 +164,14 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
               help="Paced load sends what is due this often, one record batch per partition (a producer's linger); "
                    "latency is timed from each event's due time. Default: 20 for the latency run (tansu lists every stored "
                    "batch on each fetch, so 5 ms batches slow the broker itself; see docs/measurements.md), 100 for the soak.")
+@click.option("--latency-seconds", type=float, default=15.0, show_default=True, envvar="DREAMSTREAM_BENCH_LATENCY_SECONDS",
+              help="Seconds of paced load in each latency run (its own synthetic events over --users users).")
+@click.option("--live-max", is_flag=True, envvar="DREAMSTREAM_BENCH_LIVE_MAX",
+              help="Also bisect for the highest paced rate the worker keeps up with (4 more latency runs), and measure "
+                   "latency at half of it: live traffic spreads a batch over many more users than a preloaded backlog.")
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
-          latency_rates: tuple[float, ...] = ()) -> None:
+          latency_rates: tuple[float, ...] = (), latency_seconds: float = 15.0, live_max: bool = False) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.broker import EmbeddedBroker, free_port
@@ -196,15 +228,19 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         c1, cb = _onnx_cost(bundle, 1), _onnx_cost(bundle, settings.batch_size)
         click.echo(f"ONNX steps (dreamumm + opal) per event: {c1:.1f} us at batch 1, {cb:.2f} us at batch {settings.batch_size}")
         if latency:
-            for i, r in enumerate(latency_rates or (rate / 2,)):
-                l = fresh(f"latency{i}")
-                lat, cpu = _latency_run(l, bundle, events, r, work / f"latency{i}.log", (send_interval_ms or 20) / 1000,
-                                        broker_pid=broker.pid if broker else None)
-                label = "half the max" if not latency_rates else "paced"
-                click.echo(f"latency at {r:,.0f} events/s ({label}; {len(lat)} events over {len(lat) / r:.0f} s): "
-                           f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms")
-                if cpu is not None and cpu.summary():
-                    click.echo(f"  CPU while it ran: {cpu.summary()}")
+            paced = _PacedRuns(fresh, bundle, n_users, latency_seconds, work, (send_interval_ms or 20) / 1000,
+                               broker.pid if broker else None)
+            for r in latency_rates or (rate / 2,):
+                paced.report(r, "paced" if latency_rates else "half the max")
+            if live_max:
+                from dreamstream.bench.live_max import search_live_max
+                click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not keep growing")
+                live = search_live_max(paced.measure, rate, echo=click.echo)
+                if live:
+                    click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
+                    paced.report(live / 2, "half the live max")
+                else:
+                    click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
     finally:
         if broker:
             broker.stop()

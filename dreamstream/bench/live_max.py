@@ -1,0 +1,56 @@
+"""The highest paced rate the worker keeps up with: its live maximum, next to the preloaded one.
+
+Why a second maximum: `bench` times the worker on a preloaded backlog.
+There a batch of 8,192 events holds few users with many events each
+(a fetch returns one or two partitions' backlog), so one state gather, one
+record and one row cover ~7 events. Live traffic arrives spread over every
+partition, so a batch holds about one event per user, and the per-user
+work (gather, record, row) is paid for nearly every event: 2-3x the cost
+per event on this box. "Half the maximum" of the preloaded run can then
+be more than the worker sustains live at all.
+
+A rate is *sustained* when latency does not keep growing while the load
+runs (the definition of Karimov et al., "Benchmarking Distributed Stream
+Data Processing Systems", ICDE 2018): a worker that falls behind by a
+fraction ``f`` of the rate adds ``f`` seconds of latency per second of
+load, so the least-squares slope of latency over the load's time is the
+test. The search bisects between 0 and the preloaded maximum.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+MAX_SLOPE = 0.05  # latency may grow at most 50 ms per second of load: the worker falls at most 5% behind
+
+
+def latency_slope(due_s: np.ndarray, latency_s: np.ndarray) -> float:
+    """Growth of latency per second of load (seconds per second), by least squares."""
+    if len(due_s) < 2 or np.ptp(due_s) == 0:
+        return 0.0
+    return float(np.polyfit(due_s - due_s[0], latency_s, 1)[0])
+
+
+def sustained(due_s: np.ndarray, latency_s: np.ndarray, max_slope: float = MAX_SLOPE) -> bool:
+    """Did the worker keep up: no latency trend beyond ``max_slope``?"""
+    return latency_slope(due_s, latency_s) <= max_slope
+
+
+def search_live_max(run: Callable[[float], tuple[np.ndarray, np.ndarray]], high: float, steps: int = 4,
+                    echo: Callable[[str], None] = print) -> float:
+    """Bisect (0, ``high``] for the highest sustained rate; 0 when even ``high / 2**steps`` was not.
+
+    ``run(rate)`` feeds a fresh worker at ``rate`` and returns each event's
+    due time and latency, in seconds.
+    """
+    low = 0.0
+    for _ in range(steps):
+        rate = (low + high) / 2
+        due, latency = run(rate)
+        slope = latency_slope(due, latency)
+        kept_up = slope <= MAX_SLOPE
+        echo(f"  {rate:,.0f} events/s: latency grows {slope * 1000:+.0f} ms per second of load, "
+             f"p99 {np.percentile(latency, 99) * 1000:.0f} ms -> {'kept up' if kept_up else 'fell behind'}")
+        low, high = (rate, high) if kept_up else (low, rate)
+    return low

@@ -25,7 +25,7 @@ def test_slope_is_the_growth_of_latency_per_second_of_load() -> None:
 def test_bisection_finds_the_capacity_within_its_resolution() -> None:
     lines: list[str] = []
     live = search_live_max(lambda rate: load(rate, capacity=7000), high=20000, echo=lines.append)
-    # 10,000 and 7,500 fall behind (the latter by 6.7% > 5%), 5,000 and 6,250 keep up
+    # 10,000 and 7,500 fall behind (the latter by 6.7%, more than MAX_SLOPE), 5,000 and 6,250 keep up
     assert live == 6250 and len(lines) == 4
     assert "fell behind" in lines[0] and "kept up" in lines[1] and "fell behind" in lines[2] and "kept up" in lines[3]
     assert 7000 / 7500 < 1 - MAX_SLOPE  # why 7,500 counts as falling behind

@@ -131,8 +131,11 @@ class _PacedRuns:
         """Each event's due time and latency (s) at ``rate``."""
         tag = f"latency{self.runs}"
         self.runs += 1
-        due, latency, self.cpu = _latency_run(self.fresh(tag), self.bundle, rate, self.n_users, self.seconds,
-                                              self.work / f"{tag}.log", self.tick_s, self.broker_pid)
+        log = self.work / f"{tag}.log"
+        due, latency, self.cpu = _latency_run(self.fresh(tag), self.bundle, rate, self.n_users, self.seconds, log,
+                                              self.tick_s, self.broker_pid)
+        if not len(latency):
+            raise click.ClickException(f"no user-embeddings record arrived in the latency run at {rate:,.0f} events/s; see {log}")
         return due, latency
 
     def report(self, rate: float, label: str) -> None:

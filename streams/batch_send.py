@@ -12,13 +12,12 @@ default partitioner (murmur2 of the key) puts them, as any client would.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from aiokafka.partitioner import DefaultPartitioner
-
-_PARTITIONER = DefaultPartitioner()
+from dreamstream.index.kafka_partition import kafka_partition
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,8 @@ async def send_records(producer: Any, topic: str, records: Iterable[tuple[bytes 
             if all_partitions is None:
                 await producer.client._wait_on_metadata(topic)
                 all_partitions = partitions_of(producer, topic)
-            partition = _PARTITIONER(key, all_partitions, all_partitions)
+            partition = (all_partitions[kafka_partition(key, len(all_partitions))] if key is not None
+                         else random.choice(all_partitions))  # keyless (a dead letter of a keyless message): any partition
         by_partition[partition].append((key, value))
     sent: list[Sent] = []
     for partition, rows in by_partition.items():

@@ -175,3 +175,23 @@ def test_records_delivered_out_of_offset_order_are_all_applied(bundle, item_vect
     got = result.states["u"]
     assert result.replays == 0 and got.seq == in_order.seq == 6 and got.offset == 105
     np.testing.assert_allclose(got.state, in_order.state, atol=1e-6)
+
+
+def test_batched_records_are_byte_for_byte_what_msgpack_makes_of_the_map() -> None:
+    """user_records joins byte slices instead of packing a map per user; readers must not see a difference."""
+    from dreamstream import codec
+    from streams.records import user_records
+
+    rng = np.random.default_rng(5)
+    for k, d in [(4, 64), (1, 3), (17, 8), (2, 100)]:  # fixarray and array16 weights; bin8 and bin16 payloads
+        n = 5
+        users = ["u", "ü-ser", "x" * 40, "7", "long" * 60]
+        seqs, tss = [1, 127, 128, 70_000, 2**33], [0, 1_700_000_000_000, -1, 5, 2**40]
+        vectors, interests = rng.standard_normal((n, d)).astype(np.float32), rng.standard_normal((n, k, d)).astype(np.float32)
+        weights, colds = rng.random((n, k)).astype(np.float32), [True, False, False, True, False]
+        got = user_records(users, seqs, tss, "v20261124-1", vectors, interests, weights, colds)
+        for i in range(n):
+            want = codec.pack({"user": users[i], "seq": seqs[i], "ts": tss[i], "model": "v20261124-1",
+                               "vector": codec.vec_to_bin(vectors[i]), "interests": codec.vec_to_bin(interests[i]),
+                               "interest_ids": list(range(k)), "interest_weights": weights[i].tolist(), "cold": colds[i]})
+            assert got[i] == want, (k, d, i)

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Seconds between the worker's flushes: cached user rows to the changelog, then the watch-events "
         "offsets behind them committed. Longer: fewer row writes, more events replayed after a crash."
     )
+    flush_spread: float = Field(
+        0.6, ge=0, lt=1, description="Share of the commit interval over which a timed flush spreads its rows (in ~1 MB "
+        "requests), so a broker on shared cores ingests a stream, not a burst; 0 = all at once. A flush the worker waits for "
+        "(backpressure, rebalance, shutdown) never pauses."
+    )
     web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
     web_bind: str = Field(
         "127.0.0.1", description="Address the worker's web server listens on; 0.0.0.0 in containers so probes and Prometheus reach it."

@@ -52,6 +52,7 @@ from streams.batch_send import send_records
 from streams.catch_up import CatchUp, uncommitted_limit
 from streams.changelog_producer import open_changelog_producer
 from streams.feed import PartitionFeed
+from streams.flush_pacing import FlushPacer, byte_chunks
 from streams.hold_back import hold_back
 from streams.metrics import WorkerMetrics, reason_label
 from streams.reload import BundleHolder
@@ -87,6 +88,7 @@ class Worker:
         self.epoch = 0  # bumped by every revocation: an assignment computed before one is stale
         self.cache = RowCache()  # rows, deliveries and offsets not yet durable
         self.flushing: asyncio.Future | None = None  # the flush in flight (see flush)
+        self.pacer = FlushPacer(settings.flush_spread * settings.commit_interval_s)  # spreads a timed flush's rows
         self.row_producer: Any = None  # streams.changelog_producer, started by run
         self.last_flush = time.monotonic()
         self.catch_up: CatchUp | None = None  # replaying since the last commit, records held (streams.catch_up)
@@ -155,7 +157,7 @@ class Worker:
         due = time.monotonic() - self.last_flush >= self.settings.commit_interval_s
         behind = self.cache.full() or self.too_far_ahead()
         if self.flushing is None and self.cache.pending() and (due or behind):
-            self.flushing = asyncio.ensure_future(self.next_flush())
+            self.flushing = asyncio.ensure_future(self.next_flush(paced=not behind))
         if self.flushing is not None and behind:
             await self.settle_flush()
 
@@ -193,6 +195,7 @@ class Worker:
         """Wait for the flush in flight, if any (raising its error)."""
         running, self.flushing = self.flushing, None
         if running is not None:
+            self.pacer.hurry()
             await running
 
     async def settle(self) -> None:
@@ -313,9 +316,13 @@ class Worker:
         raw = self.users.get(key)
         return state_mod.decode(raw) if raw is not None else None
 
-    def next_flush(self) -> Coroutine[Any, Any, None]:
-        """A flush of everything computed so far (awaited by the caller); the commit interval restarts now."""
+    def next_flush(self, paced: bool = False) -> Coroutine[Any, Any, None]:
+        """A flush of everything computed so far (awaited by the caller); the commit interval restarts now.
+
+        ``paced``: a timer's flush, spread over part of the interval (``streams.flush_pacing``).
+        """
         self.last_flush = time.monotonic()
+        self.pacer.begin(paced)
         return self.flush(self.cache.begin_flush())
 
     async def flush(self, f: Flush) -> None:
@@ -323,10 +330,14 @@ class Worker:
         t0 = time.perf_counter()
         rows = [(key, state_mod.encode(st), partition) for key, (st, partition) in f.rows.items()]
         t1 = time.perf_counter()
-        for sent in await send_records(self.row_producer, self.users.changelog_topic.get_topic_name(), rows):
-            self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
-        for key, value, partition in rows:
-            _put_row(self.users, key, value, partition)
+        chunks = byte_chunks(rows)
+        for i, chunk in enumerate(chunks):
+            if i:
+                await self.pacer.pause(len(chunks))
+            for sent in await send_records(self.row_producer, self.users.changelog_topic.get_topic_name(), chunk):
+                self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
+            for key, value, partition in chunk:
+                _put_row(self.users, key, value, partition)
         self.cache.end_flush()
         t2 = time.perf_counter()
         if f.deliveries:
@@ -335,8 +346,9 @@ class Worker:
         self.metrics.flush_seconds.observe(time.perf_counter() - t0)
         self.metrics.users.set(len(self.users.data))
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("flush rows=%d bytes=%d encode_ms=%.1f ack_ms=%.1f commit_ms=%.1f", len(rows),
-                      sum(len(v) for _, v, _ in rows), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3)
+            log.debug("flush rows=%d bytes=%d chunks=%d encode_ms=%.1f write_ms=%.1f commit_ms=%.1f", len(rows),
+                      sum(len(v) for _, v, _ in rows), len(chunks), (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                      (time.perf_counter() - t2) * 1e3)
 
     def drop_unfinished(self) -> None:
         """Forget all output since the last commit (the feed is rewound or released).

@@ -330,11 +330,11 @@ class Worker:
         t0 = time.perf_counter()
         rows = [(key, state_mod.encode(st), partition) for key, (st, partition) in f.rows.items()]
         t1 = time.perf_counter()
-        chunks = byte_chunks(rows)
+        chunks, topic = byte_chunks(rows), self.users.changelog_topic.get_topic_name()
         for i, chunk in enumerate(chunks):
             if i:
                 await self.pacer.pause(len(chunks))
-            for sent in await send_records(self.row_producer, self.users.changelog_topic.get_topic_name(), chunk):
+            for sent in await send_records(self.row_producer, topic, chunk):
                 self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
             for key, value, partition in chunk:
                 _put_row(self.users, key, value, partition)

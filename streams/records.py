@@ -35,8 +35,7 @@ def user_records(users: Sequence[str], seqs: Sequence[int], tss: Sequence[int], 
     converted once and each record is a join of byte slices.
     """
     n, k, d = interests.shape
-    vec = np.ascontiguousarray(vectors, dtype=codec.F32).tobytes()
-    inter = np.ascontiguousarray(interests, dtype=codec.F32).tobytes()
+    vec, inter = codec.vec_to_bin(vectors), codec.vec_to_bin(interests)  # every record's slice, converted once
     # msgpack packs a Python float as a big-endian float64 behind the 0xcb marker
     doubles = np.empty((n, k, 9), np.uint8)
     doubles[:, :, 0] = 0xCB

@@ -32,11 +32,6 @@ def latency_slope(due_s: np.ndarray, latency_s: np.ndarray) -> float:
     return float(np.polyfit(due_s - due_s[0], latency_s, 1)[0])
 
 
-def sustained(due_s: np.ndarray, latency_s: np.ndarray, max_slope: float = MAX_SLOPE) -> bool:
-    """Did the worker keep up: no latency trend beyond ``max_slope``?"""
-    return latency_slope(due_s, latency_s) <= max_slope
-
-
 def search_live_max(run: Callable[[float], tuple[np.ndarray, np.ndarray]], high: float, steps: int = 4,
                     echo: Callable[[str], None] = print) -> float:
     """Bisect (0, ``high``] for the highest sustained rate; 0 when even ``high / 2**steps`` was not.

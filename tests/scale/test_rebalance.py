@@ -24,6 +24,7 @@ class Workers:
 
     def __init__(self, settings, tmp_path: Path) -> None:
         self.settings, self.tmp_path, self.all = settings, tmp_path, []
+        self.restarted: list[h.WorkerProcess] = []
 
     def start(self) -> h.WorkerProcess:
         i = len(self.all)
@@ -45,7 +46,7 @@ class Workers:
                         self.restarted.append(w)
                         self.start()
                 time.sleep(0.5)
-        self.done, self.restarted = threading.Event(), []
+        self.done = threading.Event()
         threading.Thread(target=loop, daemon=True).start()
 
     def stop_all(self) -> None:
@@ -55,7 +56,21 @@ class Workers:
             w.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {w.log_path.name}\n{w.log_text()[-2500:]}" for w in self.all)
+        """Each worker's log tail; for a worker that exited by itself, first the lines where it went wrong."""
+        return "\n".join(f"--- {w.log_path.name}\n{first_trouble(w.log_text()) if w in self.restarted else ''}"
+                         f"{w.log_text()[-2500:]}" for w in self.all)
+
+
+TROUBLE = ("Traceback", "crashed", "CRITICAL", "stalled")
+
+
+def first_trouble(text: str, lines: int = 40) -> str:
+    """The lines from the first crash marker on: a log tail shows only the shutdown that followed it."""
+    rows = text.splitlines()
+    at = next((i for i, row in enumerate(rows) if any(t in row for t in TROUBLE)), None)
+    if at is None:
+        return ""
+    return "(where it went wrong)\n" + "\n".join(rows[max(0, at - 10):at + lines]) + "\n(log tail)\n"
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ flight waits out such a pause, so it lands in the p99 as it is.
 generation the collector no longer walks (CPython's documented advice for
 long-running servers). Done once, when the worker has started and published
 its first output, it left ~12,000 tracked objects. Measured at 6,000 events/s
-(2 cores, tansu on the box): full passes took 14 ms in all, longest pause
-10 ms, against 304 ms and 116 ms before. Reference counting still frees
+(2 cores, tansu on the box, ~20 s of load): full passes took 14-46 ms in all,
+longest pause 10-22 ms, against 256-304 ms and 94-116 ms before; p99
+132-146 ms against 162-179 ms. Reference counting still frees
 frozen objects as usual; only cycles among them are never collected, and
 ``gc.collect()`` right before the freeze leaves no such garbage behind.
 ``DREAMSTREAM_GC_FREEZE=false`` turns it off.

@@ -106,17 +106,25 @@ class Worker:
                 try:
                     await self.step()
                 except TRANSIENT as err:
-                    log.warning("batch output failed (%r); redoing from the last commit in 1s", err)
-                    await asyncio.sleep(1.0)
-                    async with self.lock:
-                        self.drop_unfinished()
-                        self.feed.rewind(dict(self.feed.committed))
-                        self.begin_catch_up(dict(self.feed.committed))
+                    await self.redo_from_commit(err)
+                except asyncio.CancelledError as err:
+                    if _cancel_requested():
+                        raise  # a real cancellation: the app is stopping
+                    await self.redo_from_commit(err)  # a library's stray one (see streams.fetch_cancel) is not a stop
         finally:  # the changelog producer is closed even when the shutdown's cancellation interrupts the feed's stop
             try:
                 await self.feed.stop()
             finally:
                 await self.close_row_producer()
+
+    async def redo_from_commit(self, err: BaseException) -> None:
+        """Broker trouble in a batch or its output: forget what is not committed and read again from the commit."""
+        log.warning("batch output failed (%r); redoing from the last commit in 1s", err)
+        await asyncio.sleep(1.0)
+        async with self.lock:
+            self.drop_unfinished()
+            self.feed.rewind(dict(self.feed.committed))
+            self.begin_catch_up(dict(self.feed.committed))
 
     async def close_row_producer(self) -> None:
         """Stop the changelog producer (once): at shutdown before Faust tears the loop down, else when the loop ends."""
@@ -493,6 +501,13 @@ class Worker:
             log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", m.topic, m.partition, m.offset, reason)
         if futures:
             await asyncio.gather(*futures)
+
+
+def _cancel_requested() -> bool:
+    """Was this task asked to stop? (Python < 3.11 cannot tell: then every CancelledError counts as asked.)"""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0
 
 
 def _retrieve(task: asyncio.Future) -> None:

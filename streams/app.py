@@ -52,9 +52,11 @@ def app_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings) -> faust.App:
     """A fresh app with the worker's topics, tables, agents, timers and web page."""
     from streams.agents import register
+    from streams.fetch_cancel import install as install_fetch_cancel
     from streams.fetch_wait import FAUST_FETCH_WAIT_MS, install as install_fetch_wait
 
     install_fetch_wait(FAUST_FETCH_WAIT_MS)
+    install_fetch_cancel()  # consumers stopped while the broker is away must not raise CancelledError
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
     worker = register(app, settings)

@@ -23,6 +23,7 @@ from dreamstream.bench import harness as h
 from dreamstream.bundle import load_bundle
 from dreamstream.client import user_partition
 from dreamstream.topics import USER_EMBEDDINGS, create_topics
+from streams import fetch_cancel
 
 PARTITIONS = 8
 FAST_GROUP = dict(session_timeout_s=4.0, heartbeat_interval_s=0.5, rebalance_timeout_s=4.0)
@@ -107,6 +108,7 @@ async def _follow(settings: Any, seen: Seen) -> None:
 
 def start_reader(settings: Any) -> Seen:
     """A background reader of user-embeddings from the beginning (call ``close()`` when done)."""
+    fetch_cancel.install()  # its stop after a broker restart would raise CancelledError in the thread otherwise
     seen = Seen()
     seen.thread = threading.Thread(target=asyncio.run, args=(_follow(settings, seen),), daemon=True)
     seen.thread.start()

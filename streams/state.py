@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,16 @@ def parts(flat: np.ndarray, dim: int, interests: int, hidden: int) -> tuple[np.n
     return views
 
 
+class Part:
+    """One named part of a user's flat state, read as a view: writing to it writes the flat array."""
+
+    def __init__(self, index: int, doc: str) -> None:
+        self.index, self.__doc__ = index, doc
+
+    def __get__(self, st: "UserState | None", owner: type | None = None) -> Any:
+        return self if st is None else parts(st.flat, *st.dims)[self.index]
+
+
 @dataclass(slots=True)
 class UserState:
     """One user's streaming state: ``flat`` float32 [F] (see :func:`parts`) and counters; dims are (D, K, H)."""
@@ -73,30 +84,11 @@ class UserState:
         """True when the event at this position was already applied (a replay)."""
         return partition == self.partition and (offset, index) <= (self.offset, self.index)
 
-    @property
-    def state(self) -> np.ndarray:
-        """DreamUMM sum s [D]."""
-        return parts(self.flat, *self.dims)[0]
-
-    @property
-    def hidden(self) -> np.ndarray:
-        """OPAL per-interest GRU states [K, H]."""
-        return parts(self.flat, *self.dims)[1]
-
-    @property
-    def glob(self) -> np.ndarray:
-        """OPAL global GRU state [H]."""
-        return parts(self.flat, *self.dims)[2]
-
-    @property
-    def soft(self) -> np.ndarray:
-        """OPAL soft-assignment sums [K, D]."""
-        return parts(self.flat, *self.dims)[3]
-
-    @property
-    def cand(self) -> np.ndarray:
-        """Candidate-DreamUMM sum of impressed videos [D]."""
-        return parts(self.flat, *self.dims)[4]
+    state = Part(0, "DreamUMM sum s [D].")
+    hidden = Part(1, "OPAL per-interest GRU states [K, H].")
+    glob = Part(2, "OPAL global GRU state [H].")
+    soft = Part(3, "OPAL soft-assignment sums [K, D].")
+    cand = Part(4, "Candidate-DreamUMM sum of impressed videos [D].")
 
 
 def new_state(dim: int, interests: int, hidden: int) -> UserState:

@@ -252,10 +252,10 @@ def apply_batch(
     vectors, colds = user_vectors(S[rows], C[rows], pos[rows], settings)  # one batched call, not one per user
     for i in rows[~stepped[rows]]:  # OPAL did not step these in this batch: they keep their readout
         interests[i], weights[i] = _stored_readout(base[users[i]], bundle)
-    packed = records.user_records(done, seq[rows].tolist(), last_ts[rows].tolist(), bundle.version, vectors,
-                                  interests[rows], weights[rows], colds.tolist())
+    seqs, tss = seq[rows].tolist(), last_ts[rows].tolist()
+    packed = records.user_records(done, seqs, tss, bundle.version, vectors, interests[rows], weights[rows], colds.tolist())
     dims = (d, k, h)
-    counters = zip(rows.tolist(), seq[rows].tolist(), last_ts[rows].tolist(), pos[rows].tolist(), imp[rows].tolist())
+    counters = zip(rows.tolist(), seqs, tss, pos[rows].tolist(), imp[rows].tolist())
     for j, (u, (i, n_seq, ts, n_pos, n_imp)) in enumerate(zip(done, counters)):
         last = queues[u][-1][0]
         # X[i] is a view into this call's array, which nothing writes after the return

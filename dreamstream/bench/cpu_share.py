@@ -37,6 +37,13 @@ def machine_busy_seconds() -> tuple[float, float] | None:
     return (sum(values) - idle) / _TICKS, sum(values) / _TICKS
 
 
+def busy_share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """Share of all cores the box was busy between two :func:`machine_busy_seconds` readings; None if unknown."""
+    if not before or not after or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 @dataclass
 class CpuShare:
     """CPU seconds of named processes between :meth:`start` and :meth:`stop`, as shares of one core.
@@ -64,9 +71,7 @@ class CpuShare:
             after = process_cpu_seconds(self.pids[name] or 0)
             if after is not None:
                 self.used[name] = after - before
-        box = machine_busy_seconds()
-        if box and self._box0 and box[1] > self._box0[1]:
-            self.machine = (box[0] - self._box0[0]) / (box[1] - self._box0[1])
+        self.machine = busy_share(self._box0, machine_busy_seconds())
         return self
 
     def add(self, name: str, cpu_seconds: float) -> None:

@@ -7,12 +7,14 @@ cancellation: ``CancelledError`` leaves the task, ``close()`` re-raises it,
 and ``consumer.stop()`` raises ``CancelledError`` in a task nobody
 cancelled. (Reproduced in ``tests/streams/test_fetch_cancel.py``: stop the
 broker, wait past one failed fetch, stop the consumer.) In the worker that
-was reachable in two places. The user-row completion after a rebalance
+is reachable in two places. The user-row completion after a rebalance
 stops its consumer once it has read; with the broker restarting meanwhile,
-the ``CancelledError`` ended the worker's batch loop the way a shutdown
-does, so nothing applied events until the watchdog exited the process.
-And Faust's consumer thread, stopped at shutdown during an outage, was left
-"crashed" and the process exited non-zero.
+the ``CancelledError`` would end the worker's batch loop the way a shutdown
+does, leaving its partitions assigned and unread (the batch loop now also
+refuses to stop on a ``CancelledError`` nobody asked for). And Faust's
+consumer thread, stopped at shutdown during an outage, is left "crashed"
+and the process exits non-zero: the tail of a CI failure of the
+broker-restart test on 2026-11-24 shows exactly that traceback.
 
 aiokafka already treats a cancellation *during the request* as "the result
 is no longer of interest" and returns. :func:`install` extends that to the

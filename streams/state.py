@@ -34,9 +34,14 @@ MAGIC = b"DSR1"  # first bytes of a row in this layout; a msgpack map (the old r
 HEADER = struct.Struct("<4s3i7q")  # magic, D, K, H, seq, last_ts, positives, impressions, partition, offset, index
 
 
+def _shapes(dim: int, interests: int, hidden: int) -> list[tuple[int, ...]]:
+    """The parts of a flat state, in order: s [D], hidden [K,H], global [H], soft [K,D], candidate sum [D]."""
+    return [(dim,), (interests, hidden), (hidden,), (interests, dim), (dim,)]
+
+
 def flat_size(dim: int, interests: int, hidden: int) -> int:
-    """Floats in one user's flat state: s [D], hidden [K,H], global [H], soft [K,D], candidate sum [D]."""
-    return dim + interests * hidden + hidden + interests * dim + dim
+    """Floats in one user's flat state (all of :func:`_shapes`)."""
+    return sum(int(np.prod(shape)) for shape in _shapes(dim, interests, hidden))
 
 
 def parts(flat: np.ndarray, dim: int, interests: int, hidden: int) -> tuple[np.ndarray, ...]:
@@ -46,10 +51,9 @@ def parts(flat: np.ndarray, dim: int, interests: int, hidden: int) -> tuple[np.n
     matrices ``apply_batch`` steps are these views of its one gathered array).
     """
     lead = flat.shape[:-1]
-    d, k, h = dim, interests, hidden
-    cut = np.cumsum([0, d, k * h, h, k * d, d])
-    shapes = [(d,), (k, h), (h,), (k, d), (d,)]
-    views = tuple(flat[..., cut[i]:cut[i + 1]].reshape(*lead, *shapes[i]) for i in range(5))
+    shapes = _shapes(dim, interests, hidden)
+    cut = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+    views = tuple(flat[..., cut[i]:cut[i + 1]].reshape(*lead, *shape) for i, shape in enumerate(shapes))
     if flat.size and not all(np.may_share_memory(v, flat) for v in views):  # a reshape that copied would lose every write
         raise AssertionError("state parts must be views of the flat state")
     return views
@@ -98,14 +102,8 @@ def new_state(dim: int, interests: int, hidden: int) -> UserState:
 
 def encode(st: UserState) -> bytes:
     """A row: the header (dims, counters, position), the flat float32 state (little-endian), the last record."""
-    return b"".join((header(st.dims, st.seq, st.last_ts, st.positives, st.impressions, st.partition, st.offset, st.index),
-                     codec.vec_to_bin(st.flat), st.record))
-
-
-def header(dims: tuple[int, int, int], seq: int, last_ts: int, positives: int, impressions: int, partition: int,
-           offset: int, index: int) -> bytes:
-    """The fixed-size start of a row (:data:`HEADER`)."""
-    return HEADER.pack(MAGIC, *dims, seq, last_ts, positives, impressions, partition, offset, index)
+    head = HEADER.pack(MAGIC, *st.dims, st.seq, st.last_ts, st.positives, st.impressions, st.partition, st.offset, st.index)
+    return b"".join((head, codec.vec_to_bin(st.flat), st.record))
 
 
 def decode(data: bytes) -> UserState:

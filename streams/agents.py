@@ -53,7 +53,7 @@ from streams.catch_up import CatchUp, uncommitted_limit
 from streams.changelog_producer import open_changelog_producer
 from streams.feed import PartitionFeed
 from streams.flush_pacing import FlushPacer, byte_chunks
-from streams.gc_freeze import freeze_startup_objects
+from streams.gc_tuning import tune_collector
 from streams.hold_back import hold_back
 from streams.metrics import WorkerMetrics, reason_label
 from streams.reload import BundleHolder
@@ -280,8 +280,8 @@ class Worker:
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
             log.info("first output seconds_since_start=%.2f", self.first_output - self.started)
-            if self.settings.gc_freeze:
-                freeze_startup_objects()
+            if self.settings.gc_tuning:
+                tune_collector()
         marks.append(time.perf_counter())
         self._observe(batch, result, tuple(marks))
 

@@ -13,6 +13,7 @@ from typing import Any
 import faust
 
 from dreamstream.settings import Settings
+from streams.batch_send import MAX_BATCH_BYTES
 
 
 def app_config(settings: Settings) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def app_config(settings: Settings) -> dict[str, Any]:
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         broker_commit_interval=1.0,
         producer_linger=0.005,
-        producer_max_batch_size=256 * 1024,
+        producer_max_batch_size=MAX_BATCH_BYTES,  # a live batch's records leave in one request (streams.batch_send)
         consumer_max_fetch_size=4 * 1024 * 1024,
         broker_max_poll_records=max(1000, settings.batch_size),
         table_cleanup_interval=3600.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from dreamstream.settings import Settings
+from streams.batch_send import MAX_BATCH_BYTES
 
 
 async def open_changelog_producer(settings: Settings) -> Any:
@@ -18,7 +19,7 @@ async def open_changelog_producer(settings: Settings) -> Any:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=0,
-                                max_batch_size=1024 * 1024, max_request_size=32 * 1024 * 1024, request_timeout_ms=40_000,
+                                max_batch_size=MAX_BATCH_BYTES, max_request_size=32 * 1024 * 1024, request_timeout_ms=40_000,
                                 client_id=f"{settings.topic_prefix}dreamstream-changelog")
     await producer.start()
     return producer

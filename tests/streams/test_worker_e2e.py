@@ -109,7 +109,7 @@ def test_worker_exact_metrics_and_clean_shutdown(stack):
     assert "dreamstream_cached_rows 0.0" in body or "dreamstream_flush_seconds_count" in body, body
     assert w.stop() == 0, w.log_text()[-3000:]
     assert "first output seconds_since_start" in w.log_text()
-    assert "gc froze startup objects" in w.log_text()  # and the exact result above was computed across the freeze
+    assert "gc tuned: froze startup objects" in w.log_text()  # and the exact result above was computed across the freeze
 
 
 def test_sigkill_three_times_mid_stream_is_exactly_once(stack):

@@ -1,26 +1,28 @@
-"""The startup freeze: objects alive at that moment leave the collector's walk, and nothing alive is lost."""
+"""The collector tuning: objects alive at that moment leave the collector's walk, nothing alive is lost, cycles still go."""
 from __future__ import annotations
 
 import gc
 import weakref
 
-from streams.gc_freeze import freeze_startup_objects
+from streams.gc_tuning import YOUNG_THRESHOLD, tune_collector
 
 
 class Node:
     """A container object the cyclic collector tracks."""
 
 
-def test_freeze_takes_live_objects_out_of_the_walk_and_collects_cycles_first():
+def test_tuning_takes_live_objects_out_of_the_walk_collects_cycles_first_and_spaces_young_passes() -> None:
     kept = Node()
     cycle = Node()
     cycle.self = cycle  # garbage only the cyclic collector can free
     dead = weakref.ref(cycle)
     del cycle
+    before = gc.get_threshold()
     try:
-        freeze_startup_objects()
+        tune_collector()
         assert dead() is None, "the collection before the freeze must free cyclic garbage, or it leaks for good"
         assert gc.get_freeze_count() > 0 and not any(o is kept for o in gc.get_objects())
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
         later = Node()
         later.self = later
         again = weakref.ref(later)
@@ -29,3 +31,4 @@ def test_freeze_takes_live_objects_out_of_the_walk_and_collects_cycles_first():
         assert again() is None, "cycles made after the freeze are still collected"
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)

@@ -1,0 +1,79 @@
+"""A live batch's records leave as one record batch per partition, each one a stock Kafka broker accepts."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from dreamstream.topics import USER_EMBEDDINGS, create_topics
+from streams.app import app_config
+from streams.batch_send import send_records
+from streams.records import user_records
+
+KAFKA_MESSAGE_MAX_BYTES = 1_048_588  # Kafka's default message.max.bytes: the largest record batch a broker takes
+
+
+def live_batch_records(n: int, dim: int = 64, interests: int = 4) -> list[bytes]:
+    """``n`` user-embeddings records of the contract's default shape (~1.4 KB each)."""
+    rng = np.random.default_rng(0)
+    return user_records([f"user-{i}" for i in range(n)], list(range(1, n + 1)), [1_700_000_000_000] * n, "v1",
+                        rng.standard_normal((n, dim)).astype(np.float32),
+                        rng.standard_normal((n, interests, dim)).astype(np.float32),
+                        np.full((n, interests), 1 / interests, np.float32), [False] * n)
+
+
+def test_a_partitions_share_of_a_live_batch_is_one_record_batch_a_stock_broker_takes(make_settings) -> None:
+    """At 31,000 events/s a batch sent ~600 KB of records a partition; with 256 KB batches that took three
+    round trips in a row (streams.batch_send). Here 700 records (~1 MB) for one partition must go as one batch."""
+    s = make_settings(partitions=2)
+    create_topics(s)
+    topic = s.topic(USER_EMBEDDINGS)
+    values = live_batch_records(700)
+    assert sum(map(len, values)) > 900_000
+
+    async def send_and_read() -> tuple[list, int]:
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers,
+                                    max_batch_size=app_config(s)["producer_max_batch_size"])
+        await producer.start()
+        try:
+            sent = await send_records(producer, topic, [(f"user-{i}".encode(), v, 0) for i, v in enumerate(values)])
+            await asyncio.gather(*(x.future for x in sent))
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.bootstrap_servers, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            got = 0
+            for _ in range(50):
+                got += sum(len(r) for r in (await consumer.getmany(timeout_ms=200)).values())
+                if got >= len(values):
+                    break
+        finally:
+            await consumer.stop()
+        return sent, got
+
+    sent, got = asyncio.run(send_and_read())
+    assert [(x.partition, x.count) for x in sent] == [(0, 700)], "the partition's records must leave in one batch"
+    assert got == 700
+
+
+def test_the_worker_producers_batch_limit_fits_a_stock_broker() -> None:
+    """A full batch, header included, must stay under message.max.bytes, or a real Kafka refuses it."""
+
+    async def build() -> int:
+        from dreamstream.settings import Settings
+
+        producer = AIOKafkaProducer(max_batch_size=app_config(Settings())["producer_max_batch_size"])
+        batch = producer.create_batch()
+        for i, value in enumerate(live_batch_records(2000)):
+            if batch.append(key=f"user-{i}".encode(), value=value, timestamp=None) is None:
+                break
+        else:
+            raise AssertionError("2,000 records (~2.8 MB) should not fit one batch")
+        size = batch.size()
+        await producer.stop()
+        return size
+
+    assert asyncio.run(build()) <= KAFKA_MESSAGE_MAX_BYTES

@@ -251,18 +251,16 @@ class Worker:
         now_ms = int(time.time() * 1000)
         events: list[Event] = []
         dead: list[tuple[str, Any, bytes | None]] = []
-        messages: dict[tuple[int, int], Any] = {}
         for m in batch:
             evs, rejections = decode_message(m.key, m.value, now_ms, m.partition, m.offset)
             events.extend(evs)
-            if evs:
-                messages[(m.partition, m.offset)] = m
             for rej in rejections:
                 dead.append((rej.reason, m, rej.value))
         states = {user: st for user in {ev.user for ev in events} if (st := self.row(user)) is not None}
         marks.append(time.perf_counter())
         result = apply_batch(states, events, self.items, bundle, self.settings)
         marks.append(time.perf_counter())
+        messages = {(m.partition, m.offset): m for m in batch} if result.unknown else {}
         for ev in result.unknown:
             m = messages[(ev.partition, ev.offset)]
             dead.append((f"video {ev.video[:64]!r} is not in the item table (publish its vector first)", m,

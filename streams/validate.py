@@ -82,6 +82,41 @@ def _number(value: Any, field: str, low: float, high: float, low_open: bool = Fa
 
 def parse_event(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int) -> Event:
     """One event map -> ``Event``; raises ``ValueError`` saying what is wrong."""
+    return _typical(obj, key, now_ms, partition, offset, index) or _checked(obj, key, now_ms, partition, offset, index)
+
+
+_FAST_ID_CHARS = MAX_ID_BYTES // 4  # a str id this short is within MAX_ID_BYTES whatever its characters
+_NUMBER = (int, float)
+
+
+def _typical(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int) -> Event | None:
+    """The everyday event in a few exact type checks, or None: then :func:`_checked` decides and explains.
+
+    Why two paths: the full checks, each able to say what is wrong, cost
+    ~2 µs an event, a tenth of the worker's time at 31,000 events/s. Almost
+    every event is a map of short str ids, an int ``ts`` and numbers in
+    range, which this accepts at a fraction of that. It accepts nothing
+    :func:`_checked` would refuse, and builds the same ``Event`` (a
+    hypothesis test holds the two to that); anything unusual (int ids, a
+    bool, NaN, a mismatched key) simply goes the long way.
+    """
+    if type(obj) is not dict:
+        return None
+    user, video, ts = obj.get("user"), obj.get("video"), obj.get("ts")
+    watch_ms, duration_ms, kind = obj.get("watch_ms"), obj.get("duration_ms"), obj.get("kind", WATCH)
+    if not (type(user) is str and type(video) is str and type(ts) is int and kind in KINDS
+            and type(watch_ms) in _NUMBER and type(duration_ms) in _NUMBER):
+        return None
+    if not (0 < len(user) <= _FAST_ID_CHARS and 0 < len(video) <= _FAST_ID_CHARS and 0 <= ts <= now_ms + MAX_DAY_MS
+            and 0 <= watch_ms <= MAX_DAY_MS and 0 < duration_ms <= MAX_DAY_MS):
+        return None
+    if key is not None and (not user.isascii() or key != user.encode("ascii")):
+        return None
+    return Event(user, video, ts, float(watch_ms), float(duration_ms), kind, partition, offset, index)
+
+
+def _checked(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int) -> Event:
+    """Every check, one at a time, each failing with a reason a person can act on."""
     if not isinstance(obj, dict):
         raise ValueError(f"an event must be a map, got {type(obj).__name__}")
     missing = [f for f in REQUIRED if f not in obj]

@@ -103,3 +103,45 @@ def test_fuzz_structures_every_input_accounted_for(obj):
         assert 0 <= e.ts <= NOW + 86_400_000 and e.kind in ("watch", "impression")
     for r in rej:
         assert r.reason
+
+
+edge_ids = st.one_of(st.text(max_size=70), st.text(alphabet="ab", min_size=60, max_size=70), st.integers(-5, 5), st.booleans(),
+                     st.none(), st.floats(), st.binary(max_size=4))
+edge_numbers = st.one_of(st.integers(-5, 2**70), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+                         st.sampled_from([0, 0.0, -0.0, 86_400_000, 86_400_000.5, 86_400_001]), st.text(max_size=3))
+
+
+def mostly(valid, edge):
+    """A field that is usually valid, so most examples have one or two odd fields among good ones."""
+    return st.one_of(st.just(valid), st.just(valid), st.just(valid), edge)
+
+
+edge_events = st.fixed_dictionaries({
+    "user": mostly("u1", edge_ids), "video": mostly("v1", edge_ids),
+    "ts": mostly(NOW - 1000, st.one_of(st.integers(-5, NOW * 2), st.sampled_from([NOW + 86_400_000, NOW + 86_400_001]),
+                                       edge_numbers)),
+    "watch_ms": mostly(5000, edge_numbers), "duration_ms": mostly(10000.0, edge_numbers),
+}, optional={"kind": st.one_of(st.sampled_from(["watch", "impression", "x", None]), edge_numbers)})
+
+
+@settings(max_examples=1500, deadline=None)
+@given(edge_events, st.one_of(st.none(), st.just(b"u1"), st.binary(max_size=6), st.text(max_size=6).map(str.encode)))
+def test_the_fast_path_accepts_only_what_the_full_checks_accept_as_the_same_event(obj, key):
+    """parse_event's shortcut (_typical) must never let through what _checked refuses, nor build another Event."""
+    from streams.validate import _checked, _typical
+
+    if "user" in obj and key == b"u1":
+        key = codec.key_bytes(obj["user"]) if isinstance(obj["user"], (str, int)) else key  # often a matching key
+    fast = _typical(obj, key, NOW, 3, 42, 1)
+    if fast is None:
+        return
+    assert fast == _checked(obj, key, NOW, 3, 42, 1)
+    assert type(fast.watch_ms) is float and type(fast.duration_ms) is float
+
+
+def test_the_fast_path_takes_the_everyday_event():
+    """If it declined typical events the shortcut would be dead code that costs a call."""
+    from streams.validate import _typical
+
+    assert _typical(ev(kind="impression"), b"u1", NOW, 3, 42, 0) is not None
+    assert _typical(ev(watch_ms=1.5), None, NOW, 3, 42, 0) is not None

@@ -187,33 +187,39 @@ class Collected:
     arrivals: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # user -> [(seq, wall time)]
     count: int = 0
 
+    def add(self, user: Any, value: Any, now: float) -> None:
+        """One record read at ``now``: a user's record (it has a seq) or anything else, kept under its count."""
+        self.count += 1
+        if not (isinstance(value, dict) and "seq" in value):
+            self.latest[f"#{self.count}"] = value
+            return
+        self.arrivals.setdefault(user, []).append((value["seq"], now))
+        prev = self.latest.get(user)
+        if prev is None or value["seq"] >= prev["seq"]:
+            self.latest[user] = value
+
 
 async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float, decode: Any = codec.unpack,
                      collected: Collected | None = None, key_of: Any = None) -> Collected:
     """Read ``topic`` from the beginning until ``done(collected)`` or timeout (then return what was seen)."""
     from aiokafka import AIOKafkaConsumer
 
+    from streams.gc_tuning import fewer_young_passes
+
     col = collected or Collected()
     cons = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
                             enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20)
     await cons.start()
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not done(col):
-            batches = await cons.getmany(timeout_ms=100, max_records=20000)
-            now = time.time()
-            for records in batches.values():
-                for m in records:
-                    value = decode(m.value) if m.value is not None else None
-                    user = key_of(m, value) if key_of else (value or {}).get("user")
-                    col.count += 1
-                    if isinstance(value, dict) and "seq" in value:
-                        col.arrivals.setdefault(user, []).append((value["seq"], now))
-                        prev = col.latest.get(user)
-                        if prev is None or value["seq"] >= prev["seq"]:
-                            col.latest[user] = value
-                    else:
-                        col.latest[f"#{col.count}"] = value
+        with fewer_young_passes():  # a tuple kept per record: full passes over them paused the reader (streams.gc_tuning)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and not done(col):
+                batches = await cons.getmany(timeout_ms=100, max_records=20000)
+                now = time.time()
+                for records in batches.values():
+                    for m in records:
+                        value = decode(m.value) if m.value is not None else None
+                        col.add(key_of(m, value) if key_of else (value or {}).get("user"), value, now)
         return col
     finally:
         await cons.stop()

@@ -32,3 +32,16 @@ def test_tuning_takes_live_objects_out_of_the_walk_collects_cycles_first_and_spa
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_fewer_young_passes_holds_only_inside_the_block_even_when_it_raises() -> None:
+    from streams.gc_tuning import fewer_young_passes
+
+    before = gc.get_threshold()
+    try:
+        with fewer_young_passes():
+            assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
+            raise KeyError("a reader that fails")
+    except KeyError:
+        pass
+    assert gc.get_threshold() == before

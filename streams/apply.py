@@ -25,6 +25,7 @@ again, so a record lost in a crash is re-sent with the same bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -145,6 +146,9 @@ def user_vectors(states: np.ndarray, cands: np.ndarray, positives: np.ndarray, s
     return dreamumm_ref.candidate_blend(u, dreamumm_ref.normalize(cands), positives, settings.cold_min_positive)
 
 
+_STREAM_ORDER = attrgetter("partition", "offset", "index")
+
+
 def in_stream_order(events: Sequence[Event]) -> list[Event]:
     """The batch's events by (partition, offset, index): the order they were written in.
 
@@ -155,7 +159,79 @@ def in_stream_order(events: Sequence[Event]) -> list[Event]:
     worker still read through a Faust stream, which could deliver re-read
     records after newer ones around a seek.)
     """
-    return sorted(events, key=lambda ev: (ev.partition, ev.offset, ev.index))
+    return sorted(events, key=_STREAM_ORDER)
+
+
+@dataclass
+class Plan:
+    """A batch's events sorted into users and waves, as columns: one row per touched user, one entry per event to apply.
+
+    Why columns: with live traffic a batch holds about one event per user,
+    and building per-wave lists event by event (rows, times, weights, item
+    vectors) cost more than the ONNX steps. The event loop only assigns each
+    event its user's row and its rank among that user's events; waves are
+    then index arrays into columns built once.
+    """
+
+    users: list[str]  # touched users, in order of first appearance; row i is users[i]
+    bases: list[UserState]  # row i's state before this batch
+    lasts: list[Event | None]  # row i's last event to apply (None: all its events were replays or unknown)
+    rows: np.ndarray  # per event to apply: its user's row
+    ranks: np.ndarray  # per event: how many of its user's events come before it (its wave)
+    events: list[Event]  # the events to apply, in stream order
+    vectors: list[np.ndarray]  # their item vectors
+
+
+def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items: Mapping[str, np.ndarray],
+         empty: UserState, result: BatchResult) -> Plan:
+    """Rows and waves of the events to apply; replays and unknown videos are counted in ``result`` and left out."""
+    row: dict[str, int] = {}
+    users: list[str] = []
+    bases: list[UserState] = []
+    lasts: list[Event | None] = []
+    rows: list[int] = []
+    ranks: list[int] = []
+    counts: list[int] = []
+    todo: list[Event] = []
+    vectors: list[np.ndarray] = []
+    for ev in in_stream_order(events):
+        i = row.get(ev.user)
+        if i is None:
+            i = row[ev.user] = len(users)
+            users.append(ev.user)
+            bases.append(states.get(ev.user) or empty)
+            lasts.append(None)
+            counts.append(0)
+        if _replayed(ev, bases[i], lasts[i]):
+            result.replays += 1
+            continue
+        vec = items.get(ev.video)
+        if vec is None:
+            result.unknown.append(ev)
+            continue
+        lasts[i] = ev
+        rows.append(i)
+        ranks.append(counts[i])
+        counts[i] += 1
+        todo.append(ev)
+        vectors.append(vec)
+    return Plan(users, bases, lasts, np.array(rows, np.int64), np.array(ranks, np.int64), todo, vectors)
+
+
+def _replayed(ev: Event, base: UserState, last: Event | None) -> bool:
+    """At or before the stored position, or not after the last event of this batch in the same partition."""
+    if ev.partition == base.partition and (ev.offset, ev.index) <= (base.offset, base.index):
+        return True
+    return last is not None and last.partition == ev.partition and (last.offset, last.index) >= (ev.offset, ev.index)
+
+
+def waves(ranks: np.ndarray) -> list[np.ndarray]:
+    """Wave ``w``: the indexes of every user's ``w``-th event (each user at most once, so a wave is one batched step)."""
+    if not len(ranks):
+        return []
+    order = np.argsort(ranks, kind="stable")
+    bounds = np.searchsorted(ranks[order], np.arange(int(ranks.max()) + 2))
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def apply_batch(
@@ -168,49 +244,31 @@ def apply_batch(
     """Apply ``events`` (in log order, see :func:`in_stream_order`) to ``states``; see the module docstring."""
     d, k, h = bundle.manifest.dim, bundle.manifest.interests, bundle.manifest.hidden
     result = BatchResult()
-    queues: dict[str, list[tuple[Event, np.ndarray]]] = {}
-    base: dict[str, UserState] = {}
-    empty = new_state(d, k, h)  # shared by every new user of the batch: only read (stacked) below
-    for ev in in_stream_order(events):
-        st = base.get(ev.user)
-        if st is None:
-            st = states.get(ev.user) or empty
-            base[ev.user] = st
-        queue = queues.setdefault(ev.user, [])
-        last = queue[-1][0] if queue else None
-        if st.applied(ev.partition, ev.offset, ev.index) or (last is not None and last.position >= ev.position and last.partition == ev.partition):
-            result.replays += 1
-            continue
-        vec = items.get(ev.video)
-        if vec is None:
-            result.unknown.append(ev)
-            continue
-        queue.append((ev, vec))
-
-    users = list(base)
-    row = {u: i for i, u in enumerate(users)}
+    p = plan(states, events, items, new_state(d, k, h), result)  # new users share one empty state: only read below
+    users, bases = p.users, p.bases
     n = len(users)
-    X = _gather([base[u].flat for u in users], (flat_size(d, k, h),))  # every state of the batch, one row per user
+    X = _gather([b.flat for b in bases], (flat_size(d, k, h),))  # every state of the batch, one row per user
     S, Hd, G, O, C = parts(X, d, k, h)  # views: stepping them steps X
-    last_ts = np.array([base[u].last_ts for u in users], np.int64)
-    seq = np.array([base[u].seq for u in users], np.int64)
-    pos = np.array([base[u].positives for u in users], np.int64)
-    imp = np.array([base[u].impressions for u in users], np.int64)
+    last_ts = np.array([b.last_ts for b in bases], np.int64)
+    seq = np.array([b.seq for b in bases], np.int64)
+    pos = np.array([b.positives for b in bases], np.int64)
+    imp = np.array([b.impressions for b in bases], np.int64)
     interests = np.zeros((n, k, d), np.float32)  # the last OPAL readout of each row in this batch
     weights = np.zeros((n, k), np.float32)
     stepped = np.zeros(n, bool)  # rows OPAL stepped in this batch (the others keep their stored readout)
-    engagement = settings.engagement
 
-    depth = max((len(q) for q in queues.values()), default=0)
-    result.waves = depth
-    for w in range(depth):
-        wave = [q[w] for q in queues.values() if len(q) > w]
-        idx = np.array([row[ev.user] for ev, _ in wave], np.int64)
-        ts = np.array([ev.ts for ev, _ in wave], np.int64)
+    _, _, ts_all, watch_ms, duration_ms, kinds, *_ = zip(*p.events) if p.events else ((),) * 9  # Event fields as columns
+    ts_all = np.array(ts_all, np.int64)
+    V_all = _gather(p.vectors, (d,))
+    r_all = settings.engagement.weight(watch_ms, duration_ms)[:, None] if p.events else np.zeros((0, 1), np.float32)
+    imp_all = np.array([kind == IMPRESSION for kind in kinds], bool)
+    wave_list = waves(p.ranks)
+    result.waves = len(wave_list)
+    for sel in wave_list:
+        idx, ts = p.rows[sel], ts_all[sel]
         prev = last_ts[idx]
         g = np.where(prev == NO_TS, 1.0, decay(ts - prev, settings.half_life_s)).astype(np.float32)
-        V = _gather([v for _, v in wave], (d,))
-        is_imp = np.array([ev.kind == IMPRESSION for ev, _ in wave])
+        V, is_imp = V_all[sel], imp_all[sel]
         watch = ~is_imp
         # impressions: nothing moves but decay; the candidate sum gains the impressed video
         if is_imp.any():
@@ -220,9 +278,7 @@ def apply_batch(
             C[ii] = gi[:, None] * C[ii] + settings.impression_weight * V[is_imp]
             imp[ii] += 1
         if watch.any():
-            wi, gw = idx[watch], g[watch][:, None]
-            r = engagement.weight([ev.watch_ms for ev, _ in wave], [ev.duration_ms for ev, _ in wave])[watch][:, None]
-            Vw = np.ascontiguousarray(V[watch])
+            wi, gw, r, Vw = idx[watch], g[watch][:, None], r_all[sel][watch], V[watch]
             S[wi] = _run(bundle.sessions["dreamumm_step"], ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
             C[wi] *= gw
             liked = r[:, 0] > 0
@@ -234,33 +290,35 @@ def apply_batch(
                 pi, gp = wi[liked], gw[liked]
                 hid, glo, soft, inter, wts = _run(
                     bundle.sessions["opal_step"], ["hidden_out", "global_out", "soft_out", "interests", "weights"],
-                    item=np.ascontiguousarray(Vw[liked]), hidden=Hd[pi], glob=G[pi], soft=O[pi], decay=gp,
+                    item=Vw[liked], hidden=Hd[pi], glob=G[pi], soft=O[pi], decay=gp,
                 )
                 Hd[pi], G[pi], O[pi] = hid, glo, soft
                 interests[pi], weights[pi], stepped[pi] = inter, wts, True
         last_ts[idx] = np.maximum(prev, ts)
         seq[idx] += 1
-        result.applied += len(wave)
+        result.applied += len(sel)
 
-    done = [u for u in users if queues.get(u)]
-    for u in users:
-        if not queues.get(u) and base[u].record:  # every event a replay (or unknown): re-send what is stored
-            result.records[u] = base[u].record
+    done = [i for i in range(n) if p.lasts[i] is not None]
+    for i in range(n):
+        if p.lasts[i] is None and bases[i].record:  # every event a replay (or unknown): re-send what is stored
+            result.records[users[i]] = bases[i].record
     if not done:
         return result
-    rows = np.array([row[u] for u in done], np.int64)
+    rows = np.array(done, np.int64)
     vectors, colds = user_vectors(S[rows], C[rows], pos[rows], settings)  # one batched call, not one per user
     for i in rows[~stepped[rows]]:  # OPAL did not step these in this batch: they keep their readout
-        interests[i], weights[i] = _stored_readout(base[users[i]], bundle)
+        interests[i], weights[i] = _stored_readout(bases[i], bundle)
     seqs, tss = seq[rows].tolist(), last_ts[rows].tolist()
-    packed = records.user_records(done, seqs, tss, bundle.version, vectors, interests[rows], weights[rows], colds.tolist())
+    done_users = [users[i] for i in done]
+    packed = records.user_records(done_users, seqs, tss, bundle.version, vectors, interests[rows], weights[rows],
+                                  colds.tolist())
     dims = (d, k, h)
-    counters = zip(rows.tolist(), seqs, tss, pos[rows].tolist(), imp[rows].tolist())
-    for j, (u, (i, n_seq, ts, n_pos, n_imp)) in enumerate(zip(done, counters)):
-        last = queues[u][-1][0]
+    counters = zip(done, done_users, seqs, tss, pos[rows].tolist(), imp[rows].tolist(), packed)
+    for i, u, n_seq, ts, n_pos, n_imp, record in counters:
+        last = p.lasts[i]
         # X[i] is a view into this call's array, which nothing writes after the return
-        result.states[u] = UserState(X[i], dims, n_seq, ts, n_pos, n_imp, last.partition, last.offset, last.index, packed[j])
-        result.records[u] = packed[j]
+        result.states[u] = UserState(X[i], dims, n_seq, ts, n_pos, n_imp, last.partition, last.offset, last.index, record)
+        result.records[u] = record
     return result
 
 

@@ -220,9 +220,16 @@ def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items:
 
 def _replayed(ev: Event, base: UserState, last: Event | None) -> bool:
     """At or before the stored position, or not after the last event of this batch in the same partition."""
-    if ev.partition == base.partition and (ev.offset, ev.index) <= (base.offset, base.index):
+    if base.applied(ev.partition, ev.offset, ev.index):
         return True
-    return last is not None and last.partition == ev.partition and (last.offset, last.index) >= (ev.offset, ev.index)
+    return last is not None and last.partition == ev.partition and last.position >= ev.position
+
+
+def _event_columns(events: Sequence[Event], settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: its time, its engagement weight [n, 1] (read for watches only) and whether it is an impression."""
+    ts = np.array([ev.ts for ev in events], np.int64)
+    weight = settings.engagement.weight([ev.watch_ms for ev in events], [ev.duration_ms for ev in events])[:, None]
+    return ts, weight, np.array([ev.kind == IMPRESSION for ev in events], bool)
 
 
 def waves(ranks: np.ndarray) -> list[np.ndarray]:
@@ -257,11 +264,8 @@ def apply_batch(
     weights = np.zeros((n, k), np.float32)
     stepped = np.zeros(n, bool)  # rows OPAL stepped in this batch (the others keep their stored readout)
 
-    _, _, ts_all, watch_ms, duration_ms, kinds, *_ = zip(*p.events) if p.events else ((),) * 9  # Event fields as columns
-    ts_all = np.array(ts_all, np.int64)
+    ts_all, r_all, imp_all = _event_columns(p.events, settings)
     V_all = _gather(p.vectors, (d,))
-    r_all = settings.engagement.weight(watch_ms, duration_ms)[:, None] if p.events else np.zeros((0, 1), np.float32)
-    imp_all = np.array([kind == IMPRESSION for kind in kinds], bool)
     wave_list = waves(p.ranks)
     result.waves = len(wave_list)
     for sel in wave_list:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 FLUSH_CHUNK_BYTES = 1 << 20  # one request's worth of rows: the changelog producer's batch size
@@ -23,16 +23,21 @@ FLUSH_CHUNK_BYTES = 1 << 20  # one request's worth of rows: the changelog produc
 Row = TypeVar("Row", bound=tuple)
 
 
-def byte_chunks(rows: Sequence[Row], limit: int = FLUSH_CHUNK_BYTES) -> list[list[Row]]:
-    """``(key, value, partition)`` rows in order, cut into runs of at most ``limit`` value bytes (at least one row each)."""
+def byte_chunks(rows: Sequence[Row], limit: int = FLUSH_CHUNK_BYTES,
+                size: Callable[[Row], int] = lambda row: len(row[1])) -> list[list[Row]]:
+    """``(key, value, partition)`` rows in order, cut into runs of at most ``limit`` value bytes (at least one row each).
+
+    ``size``: a row's value bytes, for rows whose value is not encoded yet.
+    """
     chunks: list[list[Row]] = []
-    size = limit
+    total = limit
     for row in rows:
-        if size + len(row[1]) > limit:
+        n = size(row)
+        if total + n > limit:
             chunks.append([])
-            size = 0
+            total = 0
         chunks[-1].append(row)
-        size += len(row[1])
+        total += n
     return chunks
 
 

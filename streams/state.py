@@ -106,6 +106,11 @@ def encode(st: UserState) -> bytes:
     return b"".join((head, codec.vec_to_bin(st.flat), st.record))
 
 
+def row_size(st: UserState) -> int:
+    """Bytes of ``encode(st)``, without encoding it."""
+    return HEADER.size + 4 * st.flat.size + len(st.record)
+
+
 def decode(data: bytes) -> UserState:
     """Inverse of :func:`encode`; also reads the msgpack rows of earlier versions. The floats are a read-only view."""
     if data[:4] != MAGIC:

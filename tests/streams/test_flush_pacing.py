@@ -44,3 +44,9 @@ def test_a_timed_flush_pauses_and_a_hurried_one_does_not() -> None:
     paced, hurried, unpaced = asyncio.run(scenario())
     assert paced >= 0.09
     assert hurried < 5 and unpaced < 5  # far below the 30 s the pause would have lasted
+
+
+def test_chunks_can_be_cut_by_a_size_before_the_values_exist() -> None:
+    """The flush chunks states by their encoded size and encodes one chunk at a time."""
+    pending = [(b"k", n, 0) for n in (40, 40, 30, 100, 10)]
+    assert byte_chunks(pending, limit=100, size=lambda row: row[1]) == [pending[:2], pending[2:3], pending[3:4], pending[4:]]

@@ -70,3 +70,13 @@ def test_rows_written_before_the_flat_layout_are_still_read():
     assert back.dims == DIMS and np.array_equal(back.flat, st.flat)
     assert (back.seq, back.offset, back.record) == (st.seq, st.offset, st.record)
     assert state_mod.decode(state_mod.encode(back)).applied(5, 2**40 + 3, 1)
+
+
+def test_row_size_is_the_encoded_length_without_encoding() -> None:
+    """The flush cuts its rows into ~1 MB requests by row_size before encoding them, a chunk at a time."""
+    from streams.state import encode, new_state, row_size
+
+    st = new_state(8, 2, 4)
+    assert row_size(st) == len(encode(st))
+    st.record = b"x" * 37
+    assert row_size(st) == len(encode(st))

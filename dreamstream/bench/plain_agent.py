@@ -27,8 +27,7 @@ def main() -> None:
     dim = bundle.manifest.dim
     engagement = settings.engagement
     items = {i: v[None, :].astype(np.float32) for i, v in zip(bundle.item_ids, bundle.items)}
-    # one send per event: a short linger lets the producer batch them, as a per-event agent would be run
-    app = faust.App(f"{settings.topic_prefix}plain", **(app_config(settings) | {"producer_linger": 0.005}))
+    app = faust.App(f"{settings.topic_prefix}plain", **app_config(settings))
     watch = app.topic(settings.topic(WATCH_EVENTS), key_serializer="raw", value_serializer="raw")
     out = app.topic(settings.topic(USER_EMBEDDINGS), key_serializer="raw", value_serializer="raw")
     table = app.Table("plain-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)

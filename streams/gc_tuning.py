@@ -52,8 +52,7 @@ def tune_collector() -> None:
     t0 = time.perf_counter()
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+    _space_young_passes()
     log.info("gc tuned: froze startup objects frozen=%d collect_ms=%.0f young_threshold=%d", gc.get_freeze_count(),
              (time.perf_counter() - t0) * 1e3, YOUNG_THRESHOLD)
 
@@ -61,9 +60,15 @@ def tune_collector() -> None:
 @contextmanager
 def fewer_young_passes() -> Iterator[None]:
     """The young threshold at ``YOUNG_THRESHOLD`` while the block runs: for a reader that keeps what it reads."""
-    before = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, *before[1:])
+    before = _space_young_passes()
     try:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+def _space_young_passes() -> tuple[int, int, int]:
+    """Set the young threshold to ``YOUNG_THRESHOLD``, keeping the older generations'; returns the thresholds before."""
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, *before[1:])
+    return before

@@ -5,7 +5,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import click
 import numpy as np
 
 from dreamstream.bench.cpu_share import CpuShare, busy_share, machine_busy_seconds
+from dreamstream.bench.run_brokers import RunBrokers
 from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
 
@@ -124,12 +124,11 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
 
 
 class _PacedRuns:
-    """Latency runs of fresh workers on one broker: measure a rate, or measure and report it."""
+    """Latency runs of fresh workers, each on its own topics and embedded broker: measure a rate, or measure and report it."""
 
-    def __init__(self, fresh: Any, bundle: Any, n_users: int, seconds: float, work: Path, tick_s: float,
-                 broker_pid: int | None) -> None:
-        self.fresh, self.bundle, self.n_users, self.seconds = fresh, bundle, n_users, seconds
-        self.work, self.tick_s, self.broker_pid, self.runs = work, tick_s, broker_pid, 0
+    def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, work: Path, tick_s: float) -> None:
+        self.brokers, self.bundle, self.n_users, self.seconds = brokers, bundle, n_users, seconds
+        self.work, self.tick_s, self.runs = work, tick_s, 0
         self.cpu: CpuShare | None = None
 
     def measure(self, rate: float) -> tuple[np.ndarray, np.ndarray]:
@@ -137,8 +136,9 @@ class _PacedRuns:
         tag = f"latency{self.runs}"
         self.runs += 1
         log = self.work / f"{tag}.log"
-        due, latency, self.cpu = _latency_run(self.fresh(tag), self.bundle, rate, self.n_users, self.seconds, log,
-                                              self.tick_s, self.broker_pid)
+        settings = self.brokers.fresh(tag)
+        due, latency, self.cpu = _latency_run(settings, self.bundle, rate, self.n_users, self.seconds, log,
+                                              self.tick_s, self.brokers.pid)
         if not len(latency):
             raise click.ClickException(f"no user-embeddings record arrived in the latency run at {rate:,.0f} events/s; see {log}")
         return due, latency
@@ -182,35 +182,29 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
           latency_rates: tuple[float, ...] = (), latency_seconds: float = 15.0, live_max: bool = False) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
-    from dreamstream.broker import EmbeddedBroker, free_port
     from dreamstream.bundle import latest_version, load_bundle
 
     work = Path(tempfile.mkdtemp(prefix="dreamstream-bench-"))
     settings = h.ensure_bundle(settings, work, click.echo)
     bundle = load_bundle(latest_version(settings.model_dir))
-    broker = None
-    if embedded or (embedded is None and "DREAMSTREAM_BROKER" not in os.environ and "--broker" not in sys.argv):
-        broker = EmbeddedBroker(port=free_port(), log_dir=work / "broker").start()
-        settings = settings.model_copy(update={"broker": broker.url})
-    click.echo(f"broker {settings.broker}; bundle {bundle.version}; {n_events} events over {n_users} users; "
-               f"batch {settings.batch_size}; {per_message} event(s) per message; load {open('/proc/loadavg').read().split()[:3]}")
+    own_broker = embedded or (embedded is None and "DREAMSTREAM_BROKER" not in os.environ and "--broker" not in sys.argv)
+    brokers = RunBrokers(settings, work, bool(own_broker))
+    settings = settings.model_copy(update={"broker": brokers.url})
+    click.echo(f"broker {settings.broker}{' (embedded: a fresh one for each run)' if own_broker else ''}; bundle {bundle.version}; "
+               f"{n_events} events over {n_users} users; batch {settings.batch_size}; {per_message} event(s) per message; "
+               f"load {open('/proc/loadavg').read().split()[:3]}")
     if soak_minutes:  # dreamstream.bench.soak: steady load, memory must stay flat
         from dreamstream.bench.soak import soak_command
         try:
             soak_command(settings, soak_minutes, soak_rate, n_users, work, echo=click.echo,
-                         broker_pid=broker.pid if broker else None, send_interval_s=(send_interval_ms or 100) / 1000)
+                         broker_pid=brokers.pid, send_interval_s=(send_interval_ms or 100) / 1000)
         finally:
-            if broker:
-                broker.stop()
+            brokers.stop()
         return
     events = h.synthetic_events(n_events, n_users, bundle.item_ids, seed=7)
 
-    def fresh(tag: str) -> Settings:
-        return settings.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}-{tag}.", "web_port": free_port(),
-                                           "state_dir": work / tag, "cold_min_positive": 0})
-
     try:
-        s = fresh("worker")
+        s = brokers.fresh("worker")
         h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
         run = _run_consumer(s, None, events, work / "worker.log", per_message=per_message)
         launched, first, last = run.launched, run.first, run.last
@@ -226,7 +220,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
                        f"from launch, start-up included; use --events 60000 or more to measure)")
         plain_rate = None
         if not skip_plain:
-            p = fresh("plain")
+            p = brokers.fresh("plain")
             plain = _run_consumer(p, [sys.executable, "-m", "dreamstream.bench.plain_agent"], events,
                                   work / "plain.log", timeout=600, per_message=per_message)
             plain_rate = n_events / (plain.last - plain.first) if plain.done else None
@@ -240,8 +234,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         click.echo(f"ONNX steps (dreamumm + opal) per event: {c1:.1f} us at batch 1, {cb:.2f} us at batch {settings.batch_size} "
                    f"(median round; best round {cb_best:.2f} us{meanwhile})")
         if latency:
-            paced = _PacedRuns(fresh, bundle, n_users, latency_seconds, work, (send_interval_ms or 20) / 1000,
-                               broker.pid if broker else None)
+            paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, work, (send_interval_ms or 20) / 1000)
             for r in latency_rates or (rate / 2,):
                 paced.report(r, "paced" if latency_rates else "half the max")
             if live_max:
@@ -254,5 +247,4 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
                 else:
                     click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
     finally:
-        if broker:
-            broker.stop()
+        brokers.stop()

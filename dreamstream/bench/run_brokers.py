@@ -1,14 +1,16 @@
 """Each bench measurement on topics of its own, and on a broker of its own when the bench started the broker.
 
 Why a new broker per run: the embedded broker (tansu, memory storage) keeps
-every record of every run, ~700 MB more per 15-second latency run, and a
-paced run measured on it got slower with every run before it. At 17,600
-events/s on one broker, in sequence: p99 204 ms (fresh), 310 ms, then a
-35,000/s run, then 393 and 338 ms. ``bench --live-max`` measures half the
-live maximum last, after five or six runs, so it reported that broker's age
-as the worker's latency. A Kafka broker's latency does not depend on what
-other topics hold, and a benchmark's numbers should not depend on the order
-of its runs.
+every record of every run, ~700 MB more per 15-second latency run, and the
+same paced run measured on it got slower after the first. On one broker in
+sequence: at 17,600 events/s p99 204 ms, 310 ms, then a 35,000/s run, then
+393 and 338 ms; at 22,000/s 169, 262, 320 and 202 ms. The same 22,000/s run
+on a fresh broker each time, in the same half hour: 153 - 204 ms (six runs,
+median 169). ``bench --live-max`` measures half the live maximum last,
+after five or six runs, so it reported part of that broker's age as the
+worker's latency. A Kafka broker's latency does not depend on what other
+topics hold, and a benchmark's numbers should not depend on the order of
+its runs.
 
 An external broker (``--broker``) is shared by all runs, each on fresh
 topics, as any shared cluster would be.

@@ -77,3 +77,26 @@ def test_the_worker_producers_batch_limit_fits_a_stock_broker() -> None:
         return size
 
     assert asyncio.run(build()) <= KAFKA_MESSAGE_MAX_BYTES
+
+
+def test_a_handed_over_batch_does_not_wait_out_the_producers_linger(make_settings) -> None:
+    """A worker's batches are complete when handed over: they leave at once, whatever the producer's linger
+    (Faust's is 5 ms, added to every record's latency before). A 3 s linger makes the difference unmistakable."""
+    s = make_settings(partitions=2)
+    create_topics(s)
+    topic = s.topic(USER_EMBEDDINGS)
+
+    async def acknowledged_after() -> float:
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=3000)
+        await producer.start()
+        try:
+            await send_records(producer, topic, [(b"warm", b"up", 0)])  # metadata and connection first
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            sent = await send_records(producer, topic, [(f"user-{i}".encode(), b"x" * 100, i % 2) for i in range(10)])
+            await asyncio.gather(*(x.future for x in sent))
+            return loop.time() - t0
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(acknowledged_after()) < 1.5, "the batches waited for the linger"

@@ -339,14 +339,13 @@ class Worker:
         t0 = time.perf_counter()
         states = [(key, st, partition) for key, (st, partition) in f.rows.items()]
         chunks = byte_chunks(states, size=lambda row: state_mod.row_size(row[1]))
-        topic, encode_s, written = self.users.changelog_topic.get_topic_name(), 0.0, 0
+        topic, encode_s = self.users.changelog_topic.get_topic_name(), 0.0
         for i, chunk in enumerate(chunks):
             if i:
                 await self.pacer.pause(len(chunks))
             t1 = time.perf_counter()  # a chunk at a time: encoding all rows up front stalled the batch loop 14-31 ms
             rows = [(key, state_mod.encode(st), partition) for key, st, partition in chunk]
             encode_s += time.perf_counter() - t1
-            written += sum(len(value) for _, value, _ in rows)
             for sent in await send_records(self.row_producer, topic, rows):
                 self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
             for key, value, partition in rows:
@@ -360,7 +359,8 @@ class Worker:
         self.metrics.users.set(len(self.users.data))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("flush rows=%d bytes=%d chunks=%d encode_ms=%.1f write_ms=%.1f commit_ms=%.1f", len(states),
-                      written, len(chunks), encode_s * 1e3, (t2 - t0 - encode_s) * 1e3, (time.perf_counter() - t2) * 1e3)
+                      sum(state_mod.row_size(st) for _, st, _ in states), len(chunks), encode_s * 1e3,
+                      (t2 - t0 - encode_s) * 1e3, (time.perf_counter() - t2) * 1e3)
 
     def drop_unfinished(self) -> None:
         """Forget all output since the last commit (the feed is rewound or released).

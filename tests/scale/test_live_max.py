@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamstream.bench.live_max import MAX_SLOPE, latency_slope, search_live_max
+from dreamstream.bench.live_max import MAX_SLOPE, latency_slope, p99_by_part, search_live_max
 
 
 def load(rate: float, capacity: float, seconds: float = 12.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -33,3 +33,12 @@ def test_bisection_finds_the_capacity_within_its_resolution() -> None:
 
 def test_nothing_kept_up_reports_zero() -> None:
     assert search_live_max(lambda rate: load(rate, capacity=100), high=20000, echo=lambda _: None) == 0.0
+
+
+def test_p99_by_part_shows_when_the_slow_events_came() -> None:
+    due = np.arange(0, 9, 0.001)
+    latency = np.where(due < 6, 0.1, 0.4)  # the last third slow, as on a broker that slows while the run goes
+    first, middle, last = p99_by_part(due, latency)
+    assert first == middle == 0.1 and last == 0.4
+    assert len(p99_by_part(due, latency, parts=5)) == 5
+    assert p99_by_part(np.array([]), np.array([])) == []

@@ -63,7 +63,7 @@ def search_live_max(run: Callable[[float], tuple[np.ndarray, np.ndarray]], high:
         due, latency = run(rate)
         slope = latency_slope(due, latency)
         kept_up = slope <= MAX_SLOPE
-        echo(f"  {rate:,.0f} events/s: latency grows {slope * 1000:+.0f} ms per second of load, "
+        echo(f"  {rate:,.0f} events/s: latency grows {round(slope * 1000):+d} ms per second of load, "
              f"p99 {np.percentile(latency, 99) * 1000:.0f} ms -> {'kept up' if kept_up else 'fell behind'}")
         low, high = (rate, high) if kept_up else (low, rate)
     return low

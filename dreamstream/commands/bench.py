@@ -164,7 +164,7 @@ class _PacedRuns:
             thirds = " / ".join(f"{1000 * p:.0f}" for p in p99_by_part(due, lat))
             click.echo(f"  run {i + 1}: {len(ms)} events, p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                        f"max {ms.max():.1f} ms; p99 by third of the run {thirds} ms; latency grows "
-                       f"{1000 * latency_slope(due, lat):+.0f} ms per second of load")
+                       f"{round(1000 * latency_slope(due, lat)):+d} ms per second of load")
             if self.cpu is not None and self.cpu.summary():
                 click.echo(f"    CPU while it ran: {self.cpu.summary()}")
         if repeats > 1:

@@ -31,6 +31,19 @@ def test_newest_row_wins_and_stays_readable_while_flushing():
     assert cache.get(b"u") is None and not cache.pending()
 
 
+def test_offsets_covered_are_each_partitions_last_and_never_go_back():
+    cache = RowCache()
+    cache.handed_over([], [msg(0, 5), msg(1, 2), msg(0, 6), msg(0, 7), msg(1, 3)])
+    cache.handed_over([], [msg(0, 8)])
+    cache.handed_over([], [])  # a catch-up's held records: no messages of their own
+    assert cache.begin_flush().offsets == {0: 9, 1: 4}
+    cache.handed_over([], [msg(2, 10)])
+    cache.handed_over([], [msg(2, 4)])  # a partition read again from an earlier offset: the commit does not go back
+    assert cache.begin_flush().offsets == {2: 11}
+    cache.handed_over([], [msg(3, 9), msg(3, 4)])  # out of order (the feed never does this): commits less, not more
+    assert cache.begin_flush().offsets == {3: 5}
+
+
 def test_full_and_clear():
     cache = RowCache()
     st = new_state(2, 1, 2)

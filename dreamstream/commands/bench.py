@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from dreamstream.bench.cpu_share import CpuShare, busy_share, machine_busy_seconds
+from dreamstream.bench.goals import BenchResults, LatencyAt, render, verdicts
 from dreamstream.bench.run_brokers import RunBrokers
 from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
@@ -143,7 +144,7 @@ class _PacedRuns:
             raise click.ClickException(f"no user-embeddings record arrived in the latency run at {rate:,.0f} events/s; see {log}")
         return due, latency
 
-    def report(self, rate: float, label: str, repeats: int = 1) -> None:
+    def report(self, rate: float, label: str, repeats: int = 1) -> LatencyAt:
         """Measure ``rate`` ``repeats`` times: each run's line, then (several runs) the percentiles over all their events.
 
         Why repeat: on this 2-core box two identical 15 s runs minutes apart
@@ -167,11 +168,12 @@ class _PacedRuns:
                        f"{round(1000 * latency_slope(due, lat)):+d} ms per second of load")
             if self.cpu is not None and self.cpu.summary():
                 click.echo(f"    CPU while it ran: {self.cpu.summary()}")
+        ms = np.concatenate(pooled) * 1000
         if repeats > 1:
-            ms = np.concatenate(pooled) * 1000
             click.echo(f"  all {repeats} runs' events together: p50 {np.percentile(ms, 50):.1f} ms, "
                        f"p99 {np.percentile(ms, 99):.1f} ms (median of the runs' p99s "
                        f"{np.median([np.percentile(x, 99) for x in pooled]) * 1000:.1f} ms)")
+        return LatencyAt(rate, float(np.percentile(ms, 99)), label)
 
 
 @click.command("bench")
@@ -246,6 +248,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
             click.echo(f"worker: {rate:,.0f} events/s (a lower bound: all {n_events} events came out in one read, so timed "
                        f"from launch, start-up included; use --events 60000 or more to measure)")
         plain_rate = None
+        results = BenchResults(rate, batch_size=settings.batch_size)
         if not skip_plain:
             p = brokers.fresh("plain")
             plain = _run_consumer(p, [sys.executable, "-m", "dreamstream.bench.plain_agent"], events,
@@ -254,24 +257,29 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
             click.echo(f"plain per-event agent: {plain_rate:,.0f} events/s" if plain_rate else "plain agent did not finish")
             if plain_rate:
                 click.echo(f"ratio worker / plain: {rate / plain_rate:.1f}x")
+            results.plain_events_per_s = plain_rate
         box0 = machine_busy_seconds()
         (c1, _), (cb, cb_best) = _onnx_cost(bundle, 1), _onnx_cost(bundle, settings.batch_size)
         busy = busy_share(box0, machine_busy_seconds())  # one single-threaded session alone is 1/cores of the box
         meanwhile = f"; the box was {100 * busy:.0f}% busy meanwhile on {os.cpu_count()} cores" if busy is not None else ""
         click.echo(f"ONNX steps (dreamumm + opal) per event: {c1:.1f} us at batch 1, {cb:.2f} us at batch {settings.batch_size} "
                    f"(median round; best round {cb_best:.2f} us{meanwhile})")
+        results.onnx_us = cb
         if latency:
             paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, work, (send_interval_ms or 20) / 1000)
             for r in latency_rates or (rate / 2,):
-                paced.report(r, "paced" if latency_rates else "half the max", latency_repeats)
+                at = paced.report(r, "paced" if latency_rates else "half the max", latency_repeats)
+                if not latency_rates:
+                    results.latencies.append(at)
             if live_max:
                 from dreamstream.bench.live_max import search_live_max
                 click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not keep growing")
                 live = search_live_max(paced.measure, rate, echo=click.echo)
                 if live:
                     click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
-                    paced.report(live / 2, "half the live max", latency_repeats)
+                    results.latencies.append(paced.report(live / 2, "half the live max", latency_repeats))
                 else:
                     click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
+        click.echo(render(verdicts(results)))
     finally:
         brokers.stop()

@@ -176,6 +176,27 @@ class _PacedRuns:
         return LatencyAt(rate, float(np.percentile(ms, 99)), label)
 
 
+def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], repeats: int, live_max: bool
+                     ) -> list[LatencyAt]:
+    """Latency at the chosen rates, else at half the preloaded maximum (and, with ``live_max``, at half the live
+    one); what was measured at half a maximum, for the goals."""
+    judged = []
+    for r in rates or (rate / 2,):
+        at = paced.report(r, "paced" if rates else "half the max", repeats)
+        if not rates:
+            judged.append(at)
+    if live_max:
+        from dreamstream.bench.live_max import search_live_max
+        click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not keep growing")
+        live = search_live_max(paced.measure, rate, echo=click.echo)
+        if live:
+            click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
+            judged.append(paced.report(live / 2, "half the live max", repeats))
+        else:
+            click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
+    return judged
+
+
 @click.command("bench")
 @settings_options("broker", "model_dir", "partitions", "batch_size", "batch_timeout_s", "log_level")
 @click.option("--events", "n_events", default=60_000, show_default=True, envvar="DREAMSTREAM_BENCH_EVENTS", help="Synthetic events to process.")
@@ -267,19 +288,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         results.onnx_us = cb
         if latency:
             paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, work, (send_interval_ms or 20) / 1000)
-            for r in latency_rates or (rate / 2,):
-                at = paced.report(r, "paced" if latency_rates else "half the max", latency_repeats)
-                if not latency_rates:
-                    results.latencies.append(at)
-            if live_max:
-                from dreamstream.bench.live_max import search_live_max
-                click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not keep growing")
-                live = search_live_max(paced.measure, rate, echo=click.echo)
-                if live:
-                    click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
-                    results.latencies.append(paced.report(live / 2, "half the live max", latency_repeats))
-                else:
-                    click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
+            results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max)
         click.echo(render(verdicts(results)))
     finally:
         brokers.stop()

@@ -337,19 +337,7 @@ class Worker:
     async def flush(self, f: Flush) -> None:
         """Rows to the changelog, then into the table; once they and the deliveries are acknowledged, commit."""
         t0 = time.perf_counter()
-        states = [(key, st, partition) for key, (st, partition) in f.rows.items()]
-        chunks = byte_chunks(states, size=lambda row: state_mod.row_size(row[1]))
-        topic, encode_s = self.users.changelog_topic.get_topic_name(), 0.0
-        for i, chunk in enumerate(chunks):
-            if i:
-                await self.pacer.pause(len(chunks))
-            t1 = time.perf_counter()  # a chunk at a time: encoding all rows up front stalled the batch loop 14-31 ms
-            rows = [(key, state_mod.encode(st), partition) for key, st, partition in chunk]
-            encode_s += time.perf_counter() - t1
-            for sent in await send_records(self.row_producer, topic, rows):
-                self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
-            for key, value, partition in rows:
-                _put_row(self.users, key, value, partition)
+        chunks, encode_s = await self.write_rows(f)
         self.cache.end_flush()
         t2 = time.perf_counter()
         if f.deliveries:
@@ -358,9 +346,31 @@ class Worker:
         self.metrics.flush_seconds.observe(time.perf_counter() - t0)
         self.metrics.users.set(len(self.users.data))
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("flush rows=%d bytes=%d chunks=%d encode_ms=%.1f write_ms=%.1f commit_ms=%.1f", len(states),
-                      sum(state_mod.row_size(st) for _, st, _ in states), len(chunks), encode_s * 1e3,
+            log.debug("flush rows=%d bytes=%d chunks=%d encode_ms=%.1f write_ms=%.1f commit_ms=%.1f", len(f.rows),
+                      sum(state_mod.row_size(st) for st, _ in f.rows.values()), chunks, encode_s * 1e3,
                       (t2 - t0 - encode_s) * 1e3, (time.perf_counter() - t2) * 1e3)
+
+    async def write_rows(self, f: Flush) -> tuple[int, float]:
+        """The flush's rows to the changelog in ~1 MB requests, paced, each into the table once acknowledged.
+
+        Encoded a request at a time: encoding all ~5,000 rows up front
+        stalled the batch loop 14-31 ms. Returns the number of requests and
+        the seconds spent encoding.
+        """
+        states = [(key, st, partition) for key, (st, partition) in f.rows.items()]
+        chunks = byte_chunks(states, size=lambda row: state_mod.row_size(row[1]))
+        topic, encode_s = self.users.changelog_topic.get_topic_name(), 0.0
+        for i, chunk in enumerate(chunks):
+            if i:
+                await self.pacer.pause(len(chunks))
+            t1 = time.perf_counter()
+            rows = [(key, state_mod.encode(st), partition) for key, st, partition in chunk]
+            encode_s += time.perf_counter() - t1
+            for sent in await send_records(self.row_producer, topic, rows):
+                self.users.data.set_persisted_offset(TP(sent.topic, sent.partition), await sent.last_offset())
+            for key, value, partition in rows:
+                _put_row(self.users, key, value, partition)
+        return len(chunks), encode_s
 
     def drop_unfinished(self) -> None:
         """Forget all output since the last commit (the feed is rewound or released).

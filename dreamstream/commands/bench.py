@@ -14,6 +14,7 @@ import numpy as np
 
 from dreamstream.bench.cpu_share import CpuShare, busy_share, machine_busy_seconds
 from dreamstream.bench.goals import BenchResults, LatencyAt, render, verdicts
+from dreamstream.bench.live_max import latency_slope, p99_by_part, search_live_max
 from dreamstream.bench.run_brokers import RunBrokers
 from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
@@ -153,8 +154,6 @@ class _PacedRuns:
         together (each on a fresh worker and broker) estimate the p99 of the
         rate itself.
         """
-        from dreamstream.bench.live_max import latency_slope, p99_by_part
-
         click.echo(f"latency at {rate:,.0f} events/s ({label}; {repeats} run{'s' if repeats > 1 else ''} of "
                    f"{self.seconds:.0f} s, latency from each event's due time):")
         pooled = []
@@ -186,7 +185,6 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
         if not rates:
             judged.append(at)
     if live_max:
-        from dreamstream.bench.live_max import search_live_max
         click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not keep growing")
         live = search_live_max(paced.measure, rate, echo=click.echo)
         if live:

@@ -51,7 +51,7 @@ from streams.apply import apply_batch
 from streams.batch_send import send_records
 from streams.catch_up import CatchUp, uncommitted_limit
 from streams.changelog_producer import open_changelog_producer
-from streams.feed import PartitionFeed
+from streams.feed import PartitionFeed, last_offsets
 from streams.flush_pacing import FlushPacer, byte_chunks
 from streams.gc_tuning import tune_collector
 from streams.hold_back import hold_back
@@ -273,7 +273,8 @@ class Worker:
         if self.catch_up is not None:
             self.catch_up.hold(records, lambda record: codec.unpack(record)["seq"])
             records = {}
-        self.cache.handed_over(await self.send_output(records, dead), batch)
+        last = last_offsets(batch)
+        self.cache.handed_over(await self.send_output(records, dead), last)
         await self.end_catch_up_when_done()
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
@@ -281,7 +282,7 @@ class Worker:
             if self.settings.gc_tuning:
                 tune_collector()
         marks.append(time.perf_counter())
-        self._observe(batch, result, tuple(marks))
+        self._observe(batch, result, tuple(marks), last)
 
     async def end_catch_up_when_done(self) -> None:
         """The stretch the previous run may have published is applied: send the held records, resume commits."""
@@ -291,7 +292,7 @@ class Worker:
     async def send_held(self) -> None:
         """End the catch-up: its held records go to the producer, with the rows and offsets the next flush covers."""
         held, self.catch_up = self.catch_up.records() if self.catch_up else {}, None
-        self.cache.handed_over(await self.send_output(held, []), [])
+        self.cache.handed_over(await self.send_output(held, []), {})
         log.info("caught up records_sent=%d", len(held))
 
     async def send_output(self, records: dict[str, bytes], dead: list[tuple[str, Any, bytes | None]]) -> list[Any]:
@@ -462,8 +463,9 @@ class Worker:
         if buffer:
             buffer[:] = [event for event in buffer if event.message.partition not in partitions]
 
-    def _observe(self, batch: list[Any], result: Any, marks: tuple[float, ...]) -> None:
-        """Metrics and a debug line for one batch; ``marks``: start, decoded, applied, sent."""
+    def _observe(self, batch: list[Any], result: Any, marks: tuple[float, ...], last: dict[int, int]) -> None:
+        """Metrics and a debug line for one batch; ``marks``: start, decoded, applied, sent; ``last``: each
+        partition's last offset in it."""
         t0, t1, t2, t3 = marks
         m = self.metrics
         m.events.inc(result.applied)
@@ -473,9 +475,6 @@ class Worker:
         m.step_seconds.observe(t2 - t1)
         m.batch_seconds.observe(t3 - t0)
         m.cached_rows.set(len(self.cache.dirty))
-        last: dict[int, int] = {}
-        for record in batch:
-            last[record.partition] = record.offset
         for partition, offset in last.items():
             high = self.feed.highwater(partition)
             if high is not None:

@@ -128,16 +128,14 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
 class _PacedRuns:
     """Latency runs of fresh workers, each on its own topics and embedded broker: measure a rate, or measure and report it."""
 
-    def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, work: Path, tick_s: float) -> None:
-        self.brokers, self.bundle, self.n_users, self.seconds = brokers, bundle, n_users, seconds
-        self.work, self.tick_s, self.runs = work, tick_s, 0
+    def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, tick_s: float) -> None:
+        self.brokers, self.bundle, self.n_users, self.seconds, self.tick_s = brokers, bundle, n_users, seconds, tick_s
         self.cpu: CpuShare | None = None
 
     def measure(self, rate: float) -> tuple[np.ndarray, np.ndarray]:
         """Each event's due time and latency (s) at ``rate``."""
-        tag = f"latency{self.runs}"
-        self.runs += 1
-        log = self.work / f"{tag}.log"
+        tag = f"latency{self.brokers.runs}"  # the bench's measurements are numbered by its RunBrokers
+        log = self.brokers.work / f"{tag}.log"
         settings = self.brokers.fresh(tag)
         due, latency, self.cpu = _latency_run(settings, self.bundle, rate, self.n_users, self.seconds, log,
                                               self.tick_s, self.brokers.pid)
@@ -285,7 +283,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
                    f"(median round; best round {cb_best:.2f} us{meanwhile})")
         results.onnx_us = cb
         if latency:
-            paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, work, (send_interval_ms or 20) / 1000)
+            paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000)
             results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max)
         click.echo(render(verdicts(results)))
     finally:

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     watchdog_action: str = Field(
         "exit", pattern="^(exit|log)$", description="What a stalled worker does: exit (non-zero, so the orchestrator restarts it) or log."
     )
+    shutdown_grace_s: float = Field(
+        5.0, ge=0, description="Seconds a stopped worker waits for Faust's threads after its shutdown before it exits anyway, "
+        "naming them in the log (a consumer thread can outlive a shutdown that lands mid-rebalance; streams/shutdown.py)."
+    )
 
     # --- indexer ---------------------------------------------------------
     index_shards: int = Field(4, ge=1, description="Shards per index version (item -> shard by a stable hash of its id).")

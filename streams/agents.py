@@ -111,7 +111,20 @@ class Worker:
                     if _cancel_requested():
                         raise  # a real cancellation: the app is stopping
                     await self.redo_from_commit(err)  # a library's stray one (see streams.fetch_cancel) is not a stop
-        finally:  # the changelog producer is closed even when the shutdown's cancellation interrupts the feed's stop
+        finally:
+            await self.shut_down()
+
+    async def shut_down(self) -> None:
+        """The loop's end: the last flush and commit while the feed and the changelog producer are open, then close them.
+
+        The loop sees the app stopping before Faust's ``on_before_shutdown``
+        runs ``release``; closing first left that release a flush with no
+        producer, whose error aborted Faust's stop and left its consumer
+        thread running (the process hung after "Closing event loop").
+        """
+        try:
+            await self.release("shutdown")
+        finally:  # closed even when the shutdown's cancellation interrupts the release or the feed's stop
             try:
                 await self.feed.stop()
             finally:
@@ -227,6 +240,10 @@ class Worker:
                 await asyncio.wait_for(self.settle(), timeout=self.settings.rebalance_timeout_s / 2)
             except (*TRANSIENT, asyncio.CancelledError) as err:
                 log.warning("%s: could not commit the last output (%r); the next owner replays it", why, err)
+            except Exception:  # a bug: still let go, or Faust's rebalance or stop breaks off half done
+                log.exception("%s: the last flush failed; the next owner replays from the last commit", why)
+            if self.generation is not None and self.feed.committed:  # the next owner's "feed assigned" starts here
+                log.info("%s: released partitions committed=%s", why, dict(sorted(self.feed.committed.items())))
             self.drop_unfinished()
             self.feed.release()
             self.generation = None

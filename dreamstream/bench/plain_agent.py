@@ -12,13 +12,13 @@ import numpy as np
 
 def main() -> None:
     import faust
-    from faust.worker import Worker
 
     from dreamstream import codec
     from dreamstream.bundle import latest_version, load_bundle
     from dreamstream.cli_options import load_settings
     from dreamstream.topics import ITEM_VECTORS, USER_EMBEDDINGS, WATCH_EVENTS
     from streams.app import app_config
+    from streams.shutdown import run_worker
 
     settings = load_settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ def main() -> None:
         await out.send(key=key, value=codec.pack({"user": ev["user"], "seq": seq, "ts": ev["ts"], "model": bundle.version,
                                                   "vector": codec.vec_to_bin(user[0])}))
 
-    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    run_worker(app, settings.log_level, settings.shutdown_grace_s)
 
 
 if __name__ == "__main__":

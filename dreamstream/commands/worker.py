@@ -11,6 +11,7 @@ WORKER_SETTINGS = (
     "half_life_s", "skip_ratio", "skip_weight", "replay_cap", "impression_weight", "cold_min_positive",
     "batch_size", "batch_timeout_s", "fetch_max_wait_ms", "commit_interval_s", "web_port", "web_bind", "log_level",
     "session_timeout_s", "heartbeat_interval_s", "rebalance_timeout_s", "standby_replicas", "watchdog_s", "watchdog_action",
+    "shutdown_grace_s",
 )
 
 
@@ -23,13 +24,12 @@ def worker(settings: Settings) -> None:
     --model-dir (and switches to newer ones as they appear), then runs until
     SIGTERM/SIGINT. Metrics on http://WEB_BIND:WEB_PORT/metrics.
     """
-    from faust.worker import Worker
-
     from dreamstream.logs import setup_logging
     from dreamstream.topics import create_topics
     from streams.app import create_app
+    from streams.shutdown import run_worker
 
     setup_logging(settings.log_level)
     create_topics(settings)
     app = create_app(settings)
-    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    run_worker(app, settings.log_level, settings.shutdown_grace_s)

@@ -5,6 +5,8 @@ computation from the item vectors published on item-vectors.
 """
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import threading
 import time
@@ -133,6 +135,37 @@ def test_sigkill_three_times_mid_stream_is_exactly_once(stack):
     col = h.read_records(s, counts(events), timeout_s=60)
     assert_exact(col, events, items)
     assert killed_mid_stream >= 2
+
+
+def logged_offsets(text: str, pattern: str) -> list[dict[int, int]]:
+    """Every ``{partition: offset}`` map a worker logged after ``pattern``, in order."""
+    return [ast.literal_eval(m) for m in re.findall(pattern + r"(\{[^}]*\})", text)]
+
+
+def test_sigterm_mid_stream_commits_what_it_applied_and_the_next_worker_starts_there(stack):
+    """A clean stop with rows still cached: flushed and committed before the process exits 0, nothing replayed."""
+    s, items, start = stack
+    events = h.synthetic_events(3000, 300, list(items), seed=6)
+    producer = threading.Thread(target=h.produce_sync, args=(s, s.topic("watch-events"), h.event_messages(events)),
+                                kwargs={"rate": 150})  # ~20 s of traffic
+    producer.start()
+    w = start()
+    deadline = time.monotonic() + 60
+    while "first output" not in w.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # mid commit interval: rows and offsets are pending
+    assert producer.is_alive(), "traffic ended before the SIGTERM: lower the rate"
+    assert w.stop() == 0, w.log_text()[-3000:]
+    text = w.log_text()
+    assert "last flush failed" not in text and "could not commit" not in text, text[-3000:]
+    released = logged_offsets(text, "shutdown: released partitions committed=")
+    assert len(released) == 1, text[-3000:]
+    nxt = start()
+    producer.join()
+    col = h.read_records(s, counts(events), timeout_s=90)
+    assert_exact(col, events, items)
+    assigned = logged_offsets(nxt.log_text(), "feed assigned topic=\\S+ positions=")
+    assert assigned and assigned[0] == released[0], (assigned, released)
 
 
 def test_hostile_inputs_go_to_the_dlq_with_reasons(stack):

@@ -13,3 +13,10 @@ def setup_logging(level: str = "info") -> None:
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
         force=True,
     )
+
+
+def flush_logs() -> None:
+    """Write out what the root logger's handlers hold: a process about to ``os._exit`` skips Python's own flush."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()

@@ -94,7 +94,7 @@ class Worker:
         self.last_flush = time.monotonic()
         self.catch_up: CatchUp | None = None  # replaying since the last commit, records held (streams.catch_up)
         self.reported = 0.0  # when the last progress line was logged
-        self.mid_batch = False  # a batch's rows are cached but its records not yet handed over (see shut_down)
+        self.mid_batch = False  # a batch's rows are cached but its records not yet handed over (see release)
 
     # --- the loop ------------------------------------------------------------
     async def run(self) -> None:

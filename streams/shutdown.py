@@ -1,18 +1,21 @@
 """Run a Faust worker to the end, and make sure the process ends with it.
 
 Faust's consumer runs in a non-daemon thread (mode's ``WorkerThread``) with
-an event loop of its own. When SIGTERM lands while a rebalance is being
-torn down, that thread can outlive the main loop: Faust logs "Closing event
-loop", then the thread's keepalive finds the main loop closed and the thread
-waits forever. Python's exit waits for every non-daemon thread, so the
-process never ends and the orchestrator has to SIGKILL it (CI saw exit -9
-in the join/SIGKILL/join/SIGTERM rebalance test).
+an event loop of its own. When anything breaks off Faust's stop half done,
+that thread outlives the main loop: Faust logs "Closing event loop", the
+thread's keepalive finds the main loop closed, and the thread waits
+forever. Python's exit waits for every non-daemon thread, so the process
+never ends and the orchestrator has to SIGKILL it. CI saw exactly that
+(exit -9 in the join/SIGKILL/join/SIGTERM rebalance test): the worker's
+shutdown flush failed inside Faust's stop. That cause is fixed
+(``Worker.shut_down`` in ``streams/agents.py``); this is the backstop for
+the next one.
 
-By then the worker's own shutdown has already run (``on_before_shutdown``
-releases the partitions: rows flushed, offsets committed), and a replayed
-event is skipped anyway, so nothing is lost by not waiting: after a grace
-period the process logs which threads were left and where they stood, and
-exits with the code Faust chose.
+By the time Faust's loop is closed the worker's release has run (rows
+flushed and offsets committed, or dropped for the next owner to replay),
+so nothing is lost by not waiting: after a grace period the process logs
+which threads were left and where they stood, and exits with the code
+Faust chose.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ import threading
 import time
 import traceback
 from typing import Any, Callable
+
+from dreamstream.logs import flush_logs
 
 log = logging.getLogger("streams.shutdown")
 
@@ -45,9 +50,9 @@ def exit_code(code: object) -> int:
     return code if isinstance(code, int) else 1
 
 
-def lingering(me: threading.Thread | None = None) -> list[threading.Thread]:
+def lingering() -> list[threading.Thread]:
     """The threads Python's exit would wait for: alive, not daemon, not the one asking."""
-    me = me or threading.current_thread()
+    me = threading.current_thread()
     return [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
 
 
@@ -63,11 +68,9 @@ def exit_despite_threads(code: int, grace_s: float, exit: Callable[[int], None] 
     if not stuck:
         return
     log.warning("exiting with code %d although %d thread(s) did not end within %.1fs of the worker's shutdown "
-                "(DREAMSTREAM_SHUTDOWN_GRACE_S); the partitions were already released:\n%s",
+                "(DREAMSTREAM_SHUTDOWN_GRACE_S); the worker's release had run before:\n%s",
                 code, len(stuck), grace_s, "\n".join(where(t) for t in stuck))
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stderr.flush()
+    flush_logs()
     exit(code)
 
 

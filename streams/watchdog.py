@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dreamstream.logs import flush_logs
 from dreamstream.settings import Settings
 
 log = logging.getLogger("streams.watchdog")
@@ -125,8 +126,7 @@ class Watchdog:
                       "(DREAMSTREAM_WATCHDOG_S=%s); action=%s", lag, self.detector.lag_at_start,
                       self.detector.stalled_for(), self.settings.watchdog_s, self.settings.watchdog_action)
             if self.settings.watchdog_action == "exit":
-                for handler in logging.getLogger().handlers:
-                    handler.flush()
+                flush_logs()
                 self.exit(EXIT_STALLED)
         elif was and not stalled:
             log.warning("consumer recovered from a stall: lag=%d", lag)

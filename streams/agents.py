@@ -94,7 +94,6 @@ class Worker:
         self.last_flush = time.monotonic()
         self.catch_up: CatchUp | None = None  # replaying since the last commit, records held (streams.catch_up)
         self.reported = 0.0  # when the last progress line was logged
-        self.mid_batch = False  # a batch's rows are cached but its records not yet handed over (see release)
 
     # --- the loop ------------------------------------------------------------
     async def run(self) -> None:
@@ -237,10 +236,9 @@ class Worker:
         """Revocation or shutdown: finish the batch in hand, commit what is done, stop reading."""
         self.epoch += 1
         async with self.lock:
-            if self.mid_batch:  # a cancelled batch: a flush would make rows durable whose records never left
-                log.warning("%s: a batch was interrupted, so nothing since the last commit is flushed; the next "
-                            "owner replays it", why)
-                self.drop_unfinished()
+            if self.cache.staged:  # the loop was cancelled inside a batch; its rows are never flushed (streams.row_cache)
+                log.warning("%s: a batch was interrupted before its records were handed over; the next owner replays "
+                            "it", why)
             try:
                 await asyncio.wait_for(self.settle(), timeout=self.settings.rebalance_timeout_s / 2)
             except (*TRANSIENT, asyncio.CancelledError) as err:
@@ -289,7 +287,6 @@ class Worker:
                          _element(m.value, ev.index)))
         # rows reach the table only through a flush, after the broker has them: a failed flush leaves the
         # table as it was, so everything since the last commit is redone exactly
-        self.mid_batch = True
         for user, st in result.states.items():
             self.cache.put(user.encode("utf-8"), st, st.partition)
         records = result.records
@@ -298,7 +295,6 @@ class Worker:
             records = {}
         last = last_offsets(batch)
         self.cache.handed_over(await self.send_output(records, dead), last)
-        self.mid_batch = False
         await self.end_catch_up_when_done()
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
@@ -409,7 +405,6 @@ class Worker:
             self.flushing.add_done_callback(_retrieve)
         self.flushing = None
         self.cache.clear()
-        self.mid_batch = False
 
     async def complete_rows(self, partitions: set[int]) -> None:
         """Make sure the table holds the newest durable row of every user of these partitions.

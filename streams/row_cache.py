@@ -13,7 +13,10 @@ written once, and a *flush* writes them all, in the background, every
 
 A flush covers exactly what was computed before it began: its rows, the
 records and dead letters handed to the producer with them, and the
-watch-events offsets behind them. Once its rows and those deliveries are
+watch-events offsets behind them. A batch's rows are *staged* until its
+records are handed over: a flush never takes the rows of a batch that was
+interrupted in between (a cancelled shutdown), since making them durable
+would make a replay skip events whose records never left. Once its rows and those deliveries are
 acknowledged, the offsets can be committed. One flush is in flight at a
 time, so the changelog receives a user's rows in order.
 """
@@ -38,8 +41,9 @@ class Flush:
 
 @dataclass
 class RowCache:
-    """Rows since the last flush began (``dirty``) and rows of the flush in flight (``flushing``)."""
+    """The batch in hand (``staged``), rows since the last flush began (``dirty``), the flush in flight (``flushing``)."""
 
+    staged: dict[bytes, tuple[UserState, int]] = field(default_factory=dict)
     dirty: dict[bytes, tuple[UserState, int]] = field(default_factory=dict)
     flushing: dict[bytes, tuple[UserState, int]] = field(default_factory=dict)
     deliveries: list[Any] = field(default_factory=list)
@@ -47,11 +51,12 @@ class RowCache:
 
     def get(self, key: bytes) -> UserState | None:
         """The user's newest state not yet in the table, if any."""
-        hit = self.dirty.get(key) or self.flushing.get(key)
+        hit = self.staged.get(key) or self.dirty.get(key) or self.flushing.get(key)
         return hit[0] if hit is not None else None
 
     def put(self, key: bytes, state: UserState, partition: int) -> None:
-        self.dirty[key] = (state, partition)
+        """A row of the batch in hand: readable now, flushed only once the batch is handed over."""
+        self.staged[key] = (state, partition)
 
     def handed_over(self, deliveries: list[Any], last: dict[int, int]) -> None:
         """A batch's deliveries are with the producer and its rows are here: its offsets are covered.
@@ -60,12 +65,14 @@ class RowCache:
         (``streams.feed.last_offsets``). A partition never goes back: were it
         read again from an earlier offset, the commit stays where it was.
         """
+        self.dirty.update(self.staged)
+        self.staged = {}
         self.deliveries.extend(deliveries)
         for partition, offset in last.items():
             self.offsets[partition] = max(self.offsets.get(partition, 0), offset + 1)
 
     def full(self) -> bool:
-        return len(self.dirty) >= MAX_CACHED_ROWS
+        return len(self.dirty) + len(self.staged) >= MAX_CACHED_ROWS
 
     def pending(self) -> bool:
         """Is there anything a flush would write or commit?"""
@@ -83,4 +90,4 @@ class RowCache:
 
     def clear(self) -> None:
         """Forget everything not durable (the feed is rewound to the last commit, or released)."""
-        self.dirty, self.flushing, self.deliveries, self.offsets = {}, {}, [], {}
+        self.staged, self.dirty, self.flushing, self.deliveries, self.offsets = {}, {}, {}, [], {}

@@ -23,6 +23,7 @@ def test_newest_row_wins_and_stays_readable_while_flushing():
     assert flush.rows == {b"u": (old, 0)} and flush.deliveries == ["f1"] and flush.offsets == {0: 6, 1: 3}
     assert cache.get(b"u") is old  # in flight: still read from the cache, not the (older) table
     cache.put(b"u", new, 0)
+    cache.handed_over([], {})
     assert cache.get(b"u") is new  # a newer batch overtakes the flush
     cache.end_flush()
     assert cache.get(b"u") is new and cache.pending()
@@ -30,6 +31,21 @@ def test_newest_row_wins_and_stays_readable_while_flushing():
     assert second.rows == {b"u": (new, 0)} and second.offsets == {} and second.deliveries == []
     cache.end_flush()
     assert cache.get(b"u") is None and not cache.pending()
+
+
+def test_a_batch_s_rows_are_flushed_only_once_the_batch_is_handed_over():
+    cache = RowCache()
+    st = new_state(4, 2, 3)
+    cache.put(b"u", st, 0)
+    assert cache.get(b"u") is st, "the batch's own later reads see it"
+    assert not cache.pending() and cache.begin_flush().rows == {}, "an interrupted batch must never reach the changelog"
+    cache.end_flush()
+    cache.handed_over(["f"], {0: 4})
+    assert cache.begin_flush().rows == {b"u": (st, 0)}
+    cache.end_flush()
+    cache.put(b"v", st, 1)
+    cache.clear()  # the interrupted batch is dropped with everything since the last commit
+    assert cache.get(b"v") is None and not cache.pending()
 
 
 def test_offsets_covered_are_each_partitions_last_and_never_go_back():

@@ -185,15 +185,21 @@ class Collected:
 
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # user -> last record (highest seq)
     arrivals: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # user -> [(seq, wall time)]
+    written: dict[str, list[float]] = field(default_factory=dict)  # user -> per arrival, when the producer wrote it
     count: int = 0
 
-    def add(self, user: Any, value: Any, now: float) -> None:
-        """One record read at ``now``: a user's record (it has a seq) or anything else, kept under its count."""
+    def add(self, user: Any, value: Any, now: float, written: float | None = None) -> None:
+        """One record read at ``now``: a user's record (it has a seq) or anything else, kept under its count.
+
+        ``written``: the record's Kafka timestamp (when the worker's producer
+        took it), so a latency splits into the worker's side and the read side.
+        """
         self.count += 1
         if not (isinstance(value, dict) and "seq" in value):
             self.latest[f"#{self.count}"] = value
             return
         self.arrivals.setdefault(user, []).append((value["seq"], now))
+        self.written.setdefault(user, []).append(now if written is None else written)
         prev = self.latest.get(user)
         if prev is None or value["seq"] >= prev["seq"]:
             self.latest[user] = value
@@ -219,7 +225,7 @@ async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float
                 for records in batches.values():
                     for m in records:
                         value = decode(m.value) if m.value is not None else None
-                        col.add(key_of(m, value) if key_of else (value or {}).get("user"), value, now)
+                        col.add(key_of(m, value) if key_of else (value or {}).get("user"), value, now, m.timestamp / 1000)
         return col
     finally:
         await cons.stop()

@@ -50,29 +50,50 @@ def _onnx_cost(bundle, batch: int, repeats: int = 200) -> tuple[float, float]:
     return float(np.median(rounds)) / batch * 1e6, float(np.min(rounds)) / batch * 1e6
 
 
+@dataclass
+class Latencies:
+    """A paced run's events that got a record: when each was due, and how long until its record was written and read (s)."""
+
+    due: np.ndarray
+    total: np.ndarray  # due -> the first record covering it read by the bench's reader
+    written: np.ndarray  # due -> that record taken by the worker's producer (its Kafka timestamp, ms resolution)
+
+    def split(self) -> str:
+        """The worker's side and the read side (broker to reader) of the latency, p50/p99 each."""
+        read = (self.total - self.written) * 1000
+        w = self.written * 1000
+        return (f"due -> record written p50 {np.percentile(w, 50):.0f} ms, p99 {np.percentile(w, 99):.0f} ms; "
+                f"written -> read p50 {np.percentile(read, 50):.0f} ms, p99 {np.percentile(read, 99):.0f} ms")
+
+    @staticmethod
+    def pooled(runs: list["Latencies"]) -> "Latencies":
+        return Latencies(*(np.concatenate([getattr(r, name) for r in runs]) for name in ("due", "total", "written")))
+
+
 def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,
-                 broker_pid: int | None = None) -> tuple[np.ndarray, np.ndarray, CpuShare | None]:
-    """A fresh worker fed ``seconds`` of synthetic events at ``rate``: each event's due time and latency (s), and who used the CPU."""
+                 broker_pid: int | None = None) -> tuple[Latencies, CpuShare | None]:
+    """A fresh worker fed ``seconds`` of synthetic events at ``rate``: each event's latencies, and who used the CPU."""
     from dreamstream.bench import harness as h
 
     events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
     run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
-    due, latency = _latencies(run.sent_at, events, run.col)
-    return due, latency, run.cpu
+    return _latencies(run.sent_at, events, run.col), run.cpu
 
 
-def _latencies(sent_at: list[float], events: list[dict], col) -> tuple[np.ndarray, np.ndarray]:
-    """Per event with a record: its due time, and the first arrival of a record of its user whose seq covers it minus that."""
+def _latencies(sent_at: list[float], events: list[dict], col) -> Latencies:
+    """Per event with a record: its due time, and when the first record of its user whose seq covers it was written and read."""
     nth: dict[str, int] = {}
-    due, latency = [], []
+    due, total, written = [], [], []
     for t_sent, e in zip(sent_at, events):
         n = nth[e["user"]] = nth.get(e["user"], 0) + 1
-        first = next((t for seq, t in col.arrivals.get(e["user"], []) if seq >= n), None)  # arrivals are in time order
+        arrivals = col.arrivals.get(e["user"], [])
+        first = next((i for i, (seq, _) in enumerate(arrivals) if seq >= n), None)  # arrivals are in time order
         if first is not None:
             due.append(t_sent)
-            latency.append(first - t_sent)
-    return np.array(due), np.array(latency)
+            total.append(arrivals[first][1] - t_sent)
+            written.append(col.written[e["user"]][first] - t_sent)
+    return Latencies(np.array(due), np.array(total), np.array(written))
 
 
 @dataclass
@@ -132,16 +153,21 @@ class _PacedRuns:
         self.brokers, self.bundle, self.n_users, self.seconds, self.tick_s = brokers, bundle, n_users, seconds, tick_s
         self.cpu: CpuShare | None = None
 
-    def measure(self, rate: float) -> tuple[np.ndarray, np.ndarray]:
-        """Each event's due time and latency (s) at ``rate``."""
+    def run(self, rate: float) -> Latencies:
+        """One paced run at ``rate`` on a fresh worker and broker."""
         tag = f"latency{self.brokers.runs}"  # the bench's measurements are numbered by its RunBrokers
         log = self.brokers.work / f"{tag}.log"
         settings = self.brokers.fresh(tag)
-        due, latency, self.cpu = _latency_run(settings, self.bundle, rate, self.n_users, self.seconds, log,
-                                              self.tick_s, self.brokers.pid)
-        if not len(latency):
+        lat, self.cpu = _latency_run(settings, self.bundle, rate, self.n_users, self.seconds, log, self.tick_s,
+                                     self.brokers.pid)
+        if not len(lat.total):
             raise click.ClickException(f"no user-embeddings record arrived in the latency run at {rate:,.0f} events/s; see {log}")
-        return due, latency
+        return lat
+
+    def measure(self, rate: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each event's due time and latency (s) at ``rate`` (what the live-max search judges)."""
+        lat = self.run(rate)
+        return lat.due, lat.total
 
     def report(self, rate: float, label: str, repeats: int = 1) -> LatencyAt:
         """Measure ``rate`` ``repeats`` times: each run's line, then (several runs) the percentiles over all their events.
@@ -154,22 +180,25 @@ class _PacedRuns:
         """
         click.echo(f"latency at {rate:,.0f} events/s ({label}; {repeats} run{'s' if repeats > 1 else ''} of "
                    f"{self.seconds:.0f} s, latency from each event's due time):")
-        pooled = []
+        runs = []
         for i in range(repeats):
-            due, lat = self.measure(rate)
-            pooled.append(lat)
-            ms = lat * 1000
-            thirds = " / ".join(f"{1000 * p:.0f}" for p in p99_by_part(due, lat))
+            lat = self.run(rate)
+            runs.append(lat)
+            ms = lat.total * 1000
+            thirds = " / ".join(f"{1000 * p:.0f}" for p in p99_by_part(lat.due, lat.total))
             click.echo(f"  run {i + 1}: {len(ms)} events, p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                        f"max {ms.max():.1f} ms; p99 by third of the run {thirds} ms; latency grows "
-                       f"{round(1000 * latency_slope(due, lat)):+d} ms per second of load")
+                       f"{round(1000 * latency_slope(lat.due, lat.total)):+d} ms per second of load")
+            click.echo(f"    {lat.split()}")
             if self.cpu is not None and self.cpu.summary():
                 click.echo(f"    CPU while it ran: {self.cpu.summary()}")
-        ms = np.concatenate(pooled) * 1000
+        pooled = Latencies.pooled(runs)
+        ms = pooled.total * 1000
         if repeats > 1:
             click.echo(f"  all {repeats} runs' events together: p50 {np.percentile(ms, 50):.1f} ms, "
                        f"p99 {np.percentile(ms, 99):.1f} ms (median of the runs' p99s "
-                       f"{np.median([np.percentile(x, 99) for x in pooled]) * 1000:.1f} ms)")
+                       f"{np.median([np.percentile(r.total, 99) for r in runs]) * 1000:.1f} ms)")
+            click.echo(f"    {pooled.split()}")
         return LatencyAt(rate, float(np.percentile(ms, 99)), label)
 
 

@@ -13,12 +13,14 @@ written once, and a *flush* writes them all, in the background, every
 
 A flush covers exactly what was computed before it began: its rows, the
 records and dead letters handed to the producer with them, and the
-watch-events offsets behind them. A batch's rows are *staged* until its
-records are handed over: a flush never takes the rows of a batch that was
-interrupted in between (a cancelled shutdown), since making them durable
-would make a replay skip events whose records never left. Once its rows and those deliveries are
+watch-events offsets behind them. Once its rows and those deliveries are
 acknowledged, the offsets can be committed. One flush is in flight at a
 time, so the changelog receives a user's rows in order.
+
+A batch's rows are *staged* until its records are handed over: a flush
+never takes the rows of a batch that was interrupted in between (a
+cancelled shutdown), since making them durable would make a replay skip
+events whose records never left.
 """
 from __future__ import annotations
 

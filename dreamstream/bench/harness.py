@@ -54,19 +54,27 @@ async def open_producer(settings: Settings) -> Any:
 
 
 async def produce(settings: Settings, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
-                  rate: float | None = None, sent_at: list[float] | None = None, tick_s: float = 0.005) -> int:
+                  rate: float | None = None, sent_at: list[float] | None = None, tick_s: float = 0.005,
+                  handed_at: list[float] | None = None) -> int:
     """Send (key, value) pairs to a topic (full name), optionally paced at ``rate`` msgs/s; returns the count.
 
     Paced, every ``tick_s`` the messages due by then leave as one record
     batch per partition (as a client with ``linger.ms`` would send them; one
     request per message cost the load generator more CPU than the worker
     under test). ``sent_at`` gets each message's *due* time: a latency
-    measured from it includes any delay of the generator itself.
+    measured from it includes any delay of the generator itself, and
+    ``handed_at`` (paced only) when the generator actually handed the
+    message to its producer, so a report can tell that delay apart.
     """
     prod = await open_producer(settings)
     try:
         if rate:
-            on_due = (lambda _key, t: sent_at.append(t)) if sent_at is not None else None
+            on_due = None
+            if sent_at is not None:
+                def on_due(_key: bytes | None, due: float) -> None:
+                    sent_at.append(due)
+                    if handed_at is not None:
+                        handed_at.append(time.time())  # called right after the message's batch went to the producer
             return await send_paced(prod, topic, messages, rate, on_due, tick_s)
         n = 0
         futures = []
@@ -124,8 +132,9 @@ def produce_sync(settings: Settings, topic: str, messages: Iterable[tuple[bytes 
 
 def _paced_child(settings: Settings, topic: str, messages: list, rate: float, tick_s: float, out: Any) -> None:
     sent_at: list[float] = []
-    produce_sync(settings, topic, messages, rate=rate, sent_at=sent_at, tick_s=tick_s)
-    out.send((sent_at, time.process_time()))  # its CPU too: the child is gone before anyone can read /proc for it
+    handed_at: list[float] = []
+    produce_sync(settings, topic, messages, rate=rate, sent_at=sent_at, tick_s=tick_s, handed_at=handed_at)
+    out.send((sent_at, handed_at, time.process_time()))  # its CPU too: the child is gone before anyone can read /proc for it
     out.close()
 
 
@@ -140,6 +149,7 @@ class PacedFeed:
         self._recv, send = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=_paced_child, args=(settings, topic, messages, rate, tick_s, send), daemon=True)
         self.cpu_seconds = 0.0  # the generator's own CPU time, known after join()
+        self.handed_at: list[float] = []  # when each message went to the generator's producer, known after join()
 
     def start(self) -> "PacedFeed":
         self.proc.start()
@@ -147,7 +157,7 @@ class PacedFeed:
 
     def join(self) -> list[float]:
         """Each message's due time (wall clock), once every message is acknowledged."""
-        sent_at, self.cpu_seconds = self._recv.recv()
+        sent_at, self.handed_at, self.cpu_seconds = self._recv.recv()
         self.proc.join()
         return sent_at
 

@@ -52,22 +52,30 @@ def _onnx_cost(bundle, batch: int, repeats: int = 200) -> tuple[float, float]:
 
 @dataclass
 class Latencies:
-    """A paced run's events that got a record: when each was due, and how long until its record was written and read (s)."""
+    """A paced run's events that got a record: when each was due, and how long until it was sent, and its record
+    written and read (s).
+
+    The three stages: *due -> sent* is the load generator's own lateness (it
+    shares the box); *sent -> written* the broker's intake, the wait for
+    the worker's fetch and the worker's batch; *written -> read* the
+    record's way out through the broker to the bench's reader.
+    """
 
     due: np.ndarray
     total: np.ndarray  # due -> the first record covering it read by the bench's reader
     written: np.ndarray  # due -> that record taken by the worker's producer (its Kafka timestamp, ms resolution)
+    sent: np.ndarray  # due -> the event handed to the load generator's producer
 
     def split(self) -> str:
-        """The worker's side and the read side (broker to reader) of the latency, p50/p99 each."""
-        read = (self.total - self.written) * 1000
-        w = self.written * 1000
-        return (f"due -> record written p50 {np.percentile(w, 50):.0f} ms, p99 {np.percentile(w, 99):.0f} ms; "
-                f"written -> read p50 {np.percentile(read, 50):.0f} ms, p99 {np.percentile(read, 99):.0f} ms")
+        """p50/p99 of each stage."""
+        stages = (("due -> sent", self.sent), ("sent -> record written", self.written - self.sent),
+                  ("written -> read", self.total - self.written))
+        return "; ".join(f"{name} p50 {np.percentile(1000 * x, 50):.0f} ms, p99 {np.percentile(1000 * x, 99):.0f} ms"
+                         for name, x in stages)
 
     @staticmethod
     def pooled(runs: list["Latencies"]) -> "Latencies":
-        return Latencies(*(np.concatenate([getattr(r, name) for r in runs]) for name in ("due", "total", "written")))
+        return Latencies(*(np.concatenate([getattr(r, name) for r in runs]) for name in ("due", "total", "written", "sent")))
 
 
 def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,
@@ -78,22 +86,24 @@ def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float,
     events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
     run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
-    return _latencies(run.sent_at, events, run.col), run.cpu
+    return _latencies(run.sent_at, events, run.col, run.handed_at), run.cpu
 
 
-def _latencies(sent_at: list[float], events: list[dict], col) -> Latencies:
-    """Per event with a record: its due time, and when the first record of its user whose seq covers it was written and read."""
+def _latencies(sent_at: list[float], events: list[dict], col, handed_at: list[float]) -> Latencies:
+    """Per event with a record: its due time, when it was handed to the producer, and when the first record of its
+    user whose seq covers it was written and read."""
     nth: dict[str, int] = {}
-    due, total, written = [], [], []
-    for t_sent, e in zip(sent_at, events):
+    due, total, written, sent = [], [], [], []
+    for t_due, t_handed, e in zip(sent_at, handed_at, events):
         n = nth[e["user"]] = nth.get(e["user"], 0) + 1
         arrivals = col.arrivals.get(e["user"], [])
         first = next((i for i, (seq, _) in enumerate(arrivals) if seq >= n), None)  # arrivals are in time order
         if first is not None:
-            due.append(t_sent)
-            total.append(arrivals[first][1] - t_sent)
-            written.append(col.written[e["user"]][first] - t_sent)
-    return Latencies(np.array(due), np.array(total), np.array(written))
+            due.append(t_due)
+            total.append(arrivals[first][1] - t_due)
+            written.append(col.written[e["user"]][first] - t_due)
+            sent.append(t_handed - t_due)
+    return Latencies(np.array(due), np.array(total), np.array(written), np.array(sent))
 
 
 @dataclass
@@ -106,6 +116,7 @@ class ConsumerRun:
     last: float | None
     done: bool  # every user's final seq arrived
     sent_at: list[float] = field(default_factory=list)  # paced runs: each event's due time
+    handed_at: list[float] = field(default_factory=list)  # paced runs: when each event went to the generator's producer
     cpu: CpuShare | None = None  # paced runs: CPU of worker, broker, load generator and reader while it ran
 
 
@@ -121,6 +132,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         expected[e["user"]] = expected.get(e["user"], 0) + 1
     msgs = h.event_messages(events, per_message)
     sent_at: list[float] = []
+    handed_at: list[float] = []
     cpu = None
     worker = h.WorkerProcess(s, log, command=module)
     if rate is None:
@@ -139,11 +151,13 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate)
         cpu.stop()
         sent_at.extend(feeder.join())
+        handed_at = feeder.handed_at
         cpu.add("load generator", feeder.cpu_seconds)
     worker.stop()
     firsts = [t for arr in col.arrivals.values() for _, t in arr]
     done = all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected.items())
-    return ConsumerRun(col, launched, min(firsts) if firsts else None, max(firsts) if firsts else None, done, sent_at, cpu)
+    return ConsumerRun(col, launched, min(firsts) if firsts else None, max(firsts) if firsts else None, done, sent_at,
+                       handed_at, cpu)
 
 
 class _PacedRuns:

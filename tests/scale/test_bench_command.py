@@ -32,10 +32,12 @@ def test_bench_reports_rates_ratio_onnx_cost_and_latency(bundle_dir: Path, tmp_p
     runs = [float(p) for p in re.findall(r"run \d: \d+ events, p50 [\d.]+ ms, p99 ([\d.]+) ms, max [\d.]+ ms; p99 by third of "
                                           r"the run \d+ / \d+ / \d+ ms; latency grows [+-]\d+ ms per second of load", out)]
     assert len(runs) == 2 and all(0 < p99 < 60_000 for p99 in runs), out
-    splits = re.findall(r"due -> record written p50 (\d+) ms, p99 (\d+) ms; written -> read p50 (-?\d+) ms, p99 (-?\d+) ms", out)
+    splits = re.findall(r"due -> sent p50 (-?\d+) ms, p99 (-?\d+) ms; sent -> record written p50 (-?\d+) ms, p99 (-?\d+) ms; "
+                        r"written -> read p50 (-?\d+) ms, p99 (-?\d+) ms", out)
     assert len(splits) == 3, out  # each run, and all runs together
-    for (w50, w99, r50, r99), total99 in zip(splits, runs):
-        assert int(w99) <= total99 + 1 and int(r50) >= -1, out  # written before read, on one clock (ms timestamps)
+    for (s50, s99, w50, w99, r50, r99), total99 in zip(splits, runs):
+        assert 0 <= int(s50) and int(s99) <= total99 + 1, out  # the generator sends at or after the due time
+        assert int(w50) >= -1 and int(r50) >= -1, out  # sent before written before read, on one clock (ms timestamps)
     pooled = float(re.search(r"all 2 runs' events together: p50 [\d.]+ ms, p99 ([\d.]+) ms", out).group(1))
     assert min(runs) * 0.99 <= pooled <= max(runs) * 1.01, out  # a mixture's p99 lies between its parts' p99s
     assert re.search(r"goals \(README, Performance goals\):\n  >= 10,000 events/s \(preloaded\) +[\d,]+ events/s +(met|NOT met)\n"

@@ -51,7 +51,7 @@ from streams.apply import apply_batch
 from streams.batch_send import send_records
 from streams.catch_up import CatchUp, uncommitted_limit
 from streams.changelog_producer import open_changelog_producer
-from streams.feed import PartitionFeed, last_offsets
+from streams.feed import PartitionFeed, last_offsets, oldest_timestamp
 from streams.flush_pacing import FlushPacer, byte_chunks
 from streams.gc_tuning import tune_collector
 from streams.hold_back import hold_back
@@ -94,6 +94,7 @@ class Worker:
         self.last_flush = time.monotonic()
         self.catch_up: CatchUp | None = None  # replaying since the last commit, records held (streams.catch_up)
         self.reported = 0.0  # when the last progress line was logged
+        self.fetch_wait_s = 0.0  # how long the loop waited for the batch in hand (metrics)
 
     # --- the loop ------------------------------------------------------------
     async def run(self) -> None:
@@ -153,7 +154,9 @@ class Worker:
         if self.generation != self.app.consumer_generation_id:
             await self.take_assignment()
             return
+        waited = time.perf_counter()
         records = await self.feed.next_batch(self.settings.batch_size, self.settings.batch_timeout_s)
+        self.fetch_wait_s = time.perf_counter() - waited
         async with self.lock:
             records = [r for r in records if r.partition in self.feed.owned]  # a revocation came in between
             if records:
@@ -295,6 +298,8 @@ class Worker:
             records = {}
         last = last_offsets(batch)
         self.cache.handed_over(await self.send_output(records, dead), last)
+        if records:
+            self._observe_age(batch)
         await self.end_catch_up_when_done()
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
@@ -494,15 +499,22 @@ class Worker:
         m.batch_size.observe(len(batch))
         m.step_seconds.observe(t2 - t1)
         m.batch_seconds.observe(t3 - t0)
+        m.fetch_wait_seconds.observe(self.fetch_wait_s)
         m.cached_rows.set(len(self.cache.dirty))
         for partition, offset in last.items():
             high = self.feed.highwater(partition)
             if high is not None:
                 m.lag.labels(partition=str(partition)).set(max(0, high - offset - 1))
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("batch messages=%d applied=%d replays=%d records=%d waves=%d decode_ms=%.1f apply_ms=%.1f "
-                      "send_ms=%.1f", len(batch), result.applied, result.replays, len(result.records), result.waves,
-                      *((b - a) * 1e3 for a, b in zip(marks, marks[1:])))
+            log.debug("batch messages=%d applied=%d replays=%d records=%d waves=%d fetch_wait_ms=%.1f decode_ms=%.1f "
+                      "apply_ms=%.1f send_ms=%.1f", len(batch), result.applied, result.replays, len(result.records),
+                      result.waves, self.fetch_wait_s * 1e3, *((b - a) * 1e3 for a, b in zip(marks, marks[1:])))
+
+    def _observe_age(self, batch: list[Any]) -> None:
+        """How old the batch's oldest event was when its records went out: the staleness ranking services see."""
+        oldest = oldest_timestamp(batch)
+        if oldest is not None:
+            self.metrics.event_age_seconds.observe(max(0.0, time.time() - oldest / 1000))
 
     # --- the item tower ------------------------------------------------------
     async def embed_items(self, batch: list[Any]) -> None:

@@ -48,6 +48,19 @@ def last_offsets(records: list[Any]) -> dict[int, int]:
     return {m.partition: m.offset for m in records}
 
 
+def oldest_timestamp(records: list[Any]) -> int | None:
+    """The earliest Kafka timestamp (ms) of a batch's records; None when none has one (``-1``: the message format
+    before timestamps).
+
+    The log's own clock, not the event's ``ts``: a backfill of old events is
+    not stale output, an event that waited in the topic is. With topics on
+    ``CreateTime`` (Kafka's default) it is the producing app's clock, so
+    that clock's skew shows in the age; ``LogAppendTime`` makes it the broker's.
+    """
+    stamps = [m.timestamp for m in records if m.timestamp is not None and m.timestamp >= 0]
+    return min(stamps) if stamps else None
+
+
 class PartitionFeed:
     """An aiokafka consumer over the assigned partitions of one topic, with committed positions."""
 

@@ -29,6 +29,14 @@ class WorkerMetrics:
                                       buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)
         self.batch_seconds = Histogram("dreamstream_batch_seconds", "Whole batch: decode, state I/O, apply, sends.",
                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.fetch_wait_seconds = Histogram(
+            "dreamstream_fetch_wait_seconds", "Time the batch loop waited for watch-events before each batch: the "
+            "broker's fetch round trip when records keep coming; a large share of the loop means waiting, not working.",
+            buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=r)
+        self.event_age_seconds = Histogram(
+            "dreamstream_event_age_seconds", "Age of each batch's oldest event (now minus its Kafka timestamp) when the "
+            "batch's user-embeddings records went to the producer: how stale published embeddings are at worst.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
         self.flush_seconds = Histogram("dreamstream_flush_seconds", "Row-cache flush: encode, changelog acknowledgement, "
                                        "deliveries, offset commit (runs beside the batches).",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)

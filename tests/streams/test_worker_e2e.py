@@ -109,6 +109,10 @@ def test_worker_exact_metrics_and_clean_shutdown(stack):
     assert "dreamstream_events_total 3000.0" in body and "dreamstream_batch_events_bucket" in body
     assert "dreamstream_consumer_lag" in body and "dreamstream_users 300.0" in body, body
     assert "dreamstream_cached_rows 0.0" in body or "dreamstream_flush_seconds_count" in body, body
+    assert "dreamstream_fetch_wait_seconds_count" in body, body
+    # the events were produced before the worker started, which takes seconds: every batch's oldest event is older
+    assert 'dreamstream_event_age_seconds_bucket{le="1.0"} 0.0' in body, body
+    assert re.search(r"dreamstream_event_age_seconds_count [1-9]", body), body
     assert w.stop() == 0, w.log_text()[-3000:]
     assert "first output seconds_since_start" in w.log_text()
     assert "gc tuned: froze startup objects" in w.log_text()  # and the exact result above was computed across the freeze

@@ -9,6 +9,8 @@ import importlib
 
 import click
 
+from dreamstream.topics import PartitionCountMismatch
+
 # name -> (module:function, one-line summary shown by `dreamstream --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("dreamstream.commands.broker:broker", "Run the embedded Kafka-compatible broker (tansu) for development."),
@@ -31,6 +33,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported only when they run."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; a deployment that contradicts its settings ends with the message alone, no traceback."""
+        try:
+            return super().invoke(ctx)
+        except PartitionCountMismatch as err:
+            raise click.ClickException(str(err)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

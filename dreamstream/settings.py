@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     store: str = Field("memory://", description="Faust table store: memory:// (tests, demo) or rocksdb:// (production).")
 
     # --- topics -----------------------------------------------------------
-    partitions: int = Field(8, ge=1, description="Partitions of watch-events, user-embeddings and the user-state changelog.")
+    # 4, not more, because the embedded broker's every fetch pays for every partition it reads: at 34,000
+    # events/s on 2 cores p99 was 121-125 ms with 4 against 258-357 ms with 8 (docs/measurements.md).
+    partitions: int = Field(4, ge=1, description="Partitions of watch-events, user-embeddings and the user-state "
+                            "changelog: the most workers that can share the load. On Kafka choose it for your largest "
+                            "fleet (docs/production.md); it cannot change without a new deployment.")
     item_partitions: int = Field(1, ge=1, description="Partitions of item-vectors and item-features.")
     replication: int = Field(1, ge=1, description="Replication factor for topics created by `dreamstream topics`.")
 

@@ -65,11 +65,36 @@ def admin_client(settings: Settings, timeout_s: float = 30.0):
             time.sleep(0.3)
 
 
+# Topics whose partition must be the user's partition under --partitions: the
+# worker finds a user's state, and ranking finds a user's record, by it.
+CO_PARTITIONED = (WATCH_EVENTS, USER_EMBEDDINGS)
+
+
+class PartitionCountMismatch(RuntimeError):
+    """An existing keyed topic has another partition count than the settings say."""
+
+
+def partition_mismatches(settings: Settings, admin) -> list[str]:
+    """Say, for each existing co-partitioned topic whose count differs from --partitions, what it has.
+
+    A worker started with the wrong count would hash users onto partitions
+    their state is not on, so this is checked before anything runs.
+    """
+    names = [settings.topic(name) for name in CO_PARTITIONED]
+    found = {t.get("topic", t.get("name")): len(t.get("partitions") or [])
+             for t in admin.describe_topics(names) if not t.get("error_code")}
+    return [f"{name} has {found[name]} partitions" for name in names
+            if found.get(name) and found[name] != settings.partitions]
+
+
 def create_topics(settings: Settings, extra: list[TopicSpec] | None = None) -> dict[str, str]:
     """Create the design's topics (and ``extra``) that do not exist yet.
 
     Returns ``{topic: "created" | "exists"}``. Existing topics are left as
-    they are: changing the partition count of a keyed topic moves keys.
+    they are: changing the partition count of a keyed topic moves keys. So
+    if ``watch-events`` or ``user-embeddings`` exists with another count than
+    ``settings.partitions``, this raises :class:`PartitionCountMismatch`
+    saying how to go on.
     """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -89,6 +114,17 @@ def create_topics(settings: Settings, extra: list[TopicSpec] | None = None) -> d
                 result[full] = "created"
             except TopicAlreadyExistsError:
                 result[full] = "exists"
+        _refuse_mismatch(settings, admin)
         return result
     finally:
         admin.close()
+
+
+def _refuse_mismatch(settings: Settings, admin) -> None:
+    mismatches = partition_mismatches(settings, admin)
+    if mismatches:
+        raise PartitionCountMismatch(
+            f"{'; '.join(mismatches)}, but --partitions (DREAMSTREAM_PARTITIONS) is {settings.partitions}. "
+            "Users are placed by partition, so the two must agree: set DREAMSTREAM_PARTITIONS to the topics' count, "
+            "or give a new deployment with the new count its own DREAMSTREAM_TOPIC_PREFIX (docs/production.md, Topics)."
+        )

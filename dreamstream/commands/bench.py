@@ -280,7 +280,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
     brokers = RunBrokers(settings, work, bool(own_broker))
     settings = settings.model_copy(update={"broker": brokers.url})
     click.echo(f"broker {settings.broker}{' (embedded: a fresh one for each run)' if own_broker else ''}; bundle {bundle.version}; "
-               f"{n_events} events over {n_users} users; batch {settings.batch_size}; {per_message} event(s) per message; "
+               f"{n_events} events over {n_users} users; {settings.partitions} partitions; batch {settings.batch_size}; {per_message} event(s) per message; "
                f"load {open('/proc/loadavg').read().split()[:3]}")
     if soak_minutes:  # dreamstream.bench.soak: steady load, memory must stay flat
         from dreamstream.bench.soak import soak_command

@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from dreamstream.broker import EmbeddedBroker, free_port
 from dreamstream.settings import Settings
-from dreamstream.topics import WATCH_EVENTS, USER_EMBEDDINGS, admin_client, create_topics
+from dreamstream.topics import WATCH_EVENTS, USER_EMBEDDINGS, PartitionCountMismatch, admin_client, create_topics
 
 
 def _produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
@@ -61,3 +61,30 @@ def test_durable_broker_keeps_records_across_a_restart(tmp_path: Path) -> None:
         assert _consume_all(second.bootstrap, "durable") == [(b"k", b"before restart")]
     finally:
         second.stop()
+
+
+def test_topics_with_another_partition_count_are_refused_with_what_to_do(make_settings) -> None:
+    first: Settings = make_settings(partitions=3)
+    create_topics(first)
+    other = first.model_copy(update={"partitions": 5})
+    with pytest.raises(PartitionCountMismatch) as refused:
+        create_topics(other)
+    message = str(refused.value)
+    assert f"{first.topic(WATCH_EVENTS)} has 3 partitions" in message
+    assert f"{first.topic(USER_EMBEDDINGS)} has 3 partitions" in message
+    assert "DREAMSTREAM_PARTITIONS" in message and "is 5" in message
+    assert set(create_topics(first).values()) == {"exists"}  # the matching count still goes through
+
+
+def test_the_cli_reports_a_partition_mismatch_without_a_traceback(make_settings) -> None:
+    from click.testing import CliRunner
+
+    from dreamstream.cli import main
+
+    settings: Settings = make_settings(partitions=3)
+    create_topics(settings)
+    result = CliRunner().invoke(main, ["topics", "--broker", settings.broker, "--topic-prefix", settings.topic_prefix,
+                                       "--partitions", "4"])
+    assert result.exit_code == 1, result.output
+    assert "Error: " in result.output and "has 3 partitions" in result.output and "is 4" in result.output
+    assert "Traceback" not in result.output

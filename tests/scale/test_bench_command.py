@@ -22,6 +22,7 @@ def test_bench_reports_rates_ratio_onnx_cost_and_latency(bundle_dir: Path, tmp_p
     )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
+    assert "2000 events over 100 users; 4 partitions;" in out, out  # the default count, said with the run's setup
     worker = float(re.search(r"worker: ([\d,]+) events/s", out).group(1).replace(",", ""))
     plain = float(re.search(r"plain per-event agent: ([\d,]+) events/s", out).group(1).replace(",", ""))
     assert worker > 0 and plain > 0

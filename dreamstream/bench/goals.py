@@ -6,10 +6,12 @@ goals on their box. The goals are the project's (README, "Performance
 goals"): at least 10,000 events/s on a 2-core machine with the broker on
 it, at least 10x a plain per-event Faust agent, the ONNX steps at most
 5 µs an event at the worker's batch size, and p99 event-to-embedding
-latency under 200 ms at half the maximum rate. "The maximum" has two
-readings here (docs/measurements.md): the preloaded one, a backlog drained
-in large batches, and the live one, the highest paced rate the worker
-keeps up with; a run with ``--live-max`` judges both.
+latency under 200 ms at half the maximum rate. The goal's maximum is the
+live one, the highest paced rate the worker keeps up with (its maximum
+sustainable throughput; README, Performance goals). The preloaded one, a
+backlog drained in large batches, is a catch-up burst: its half is judged
+too, as a harder point, and a run without ``--live-max`` says the goal's
+own point was not measured rather than stay silent about it.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ MIN_EVENTS_PER_S = 10_000
 MIN_RATIO = 10.0
 MAX_ONNX_US = 5.0
 MAX_P99_MS = 200.0
+HALF_PRELOADED = "half the preloaded max"
+HALF_LIVE = "half the live max"
 
 
 @dataclass
@@ -27,7 +31,7 @@ class LatencyAt:
 
     rate: float
     p99_ms: float
-    label: str  # "half the max", "half the live max"
+    label: str  # HALF_PRELOADED or HALF_LIVE
 
 
 @dataclass
@@ -63,6 +67,8 @@ def verdicts(r: BenchResults) -> list[Verdict]:
     for lat in r.latencies:
         out.append(Verdict(f"p99 < {MAX_P99_MS:.0f} ms at {lat.label}", f"{lat.p99_ms:,.0f} ms at {lat.rate:,.0f} events/s",
                            lat.p99_ms < MAX_P99_MS))
+    if r.latencies and all(lat.label != HALF_LIVE for lat in r.latencies):
+        out.append(Verdict(f"p99 < {MAX_P99_MS:.0f} ms at {HALF_LIVE}", "not measured (add --live-max)", None))
     return out
 
 

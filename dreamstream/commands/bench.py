@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from dreamstream.bench.cpu_share import CpuShare, busy_share, machine_busy_seconds
-from dreamstream.bench.goals import BenchResults, LatencyAt, render, verdicts
+from dreamstream.bench.goals import HALF_LIVE, HALF_PRELOADED, BenchResults, LatencyAt, render, verdicts
 from dreamstream.bench.live_max import latency_slope, p99_by_part, search_live_max
 from dreamstream.bench.run_brokers import RunBrokers
 from dreamstream.cli_options import settings_options
@@ -222,7 +222,7 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
     one); what was measured at half a maximum, for the goals."""
     judged = []
     for r in rates or (rate / 2,):
-        at = paced.report(r, "paced" if rates else "half the max", repeats)
+        at = paced.report(r, "paced" if rates else HALF_PRELOADED, repeats)
         if not rates:
             judged.append(at)
     if live_max:
@@ -230,7 +230,7 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
         live = search_live_max(paced.measure, rate, echo=click.echo)
         if live:
             click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
-            judged.append(paced.report(live / 2, "half the live max", repeats))
+            judged.append(paced.report(live / 2, HALF_LIVE, repeats))
         else:
             click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
     return judged
@@ -245,9 +245,9 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Events per watch-events message in the throughput runs: 1, or client batches (an array value "
                    "of one user's consecutive events, as apps that upload every few events send them). Both agents get the same messages.")
 @click.option("--skip-plain", is_flag=True, envvar="DREAMSTREAM_BENCH_SKIP_PLAIN", help="Do not run the plain per-event agent.")
-@click.option("--latency/--no-latency", default=True, show_default=True, help="Also run the latency test at half the max rate.")
+@click.option("--latency/--no-latency", default=True, show_default=True, help="Also run the latency test at half the preloaded max rate.")
 @click.option("--latency-rate", "latency_rates", type=float, multiple=True, envvar="DREAMSTREAM_BENCH_LATENCY_RATES",
-              help="Run the latency test at this events/s instead of half the max (repeat for several rates).")
+              help="Run the latency test at this events/s instead of half the preloaded max (repeat for several rates).")
 @click.option("--soak", "soak_minutes", type=float, default=None, envvar="DREAMSTREAM_BENCH_SOAK",
               help="Instead: a soak of this many minutes at --soak-rate (throughput, p99, worker RSS over time, plot).")
 @click.option("--soak-rate", type=float, default=500.0, show_default=True, envvar="DREAMSTREAM_BENCH_SOAK_RATE",
@@ -260,7 +260,7 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Seconds of paced load in each latency run (its own synthetic events over --users users).")
 @click.option("--latency-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               envvar="DREAMSTREAM_BENCH_LATENCY_REPEATS",
-              help="Latency runs at each reported rate (half the max, half the live max, each --latency-rate), each on a "
+              help="Latency runs at each reported rate (half the preloaded max, half the live max, each --latency-rate), each on a "
                    "fresh worker and broker; the report gives each run and the percentiles over all their events.")
 @click.option("--live-max", is_flag=True, envvar="DREAMSTREAM_BENCH_LIVE_MAX",
               help="Also bisect for the highest paced rate the worker keeps up with (4 more latency runs), and measure "

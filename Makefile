@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/dreamstream demo
 
 bench: $(STAMP)
-	$(BIN)/dreamstream bench
+	$(BIN)/dreamstream bench --live-max
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

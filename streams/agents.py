@@ -294,12 +294,12 @@ class Worker:
             self.cache.put(user.encode("utf-8"), st, st.partition)
         records = result.records
         if self.catch_up is not None:
-            self.catch_up.hold(records, lambda record: codec.unpack(record)["seq"])
+            self.catch_up.hold(records, lambda record: codec.unpack(record)["seq"], oldest_timestamp(batch))
             records = {}
         last = last_offsets(batch)
         self.cache.handed_over(await self.send_output(records, dead), last)
         if records:
-            self._observe_age(batch)
+            self._observe_age(oldest_timestamp(batch))
         await self.end_catch_up_when_done()
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
@@ -316,9 +316,11 @@ class Worker:
 
     async def send_held(self) -> None:
         """End the catch-up: its held records go to the producer, with the rows and offsets the next flush covers."""
-        held, self.catch_up = self.catch_up.records() if self.catch_up else {}, None
+        catch_up, self.catch_up = self.catch_up, None
+        held = catch_up.records() if catch_up else {}
         self.cache.handed_over(await self.send_output(held, []), {})
-        log.info("caught up records_sent=%d", len(held))
+        age_s = self._observe_age(catch_up.oldest_ms) if held and catch_up else None
+        log.info("caught up records_sent=%d oldest_event_age_s=%s", len(held), "-" if age_s is None else f"{age_s:.2f}")
 
     async def send_output(self, records: dict[str, bytes], dead: list[tuple[str, Any, bytes | None]]) -> list[Any]:
         """Records and dead letters to the producer now, before their rows are durable; their delivery futures.
@@ -510,11 +512,13 @@ class Worker:
                       "apply_ms=%.1f send_ms=%.1f", len(batch), result.applied, result.replays, len(result.records),
                       result.waves, self.fetch_wait_s * 1e3, *((b - a) * 1e3 for a, b in zip(marks, marks[1:])))
 
-    def _observe_age(self, batch: list[Any]) -> None:
-        """How old the batch's oldest event was when its records went out: the staleness ranking services see."""
-        oldest = oldest_timestamp(batch)
-        if oldest is not None:
-            self.metrics.event_age_seconds.observe(max(0.0, time.time() - oldest / 1000))
+    def _observe_age(self, oldest_ms: int | None) -> float | None:
+        """How old the oldest event behind records just sent was: the staleness ranking services see."""
+        if oldest_ms is None:
+            return None
+        age_s = max(0.0, time.time() - oldest_ms / 1000)
+        self.metrics.event_age_seconds.observe(age_s)
+        return age_s
 
     # --- the item tower ------------------------------------------------------
     async def embed_items(self, batch: list[Any]) -> None:

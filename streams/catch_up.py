@@ -37,14 +37,19 @@ class CatchUp:
 
     targets: dict[int, int]  # partition -> offset up to which the previous run may have published
     held: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # user -> (seq, record)
+    # Kafka timestamp (ms) of the oldest event behind a held record: held records go out late, and how late
+    # is the freshness ranking sees after a restart, so the worker's age metric observes it when they are sent
+    oldest_ms: int | None = None
 
     @classmethod
     def after(cls, committed: dict[int, int], batch_size: int) -> "CatchUp":
         limit = uncommitted_limit(batch_size)
         return cls({p: offset + limit for p, offset in committed.items()})
 
-    def hold(self, records: dict[str, bytes], seq_of: Callable[[bytes], int]) -> None:
-        """Keep each user's newest record (by ``seq``) instead of sending it."""
+    def hold(self, records: dict[str, bytes], seq_of: Callable[[bytes], int], oldest_ms: int | None = None) -> None:
+        """Keep each user's newest record (by ``seq``) instead of sending it; ``oldest_ms``: its batch's oldest event."""
+        if records and oldest_ms is not None:
+            self.oldest_ms = oldest_ms if self.oldest_ms is None else min(self.oldest_ms, oldest_ms)
         for user, record in records.items():
             seq = seq_of(record)
             have = self.held.get(user)

@@ -80,6 +80,19 @@ def test_catch_up_holds_the_newest_record_per_user():
     assert up.records() == {"a": b"a5", "b": b"b1"}
 
 
+def test_catch_up_keeps_the_oldest_event_time_behind_its_held_records():
+    up = CatchUp.after({0: 0}, batch_size=10)
+    seq = {b"a1": 1, b"a2": 2}
+    assert up.oldest_ms is None
+    up.hold({"a": b"a1"}, seq.__getitem__, 5_000)
+    up.hold({}, seq.__getitem__, 1_000)  # a batch of dead letters only: nothing of it is held
+    up.hold({"a": b"a2"}, seq.__getitem__, 7_000)
+    up.hold({"a": b"a2"}, seq.__getitem__, None)  # no timestamps (CreateTime -1): nothing to go by
+    assert up.oldest_ms == 5_000
+    up.hold({"a": b"a2"}, seq.__getitem__, 4_000)
+    assert up.oldest_ms == 4_000
+
+
 def test_catch_up_is_done_at_the_target_or_the_end_whichever_comes_first():
     up = CatchUp.after({0: 100, 1: 0}, batch_size=10)
     ends = {0: 120, 1: None}

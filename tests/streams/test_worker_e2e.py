@@ -125,6 +125,7 @@ def test_sigkill_three_times_mid_stream_is_exactly_once(stack):
     producer = threading.Thread(target=h.produce_sync, args=(s, s.topic("watch-events"), msgs), kwargs={"rate": 110})
     producer.start()  # ~27 s of traffic; the worker dies three times while it flows
     w = start()
+    restarted: list[h.WorkerProcess] = []
     killed_mid_stream = 0
     for _ in range(3):
         deadline = time.monotonic() + 40
@@ -135,10 +136,19 @@ def test_sigkill_three_times_mid_stream_is_exactly_once(stack):
         killed_mid_stream += producer.is_alive()
         w.kill()  # SIGKILL: no flush, no commit
         w = start()
+        restarted.append(w)
     producer.join()
     col = h.read_records(s, counts(events), timeout_s=60)
     assert_exact(col, events, items)
     assert killed_mid_stream >= 2
+    # a restarted worker holds its catch-up's records; when they go out, their age spans the restart (>= ~4 s)
+    deadline = time.monotonic() + 60
+    while "caught up records_sent" not in w.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pattern = r"caught up records_sent=(\d+) oldest_event_age_s=(\S+)"
+    caught_up = [hit for r in restarted for hit in re.findall(pattern, r.log_text())]
+    assert any(int(sent) for sent, _ in caught_up), (caught_up, w.log_text()[-3000:])
+    assert all(float(age) >= 1.0 for sent, age in caught_up if int(sent)), caught_up
 
 
 def logged_offsets(text: str, pattern: str) -> list[dict[int, int]]:

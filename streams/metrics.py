@@ -35,7 +35,8 @@ class WorkerMetrics:
             buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=r)
         self.event_age_seconds = Histogram(
             "dreamstream_event_age_seconds", "Age of each batch's oldest event (now minus its Kafka timestamp) when the "
-            "batch's user-embeddings records went to the producer: how stale published embeddings are at worst.",
+            "batch's user-embeddings records went to the producer (a catch-up's held records: once, when they go out): how "
+            "stale published embeddings are at worst.",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
         self.flush_seconds = Histogram("dreamstream_flush_seconds", "Row-cache flush: encode, changelog acknowledgement, "
                                        "deliveries, offset commit (runs beside the batches).",

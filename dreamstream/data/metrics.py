@@ -31,16 +31,26 @@ def full_sort_topk(user_vecs: np.ndarray, item_vecs: np.ndarray, exclude: Sequen
         raise ValueError(f"exclude has {len(exclude)} lists for {n_users} users; give one (possibly empty) per user")
     if user_vecs.shape[1] != item_vecs.shape[1]:
         raise ValueError(f"user vectors are {user_vecs.shape[1]}-d but item vectors {item_vecs.shape[1]}-d")
-    k_eff = min(k, n_items)
     out = np.full((n_users, k), -1, dtype=np.int64)
     for lo in range(0, n_users, batch):
         hi = min(lo + batch, n_users)
-        scores = user_vecs[lo:hi] @ item_vecs.T  # [b, n_items]
-        rows, cols = _mask_index(exclude[lo:hi])
-        scores[rows, cols] = -np.inf
-        out[lo:hi, :k_eff] = _topk_rows(scores, k_eff)
-        # items that were masked may have been picked when too few were left: drop them
-        out[lo:hi, :k_eff][np.take_along_axis(scores, out[lo:hi, :k_eff], axis=1) == -np.inf] = -1
+        out[lo:hi] = topk_of_scores(user_vecs[lo:hi] @ item_vecs.T, exclude[lo:hi], k)
+    return out
+
+
+def topk_of_scores(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """int64 [B, k]: the k best columns of a score matrix [B, n_items] per row, ``exclude[b]`` masked.
+
+    Modifies ``scores`` in place (masked entries become -inf). Ties go to the
+    lower item index; rows with fewer than ``k`` unmasked items are padded with -1.
+    """
+    k_eff = min(k, scores.shape[1])
+    out = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    rows, cols = _mask_index(exclude)
+    scores[rows, cols] = -np.inf
+    out[:, :k_eff] = _topk_rows(scores, k_eff)
+    # items that were masked may have been picked when too few were left: drop them
+    out[:, :k_eff][np.take_along_axis(scores, out[:, :k_eff], axis=1) == -np.inf] = -1
     return out
 
 

@@ -36,6 +36,7 @@ class Histories:
 
     log: EventLog
     rows: list[np.ndarray]
+    exclude: list[np.ndarray] | None = None  # per query, item indexes the ranking will mask (the user's watched items)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -107,8 +108,8 @@ def evaluate_stream(log: EventLog, cutoff: int, scorer: Scorer, frozen: bool = F
     rank = np.full(queries.size, k_max, np.int64)
     for lo in range(0, queries.size, batch):
         hi = min(lo + batch, queries.size)
-        scores = np.array(scorer.scores(Histories(log, seen[lo:hi])), dtype=np.float32, copy=True)
         exclude = [np.unique(log.item[r]) for r in masked[lo:hi]]
+        scores = np.array(scorer.scores(Histories(log, seen[lo:hi], exclude)), dtype=np.float32, copy=True)
         top = topk_of_scores(scores, exclude, k_max)
         hit = top == log.item[queries[lo:hi], None]
         rank[lo:hi] = np.where(hit.any(axis=1), hit.argmax(axis=1), k_max)

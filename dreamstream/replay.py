@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 
 from dreamstream import codec
+from dreamstream.engagement import SYNTH_DURATION_MS, watch_times  # noqa: F401  (re-exported for callers)
 from dreamstream.settings import Settings
 from dreamstream.topics import DLQ, WATCH_EVENTS
 
@@ -38,10 +39,6 @@ if TYPE_CHECKING:  # the data package is only needed by dataset replay
 log = logging.getLogger(__name__)
 
 PARTS = ("all", "train", "heldout")
-# Length given to every video of a dataset that records no watch time (most
-# public datasets): a typical micro-video, so the synthesized full plays have
-# a plausible shape. The engagement weight depends only on watch/duration.
-SYNTH_DURATION_MS = 15_000
 REDRIVE_GROUP = "dreamstream-redrive"
 
 
@@ -84,21 +81,6 @@ def time_order(timestamp: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows`` sorted by ``(timestamp[row], row)``: equal times in ``.inter`` file order."""
     rows = np.asarray(rows, dtype=np.int64)
     return rows[np.lexsort((rows, timestamp[rows]))]
-
-
-def watch_times(ds: "Dataset") -> tuple[np.ndarray, np.ndarray]:
-    """(watch_ms, duration_ms) per row: recorded ones, or a synthesized full play.
-
-    A dataset without both columns (MovieLens, Amazon, ... : a rating, no
-    watch time) gets ``watch_ms = duration_ms = SYNTH_DURATION_MS`` for rows
-    with rating > 0 — a full play, engagement weight 1, the implicit-feedback
-    reading the split uses too — and ``watch_ms = 0`` (a quick skip) for rows
-    with rating <= 0, which the split does not count as positive either.
-    """
-    if "watch_ms" in ds.columns and "duration_ms" in ds.columns:
-        return ds.columns["watch_ms"], ds.columns["duration_ms"]
-    duration = np.full(ds.user.shape[0], float(SYNTH_DURATION_MS))
-    return np.where(ds.rating > 0, duration, 0.0), duration
 
 
 def event_values(ds: "Dataset", rows: np.ndarray) -> Iterator[tuple[bytes, bytes, int]]:

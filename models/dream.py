@@ -57,7 +57,8 @@ from torch import nn
 
 from models.checkpoint import load_module, save_module
 from models.graphs import knn_adjacency, knn_neighbours
-from models.lightgcn import BehaviourLine, bpr_loss, l2_reg
+from models.lightgcn import BehaviourLine
+from models.readout_trainer import ReadoutBatch, readout_loss, served_users
 
 MODALITIES = ("text", "visual")
 
@@ -68,17 +69,14 @@ class DreamConfig:
     n_layers: int = 2            # behaviour line (LightGCN) layers
     n_item_layers: int = 1       # propagation layers over the item–item kNN graph
     knn_k: int = 10              # neighbours per item in the relation graph
-    w_bpr: float = 1.0
-    # Weights measured on the synthetic set (valid Recall@20, lr 5e-4, datagen before d938776): alignment weights of
-    # 0.1 drown BPR (its gradient on small-norm embeddings is tiny next to InfoNCE's) -> ~0.05; 0.01
-    # -> 0.147; 0.001 -> 0.163; alignment off -> 0.171 (LightGCN alone: 0.148). BMA stays on, small.
+    tau: float = 0.1             # temperature of the served readout's softmax over cosine scores
+    # BMA and S3 weights: chosen on ml-100k-dev prequential validation (docs/evaluation.md)
     w_s3: float = 0.1            # Similarity Supervised Signal
-    w_intra: float = 0.001       # intra-alignment InfoNCE (user<->item inside each line)
-    w_inter: float = 0.001       # inter-alignment InfoNCE (behaviour<->modal view of the same node)
-    w_reg: float = 1e-3          # L2 on the batch's ID embeddings
+    w_intra: float = 0.01        # intra-alignment InfoNCE (user<->item inside each line)
+    w_inter: float = 0.01        # inter-alignment InfoNCE (behaviour<->modal view of the same node)
     temperature: float = 0.2     # InfoNCE temperature (MGCN uses 0.2)
     s3_items: int = 256          # items sampled per step for the S3 similarity matrices
-    cl_batch: int = 512          # rows of the (shuffled) BPR batch the InfoNCE losses use: B^2 logits get costly
+    cl_batch: int = 512          # rows of the (shuffled) batch the InfoNCE losses use: B^2 logits get costly
     use_modal: bool = True       # False: behaviour line only (plus intra-alignment if on)
     use_s3: bool = True
     use_intra: bool = True
@@ -137,35 +135,30 @@ def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
 
 
 class DreamOutput(NamedTuple):
-    users: torch.Tensor                    # [U, D] fused user vectors (free norm)
-    items: torch.Tensor                    # [I, D] fused item vectors, unit rows
-    behaviour_users: torch.Tensor          # [U, D]
-    behaviour_items: torch.Tensor          # [I, D]
-    modal_users: torch.Tensor | None       # [U, D]
-    modal_items: torch.Tensor | None       # [I, D]
+    items: torch.Tensor                    # [I, D] fused item vectors, unit rows: the served space
+    behaviour_items: torch.Tensor          # [I, D] behaviour line
+    modal_items: torch.Tensor | None       # [I, D] modal line (fused over modalities)
     per_modality: dict[str, torch.Tensor]  # name -> [I, D] learned modal item vectors
 
 
 class Dream(nn.Module):
-    """DREAM over a fixed catalogue and interaction graph."""
+    """DREAM over a fixed catalogue and interaction graph, trained through the served readout."""
 
     def __init__(
         self,
         n_users: int,
         n_items: int,
         adjacency: torch.Tensor,
-        user_mean: torch.Tensor,
         features: dict[str, np.ndarray | torch.Tensor],
         config: DreamConfig = DreamConfig(),
     ):
-        """``adjacency`` [U+I, U+I] and ``user_mean`` [U, I] from :mod:`models.graphs`;
-        ``features`` maps a modality name to its raw item features [I, Dm] (absent = not given)."""
+        """``adjacency`` [U+I, U+I] from :func:`models.graphs.normalized_adjacency`; ``features`` maps a
+        modality name to its raw item features [I, Dm] (absent = not given)."""
         super().__init__()
         self.config = config
         self.n_users, self.n_items = n_users, n_items
         self.behaviour = BehaviourLine(n_users, n_items, adjacency, config.dim, config.n_layers)
         self.modalities = [m for m in MODALITIES if m in features and features[m] is not None] if config.use_modal else []
-        self.register_buffer("user_mean", user_mean, persistent=False)
         self.encoders = nn.ModuleDict()
         self.gates = nn.ModuleDict()
         for m in self.modalities:
@@ -181,11 +174,16 @@ class Dream(nn.Module):
         self.modal_mix = nn.Parameter(torch.zeros(max(len(self.modalities), 1)))
 
     # --- forward ----------------------------------------------------------
-    def _modal_items(self, m: str, item_ids: torch.Tensor) -> torch.Tensor:
-        """One modality's item vectors [I, D]: project, filter by behaviour, propagate over the kNN graph."""
+    def _modal_items(self, m: str) -> torch.Tensor:
+        """One modality's item vectors [I, D]: project, filter-gate (denoise), propagate over the kNN graph.
+
+        The modal line has its own representation: nothing of the behaviour
+        line enters it, so the item tower (this line without the graph) embeds
+        a video nobody has watched yet.
+        """
         x = self.encoders[m](getattr(self, f"raw_{m}"))  # [I, D]
         if self.config.use_filter_gate:
-            x = item_ids * torch.sigmoid(self.gates[m](x))
+            x = x * torch.sigmoid(self.gates[m](x))
         if self.config.use_item_graph:
             graph = getattr(self, f"graph_{m}")
             layers = [x]
@@ -195,28 +193,18 @@ class Dream(nn.Module):
         return x
 
     def forward(self) -> DreamOutput:
-        """Every user's and item's vectors, per line and fused. Pure: no state changes, no host syncs."""
-        b_users, b_items = self.behaviour()
-        per_modality = {m: self._modal_items(m, self.behaviour.item_emb.weight) for m in self.modalities}
+        """Every item's vectors, per line and fused. Pure: no state changes, no host syncs."""
+        _, b_items = self.behaviour()
+        per_modality = {m: self._modal_items(m) for m in self.modalities}
         if not per_modality:
-            return DreamOutput(b_users, F.normalize(b_items, dim=1), b_users, b_items, None, None, {})
+            return DreamOutput(F.normalize(b_items, dim=1), b_items, None, {})
         mix = torch.softmax(self.modal_mix, dim=0)
         m_items = sum(mix[k] * per_modality[m] for k, m in enumerate(self.modalities))  # [I, D]
-        m_users = torch.sparse.mm(self.user_mean, m_items)  # [U, D]
-        return DreamOutput(
-            users=b_users + m_users,
-            items=F.normalize(b_items + m_items, dim=1),
-            behaviour_users=b_users,
-            behaviour_items=b_items,
-            modal_users=m_users,
-            modal_items=m_items,
-            per_modality=per_modality,
-        )
+        return DreamOutput(F.normalize(b_items + m_items, dim=1), b_items, m_items, per_modality)
 
-    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final (users [U,D], items [I,D] unit rows)."""
-        out = self()
-        return out.users, out.items
+    def items(self) -> torch.Tensor:
+        """The served item vectors [I, D], unit rows."""
+        return self().items
 
     # --- losses -----------------------------------------------------------
     def s3_loss(self, per_modality: dict[str, torch.Tensor], sample: torch.Tensor) -> torch.Tensor:
@@ -228,33 +216,33 @@ class Dream(nn.Module):
             total = total + F.mse_loss(cosine_matrix(learned[sample]), target)
         return total
 
-    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its weighted parts for (user, positive, negative) index batches [B]."""
+    def loss(self, batch: ReadoutBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its weighted parts for a batch of (history -> next item) examples.
+
+        The main term is the served readout's softmax (:func:`models.readout_trainer.readout_loss`);
+        BMA's intra-alignment is the same readout inside each line alone (the
+        user as each line would serve them, against the target's vector in that
+        line), its inter-alignment pulls the two lines' views of the same item
+        and of the same user together; S3 keeps the modal similarities.
+        """
         c = self.config
         out = self()
-        parts: dict[str, torch.Tensor] = {}
-        u = out.users[users]
-        parts["bpr"] = c.w_bpr * bpr_loss((u * out.items[pos]).sum(-1), (u * out.items[neg]).sum(-1))
-        parts["reg"] = c.w_reg * l2_reg(
-            self.behaviour.user_emb(users), self.behaviour.item_emb(pos), self.behaviour.item_emb(neg)
-        )
-        cu, ci = users[: c.cl_batch], pos[: c.cl_batch]  # interacting pairs (the batch is shuffled)
-        if c.use_intra:
-            intra = info_nce(out.behaviour_users[cu], out.behaviour_items[ci], c.temperature, ids=ci)
-            if out.modal_users is not None:
-                intra = intra + info_nce(out.modal_users[cu], out.modal_items[ci], c.temperature, ids=ci)
-            parts["intra"] = c.w_intra * intra
-        if out.modal_users is not None:
-            if c.use_inter:
-                # distinct nodes drawn uniformly: every item, not only popular ones, gets aligned
-                su = torch.randperm(self.n_users, device=users.device)[: c.cl_batch]
-                si = torch.randperm(self.n_items, device=users.device)[: c.cl_batch]
-                parts["inter"] = c.w_inter * (
-                    info_nce(out.behaviour_users[su], out.modal_users[su], c.temperature)
-                    + info_nce(out.behaviour_items[si], out.modal_items[si], c.temperature)
-                )
-            if c.use_s3:
-                sample = torch.randint(0, self.n_items, (min(c.s3_items, self.n_items),), device=users.device)
+        parts: dict[str, torch.Tensor] = {"readout": readout_loss(batch, out.items, c.tau)}
+        n = min(c.cl_batch, batch.targets.shape[0])
+        hist, tgt = batch.history[:n], batch.targets[:n]
+        lines = {"behaviour": out.behaviour_items}
+        if out.modal_items is not None:
+            lines["modal"] = out.modal_items
+        users = {name: served_users(hist, F.normalize(v, dim=1)) for name, v in lines.items()}
+        if c.use_intra and c.w_intra > 0:
+            parts["intra"] = c.w_intra * sum(info_nce(users[k], lines[k][tgt], c.temperature, ids=tgt) for k in lines)
+        if out.modal_items is not None:
+            if c.use_inter and c.w_inter > 0:
+                si = torch.randperm(self.n_items, device=tgt.device)[: c.cl_batch]  # every item, not only popular ones
+                parts["inter"] = c.w_inter * (info_nce(out.behaviour_items[si], out.modal_items[si], c.temperature)
+                                              + info_nce(users["behaviour"], users["modal"], c.temperature))
+            if c.use_s3 and c.w_s3 > 0:
+                sample = torch.randint(0, self.n_items, (min(c.s3_items, self.n_items),), device=tgt.device)
                 parts["s3"] = c.w_s3 * self.s3_loss(out.per_modality, sample)
         return sum(parts.values()), parts
 

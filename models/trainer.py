@@ -1,44 +1,35 @@
-"""The one training loop for the graph recommenders (LightGCN baseline, DREAM).
+"""The BPR training loop of the LightGCN baseline (He et al., SIGIR 2020), on an event log.
 
-Why shared: the baseline must be trained exactly like the model it is the
-baseline of — same BPR sampling, same optimiser, same early stopping on
-validation Recall@20, same evaluation — or the comparison in ``evaluate``
-means nothing.
+Why it is kept next to DREAM's served-readout trainer
+(:mod:`models.readout_trainer`): LightGCN trained the way its paper trains it
+(BPR, user embeddings, uniform negatives) is the baseline a reviewer expects;
+its item vectors are then served by the same DreamUMM readout as DREAM's,
+with early stopping on the same validation queries, so the table shows what
+the objective is worth and nothing else.
 
 A model is anything with ``loss(users, pos, neg) -> (total, {part: value})``
-and ``embeddings() -> (users [U,D], items [I,D])``, scored by inner product.
+and ``embeddings() -> (users [U,D], items [I,D])``.
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dreamstream.data.metrics import full_sort_topk, topk_metrics
-from dreamstream.data.split import Split
-
-EVAL_K = 50
-SELECT_ON = "recall@20"
-
-
-class Recommender(Protocol):
-    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, dict]: ...
-    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]: ...
-
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 60
     batch_size: int = 2048
-    lr: float = 5e-4           # higher rates peak after 1-2 epochs and overfit on the synthetic set
-    patience: int = 3          # epochs without a better validation Recall@20 before stopping
+    lr: float = 5e-3
+    patience: int = 3          # epochs without a better validation score before stopping
     seed: int = 0
-    progress: bool = True      # tqdm bars with the running loss
+    progress: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,31 +37,13 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    history: list[dict] = field(default_factory=list)  # one row per epoch: epoch, loss, parts, valid metrics, seconds
+    history: list[dict] = field(default_factory=list)  # one row per epoch: epoch, loss, parts, valid score, seconds
     best_epoch: int = 0
-    valid: dict[str, float] = field(default_factory=dict)  # validation metrics of the kept (best) weights
+    best_score: float = -1.0
     seconds: float = 0.0
 
 
-class Evaluator:
-    """Full-catalogue metrics of a split's kept users, with masks and targets computed once."""
-
-    def __init__(self, split: Split):
-        self.split = split
-        self._exclude = {upto: split.exclude_items(upto) for upto in ("valid", "test")}
-        self._targets = {upto: split.targets(upto) for upto in ("valid", "test")}
-
-    def __call__(self, users: np.ndarray, items: np.ndarray, upto: str = "valid") -> dict[str, float]:
-        """Metrics @10/20/50 for vectors of *all* dataset users ``users`` [n_users, D] and items."""
-        topk = full_sort_topk(users[self.split.users], items, self._exclude[upto], EVAL_K)
-        return topk_metrics(topk, self._targets[upto])
-
-    def model(self, model: Recommender, upto: str = "valid") -> dict[str, float]:
-        users, items = vectors(model)
-        return self(users, items, upto)
-
-
-def vectors(model: Recommender) -> tuple[np.ndarray, np.ndarray]:
+def vectors(model) -> tuple[np.ndarray, np.ndarray]:
     """A model's final (users, items) as float32 numpy, computed without gradients in eval mode."""
     was_training = model.training
     model.eval()
@@ -121,48 +94,37 @@ class BprSampler:
         return self.keys[at] == q
 
 
-def fit(model: torch.nn.Module, split: Split, config: TrainConfig, name: str,
-        evaluator: Evaluator | None = None) -> FitResult:
-    """Train ``model`` with BPR batches; keep the weights of the best validation Recall@20.
+def fit_bpr(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, n_items: int,
+            validate: Callable[[np.ndarray], float] | None, config: TrainConfig, name: str = "lightgcn") -> FitResult:
+    """Train ``model`` with BPR on the (user, item) pairs; keep the weights of the best ``validate(item vectors)``.
 
-    Stops after ``config.patience`` epochs without improvement. The model is
-    left holding the best weights.
+    Without ``validate`` it trains for ``config.epochs`` and keeps the last weights (a refit).
     """
     torch.manual_seed(config.seed)
-    evaluator = evaluator or Evaluator(split)
-    sampler = BprSampler(*split.train_positive_pairs(), n_items=split.dataset.n_items, seed=config.seed)
+    sampler = BprSampler(users, items, n_items=n_items, seed=config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    device = next(model.parameters()).device
-    result = FitResult()
-    best_state, best_score, stale = None, -1.0, 0
+    result, best_state, stale = FitResult(), None, 0
     start = time.perf_counter()
     n_batches = -(-len(sampler) // config.batch_size)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        t0 = time.perf_counter()
-        totals: dict[str, float] = {}
         running = 0.0
-        bar = tqdm(sampler.batches(config.batch_size), total=n_batches, desc=f"{name} epoch {epoch}/{config.epochs}",
+        bar = tqdm(sampler.batches(config.batch_size), total=n_batches, desc=f"{name} epoch {epoch}",
                    disable=not config.progress, leave=False, dynamic_ncols=True)
-        for step, batch in enumerate(bar, 1):
-            users, pos, neg = (t.to(device) for t in batch)
-            loss, parts = model.loss(users, pos, neg)
+        for step, (u, pos, neg) in enumerate(bar, 1):
+            loss, _ = model.loss(u, pos, neg)
             opt.zero_grad()
             loss.backward()
             opt.step()
             running += (float(loss.detach()) - running) / step
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{running:.4f}")
-        valid = evaluator.model(model, "valid")
-        row = {"epoch": epoch, "loss": running, **{k: v / n_batches for k, v in totals.items()}, **valid,
-               "seconds": time.perf_counter() - t0}
-        result.history.append(row)
-        if config.progress:
-            tqdm.write(f"{name} epoch {epoch}: loss {running:.4f}  valid {SELECT_ON} {valid[SELECT_ON]:.4f}")
-        if valid[SELECT_ON] > best_score:
-            best_score, best_state, stale = valid[SELECT_ON], copy.deepcopy(model.state_dict()), 0
-            result.best_epoch, result.valid = epoch, valid
+        if validate is None:
+            result.best_epoch = epoch
+            continue
+        score = validate(vectors(model)[1])
+        result.history.append({"epoch": epoch, "loss": running, "valid": score,
+                               "seconds": round(time.perf_counter() - start, 1)})
+        if score > result.best_score:
+            result.best_score, result.best_epoch, best_state, stale = score, epoch, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
             if stale >= config.patience:

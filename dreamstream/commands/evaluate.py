@@ -209,37 +209,99 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
 
 @click.command("evaluate")
 @settings_options("data_dir", "skip_ratio", "skip_weight", "replay_cap")
-@click.option("--data", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--data", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               envvar="DREAMSTREAM_EVALUATE_DATA",
               help="Dataset folder (default: --data-dir). [env DREAMSTREAM_EVALUATE_DATA]")
-@click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              default=Path("var/checkpoint"), show_default=True, envvar="DREAMSTREAM_EVALUATE_CHECKPOINT",
-              help="Checkpoint folder written by `dreamstream train`. [env DREAMSTREAM_EVALUATE_CHECKPOINT]")
+@click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              envvar="DREAMSTREAM_EVALUATE_CHECKPOINT",
+              help="Score this already-trained checkpoint (leave-last-out, its own split) instead of training "
+                   "every model under both protocols. [env DREAMSTREAM_EVALUATE_CHECKPOINT]")
+@click.option("--protocol", "protocols", type=click.Choice(["prequential", "leave-last-out"]), multiple=True,
+              default=("prequential", "leave-last-out"), show_default=True, envvar="DREAMSTREAM_EVALUATE_PROTOCOL",
+              help="Protocols to run (repeatable). [env DREAMSTREAM_EVALUATE_PROTOCOL]")
+@click.option("--cutoff", type=click.FloatRange(0.05, 0.95), default=0.8, show_default=True,
+              envvar="DREAMSTREAM_EVALUATE_CUTOFF",
+              help="Prequential cutoff: the share of events (in time) that train; the rest stream in as the test. "
+                   "[env DREAMSTREAM_EVALUATE_CUTOFF]")
+@click.option("--valid-fraction", type=click.FloatRange(0.01, 0.5), default=0.125, show_default=True,
+              envvar="DREAMSTREAM_EVALUATE_VALID_FRACTION",
+              help="Latest share of the training past that validates (chooses epochs and hyperparameters). "
+                   "[env DREAMSTREAM_EVALUATE_VALID_FRACTION]")
+@click.option("--seeds", type=click.IntRange(1, 20), default=3, show_default=True, envvar="DREAMSTREAM_EVALUATE_SEEDS",
+              help="Seeds per seeded model (the table gives mean ± std). [env DREAMSTREAM_EVALUATE_SEEDS]")
+@click.option("--ablations/--no-ablations", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_ABLATIONS",
+              help="Also train DREAM with each mechanism switched off. [env DREAMSTREAM_EVALUATE_ABLATIONS]")
+@click.option("--baselines/--no-baselines", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_BASELINES",
+              help="Also train SASRec and LightGCN (popularity, item-kNN and EASE always run). "
+                   "[env DREAMSTREAM_EVALUATE_BASELINES]")
+@click.option("--opal/--no-opal", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_OPAL",
+              help="Also train OPAL and score the served merge. [env DREAMSTREAM_EVALUATE_OPAL]")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               envvar="DREAMSTREAM_EVALUATE_JSON", help="Also write the report as JSON here. [env DREAMSTREAM_EVALUATE_JSON]")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               envvar="DREAMSTREAM_EVALUATE_PLOTS",
-              help="Write PNG plots (training curves, OPAL item map) here. [env DREAMSTREAM_EVALUATE_PLOTS]")
+              help="Write PNG plots here. [env DREAMSTREAM_EVALUATE_PLOTS]")
 @click.option("--upto", type=click.Choice(["test", "valid"]), default="test", show_default=True,
-              envvar="DREAMSTREAM_EVALUATE_UPTO", help="Which held-out item to rank. [env DREAMSTREAM_EVALUATE_UPTO]")
+              envvar="DREAMSTREAM_EVALUATE_UPTO", help="With --checkpoint: which held-out item to rank. "
+                                                       "[env DREAMSTREAM_EVALUATE_UPTO]")
 @click.option("--user-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               envvar="DREAMSTREAM_EVALUATE_USER_SHARE",
-              help="Share of slots for the DreamUMM vector in opal+dreamumm (as dreamstream.client). "
+              help="With --checkpoint: share of slots for the DreamUMM vector in opal+dreamumm (as dreamstream.client). "
                    "[env DREAMSTREAM_EVALUATE_USER_SHARE]")
-def evaluate(settings: Settings, data: Path | None, checkpoint: Path, json_path: Path | None, plots_dir: Path | None,
-             upto: str, user_share: float) -> None:
-    """Score popularity, LightGCN, DREAM, DreamUMM and OPAL on the checkpoint's split (full catalogue)."""
-    report = evaluate_checkpoint(data or settings.data_dir, checkpoint, upto, user_share, settings.engagement,
-                                 echo=click.echo)
-    click.echo(format_table(report["metrics"]))
-    for name, sub in report["subsets"].items():
-        click.echo(f"\n{name}: {sub['users']} users")
-        if sub["metrics"]:
-            click.echo(format_table(sub["metrics"], ("recall@20", "ndcg@20", "recall@50")))
+@click.option("--progress/--no-progress", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_PROGRESS",
+              help="Progress bars while models train. [env DREAMSTREAM_EVALUATE_PROGRESS]")
+def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, protocols: tuple[str, ...], cutoff: float,
+             valid_fraction: float, seeds: int, ablations: bool, baselines: bool, opal: bool, json_path: Path | None,
+             plots_dir: Path | None, upto: str, user_share: float, progress: bool) -> None:
+    """Every model next to the baselines on real data: prequential (streaming) and leave-last-out, over seeds.
+
+    Without --checkpoint it trains everything itself for each protocol and
+    seed (DREAM, OPAL, SASRec, LightGCN, the tuned item-kNN and EASE) and
+    prints one table per protocol; see docs/evaluation.md for the protocols.
+    """
+    data_dir = data or settings.data_dir
+    if checkpoint is not None:
+        report = evaluate_checkpoint(data_dir, checkpoint, upto, user_share, settings.engagement, echo=click.echo)
+        click.echo(format_table(report["metrics"]))
+        for name, sub in report["subsets"].items():
+            click.echo(f"\n{name}: {sub['users']} users")
+            if sub["metrics"]:
+                click.echo(format_table(sub["metrics"], ("recall@20", "ndcg@20", "recall@50")))
+    else:
+        report = _evaluate_protocols(data_dir, settings, protocols, cutoff, valid_fraction, seeds, ablations,
+                                     baselines, opal, progress)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1))
         click.echo(f"\nreport written to {json_path}")
     if plots_dir:
-        for path in write_plots(checkpoint, plots_dir):
+        written = write_plots(checkpoint, plots_dir) if checkpoint is not None else write_report_plots(report, plots_dir)
+        for path in written:
             click.echo(f"plot written to {path}")
+
+
+def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, valid_fraction, seeds, ablations,
+                        baselines, opal, progress) -> dict:
+    from dreamstream.commands.train import ensure_text_features
+    from dreamstream.data.recbole import DatasetError, load_dataset
+    from dreamstream.evaluation.runner import EvalConfig, evaluate_dataset
+    from dreamstream.evaluation.table import format_report
+
+    try:
+        ds = ensure_text_features(load_dataset(data_dir), click.echo)
+    except DatasetError as err:
+        raise click.ClickException(str(err)) from None
+    config = EvalConfig(seeds=tuple(range(seeds)), cutoff=cutoff, valid_fraction=valid_fraction,
+                        protocols=tuple(dict.fromkeys(protocols)), ablations=ablations, baselines=baselines, opal=opal,
+                        progress=progress)
+    report = evaluate_dataset(ds, config, settings.engagement, echo=click.echo)
+    click.echo("\n" + format_report(report))
+    return report
+
+
+def write_report_plots(report: dict, folder: Path) -> list[Path]:
+    """HitRate@20 per model and protocol with its spread over seeds, and by number of prior events."""
+    from dreamstream import plots
+
+    return [plots.protocol_bars(name, block, folder / f"hitrate20_{name}.png")
+            for name, block in report["protocols"].items()]

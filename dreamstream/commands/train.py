@@ -1,20 +1,23 @@
-"""`dreamstream train`: LightGCN baseline, DREAM, the item tower, then OPAL; one checkpoint folder.
+"""`dreamstream train`: DREAM's item space (trained for the served user vector), its item tower, then OPAL.
+
+Validation is prequential on the latest ``--valid-fraction`` of the log
+(:mod:`models.dream_fit`): the epoch count is chosen there, then the model is
+refitted on the whole log. Baselines are ``dreamstream evaluate``'s business.
 
 Checkpoint contract (read by ``export`` and ``evaluate``)::
 
-    config.json     {"data": {path, name, n_users, n_items, split, text_dim, visual_dim},
-                     "dream": DreamConfig, "train": TrainConfig, "seed", "epochs", "created_at"}
+    config.json     {"data": {path, name, n_users, n_items, split, valid_from, text_dim, visual_dim},
+                     "dream": DreamConfig, "train": ReadoutConfig, "seed", "epochs", "created_at"}
     item_ids.json   raw item ids (str), model order (= Dataset.item_ids)
     user_ids.json   raw user ids (str), model order (= Dataset.user_ids)
     items.npy       DREAM final item vectors, float32 [N, D], unit rows
-    users.npy       DREAM final user vectors, float32 [U, D]
-    lightgcn_items.npy, lightgcn_users.npy   the baseline's vectors (items unit rows)
+    users.npy       each user's served vector after their whole history (the DreamUMM readout), float32 [U, D]
     dream.pt        DREAM state_dict
     item_tower.pt   {"config": ItemTowerConfig, "state_dict": ...}  (models.dream.load_item_tower)
     features.json   {"text_dim", "visual_dim", "text": bool, "visual": bool}
-    metrics.json    {"popularity"|"lightgcn"|"dream": {"valid": {...}, "test": {...}},
+    metrics.json    {"dream": {"valid": {"hitrate@20"}, "best_epoch", "seconds"},
                      "item_tower": {"cosine_to_catalogue", "cosine_holdout"}, "opal": ...}
-    history.json    {"lightgcn": [{"epoch", "loss", "recall@20", ...}], "dream": [...]}
+    history.json    {"dream": [{"epoch", "loss", "readout", ..., "valid"}], "opal": [...]}
 """
 from __future__ import annotations
 
@@ -55,20 +58,21 @@ def _opt(*decls: str, **kwargs):
 @_opt("--name", default=None, help="Stem of the .inter file when the folder holds several.")
 @_opt("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("var/checkpoint"),
       help="Checkpoint folder to write.")
-@_opt("--epochs", type=int, default=10, help="Most epochs per model (early stopping may end sooner).")
+@_opt("--epochs", type=int, default=40, help="Most epochs (early stopping on validation ends training sooner).")
 @_opt("--seed", type=int, default=0, help="Seed for initialisation, sampling and data generation.")
-@_opt("--split", type=click.Choice(["loo", "global"]), default="loo",
-      help="loo: per-user leave-last-out; global: global time cut.")
+@_opt("--valid-fraction", type=click.FloatRange(0.01, 0.5), default=0.125,
+      help="The latest share of the log that validates (prequential: later events served from earlier ones); "
+           "the chosen model is then refitted on the whole log.")
 @_opt("--dim", type=int, default=64, help="D, the item space dimension.")
-@_opt("--batch-size", type=int, default=2048, help="BPR batch size.")
+@_opt("--batch-size", type=int, default=512, help="Training examples (history -> next item) per step.")
 @_opt("--lr", type=float, default=None, help="Adam learning rate (default: the trainer's).")
-@_opt("--patience", type=int, default=3, help="Epochs without better validation Recall@20 before stopping.")
+@_opt("--patience", type=int, default=3, help="Epochs without a better validation HitRate@20 before stopping.")
+@_opt("--tau", type=float, default=None, help="Temperature of the served readout's softmax.")
 @_opt("--layers", type=int, default=None, help="LightGCN layers of the behaviour line.")
 @_opt("--knn-k", type=int, default=None, help="Neighbours per item in the modal relation graph.")
 @_opt("--w-s3", type=float, default=None, help="Weight of the Similarity Supervised Signal.")
 @_opt("--w-intra", type=float, default=None, help="Weight of intra-alignment InfoNCE.")
 @_opt("--w-inter", type=float, default=None, help="Weight of inter-alignment InfoNCE.")
-@_opt("--w-reg", type=float, default=None, help="Weight of the L2 penalty on ID embeddings.")
 @_opt("--temperature", type=float, default=None, help="InfoNCE temperature.")
 @_opt("--modal/--no-modal", default=True, help="Use the modal line.")
 @_opt("--s3/--no-s3", default=True, help="Use the Similarity Supervised Signal.")
@@ -81,74 +85,66 @@ def _opt(*decls: str, **kwargs):
 @_opt("--progress/--no-progress", default=True, help="Show tqdm progress bars.")
 @_opt("--threads", type=int, default=1,
       help="Torch intra-op threads. 1 is fastest on a shared small machine; raise it on a dedicated one.")
-def train(settings: Settings, data: Path | None, name: str | None, out: Path, epochs: int, seed: int, split: str,
-          dim: int, batch_size: int, lr: float | None, patience: int, layers: int | None, knn_k: int | None,
-          w_s3: float | None, w_intra: float | None, w_inter: float | None, w_reg: float | None,
+def train(settings: Settings, data: Path | None, name: str | None, out: Path, epochs: int, seed: int,
+          valid_fraction: float, dim: int, batch_size: int, lr: float | None, patience: int, tau: float | None,
+          layers: int | None, knn_k: int | None, w_s3: float | None, w_intra: float | None, w_inter: float | None,
           temperature: float | None, modal: bool, s3: bool, intra: bool, inter: bool, filter_gate: bool,
           item_graph: bool, tower_steps: int, opal: bool, progress: bool, threads: int) -> None:
-    """Train the LightGCN baseline, DREAM and its item tower, then OPAL; write a checkpoint to --out."""
-    from models.dream import DreamConfig
+    """Train DREAM's item space for the served user vector, its item tower, then OPAL; write a checkpoint to --out."""
     import torch
 
-    from models.trainer import TrainConfig
+    from models.dream import DreamConfig
+    from models.readout_trainer import ReadoutConfig
 
     torch.set_num_threads(max(1, threads))
     overrides = {"n_layers": layers, "knn_k": knn_k, "w_s3": w_s3, "w_intra": w_intra, "w_inter": w_inter,
-                 "w_reg": w_reg, "temperature": temperature}
+                 "temperature": temperature, "tau": tau}
     dream_config = DreamConfig(dim=dim, use_modal=modal, use_s3=s3, use_intra=intra, use_inter=inter,
                                use_filter_gate=filter_gate, use_item_graph=item_graph,
                                **{k: v for k, v in overrides.items() if v is not None})
-    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, progress=progress,
-                               **({"lr": lr} if lr is not None else {}))
+    train_config = ReadoutConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, progress=progress,
+                                 **({"lr": lr} if lr is not None else {}))
     data_dir = data or settings.data_dir
-    metrics = run_training(data_dir, name, out, split, dream_config, train_config, tower_steps=tower_steps,
-                           with_opal=opal, echo=click.echo)
+    metrics = run_training(data_dir, name, out, dream_config, train_config, valid_fraction=valid_fraction,
+                           tower_steps=tower_steps, with_opal=opal, engagement=settings.engagement, echo=click.echo)
     click.echo(format_table(metrics))
     click.echo(f"checkpoint written to {out}")
 
 
-def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, dream_config, train_config,
-                 tower_steps: int = 400, with_opal: bool = True, echo=print) -> dict:
+def run_training(data_dir: Path, name: str | None, out: Path, dream_config, train_config,
+                 valid_fraction: float = 0.125, tower_steps: int = 400, with_opal: bool = True, engagement=None,
+                 echo=print) -> dict:
     """Everything `dreamstream train` does, callable from tests and the demo. Returns metrics.json's content."""
-    import torch
-
-    from dreamstream.data.metrics import popularity_topk, topk_metrics
     from dreamstream.data.recbole import load_dataset
-    from dreamstream.data.split import global_time_split, leave_last_out
-    from models.dream import Dream, distil_item_tower, save_item_tower, tower_inputs
-    from models.graphs import normalized_adjacency, user_mean_matrix
-    from models.lightgcn import LightGCN, LightGCNConfig
-    from models.trainer import Evaluator
+    from dreamstream.data.split import leave_last_out
+    from dreamstream.dreamumm_ref import normalize
+    from dreamstream.engagement import dataset_weights
+    from dreamstream.evaluation.events import EventLog
+    from dreamstream.evaluation.protocols import prequential
+    from models.dream import distil_item_tower, save_item_tower, tower_inputs
+    from models.dream_fit import fit_dream
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ensure_dataset(data_dir, train_config.seed, echo)
     ds = ensure_text_features(load_dataset(data_dir, name), echo)
-    split = leave_last_out(ds) if split_kind == "loo" else global_time_split(ds)
-    echo(f"{ds!r}; split {split_kind}: {split.n_users} users evaluated")
+    log = EventLog.from_dataset(ds, dataset_weights(ds, engagement))
+    protocol = prequential(log, len(log), valid_fraction)
+    echo(f"{ds!r}; validation: the {protocol.describe['valid_events']} events from "
+         f"{protocol.describe['valid_from']} on, each served from the events before it")
     out.mkdir(parents=True, exist_ok=True)
-    evaluator = Evaluator(split)
-    pairs = split.train_positive_pairs()
-    adjacency = normalized_adjacency(*pairs, ds.n_users, ds.n_items)
     features = {"text": ds.text_feat, "visual": ds.image_feat}
-    metrics: dict = {}
-    history: dict = {}
 
-    exclude = {u: split.exclude_items(u) for u in ("valid", "test")}
-    metrics["popularity"] = {u: topk_metrics(popularity_topk(pairs[1], ds.n_items, exclude[u], 50), split.targets(u))
-                             for u in ("valid", "test")}
+    fitted = fit_dream(protocol, features, dream_config, train_config)
+    dream, items = fitted.model, fitted.items
+    import torch
 
-    torch.manual_seed(train_config.seed)
-    lightgcn = LightGCN(ds.n_users, ds.n_items, adjacency,
-                        LightGCNConfig(dim=dream_config.dim, n_layers=dream_config.n_layers, w_reg=dream_config.w_reg)
-                        ).to(device)
-    _fit_and_save(lightgcn, "lightgcn", "lightgcn_", split, train_config, evaluator, out, metrics, history)
-
-    torch.manual_seed(train_config.seed)
-    dream = Dream(ds.n_users, ds.n_items, adjacency, user_mean_matrix(*pairs, ds.n_users, ds.n_items), features,
-                  dream_config).to(device)
-    users, items = _fit_and_save(dream, "dream", "", split, train_config, evaluator, out, metrics, history)
     torch.save({k: v.cpu() for k, v in dream.state_dict().items()}, out / "dream.pt")
-    dream.cpu()
+    np.save(out / "items.npy", items)
+    # DREAM has no user table: a user is the served readout of their history (what the worker publishes)
+    history = np.zeros((ds.n_users, ds.n_items), np.float32)
+    np.add.at(history, (log.user, log.item), log.weight)
+    np.save(out / "users.npy", normalize(history @ items))
+    metrics: dict = {"dream": {"valid": {"hitrate@20": fitted.fit.best_score}, "best_epoch": fitted.fit.best_epoch,
+                               "seconds": round(fitted.fit.seconds, 2)}}
 
     tower, metrics["item_tower"] = distil_item_tower(features, torch.from_numpy(items), dream_config.dim, dream=dream,
                                                      steps=tower_steps, seed=train_config.seed,
@@ -163,34 +159,20 @@ def run_training(data_dir: Path, name: str | None, out: Path, split_kind: str, d
     _write_json(out / "user_ids.json", [str(u) for u in ds.user_ids])
     _write_json(out / "config.json", {
         "data": {"path": str(Path(ds.path).resolve()), "name": ds.name, "n_users": ds.n_users, "n_items": ds.n_items,
-                 "split": split_kind, "text_dim": feature_info["text_dim"], "visual_dim": feature_info["visual_dim"]},
+                 "split": "loo", "valid_from": protocol.describe["valid_from"], "text_dim": feature_info["text_dim"],
+                 "visual_dim": feature_info["visual_dim"]},
         "dream": dream_config.to_dict(),
         "train": train_config.to_dict(),
         "seed": train_config.seed,
         "epochs": train_config.epochs,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    _write_json(out / "history.json", history)
+    _write_json(out / "history.json", {"dream": fitted.fit.history})
     _write_json(out / "metrics.json", metrics)
 
     if with_opal:
-        metrics = _train_opal(items, split, ds, train_config, out, metrics, echo)
+        metrics = _train_opal(items, leave_last_out(ds, engagement=engagement), ds, train_config, out, metrics, echo)
     return metrics
-
-
-def _fit_and_save(model, name: str, prefix: str, split, train_config, evaluator, out: Path, metrics: dict,
-                  history: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Train one embedding model, score it on valid and test, save ``{prefix}users.npy`` and ``{prefix}items.npy``."""
-    from models.trainer import fit, vectors
-
-    result = fit(model, split, train_config, name, evaluator)
-    users, items = vectors(model)
-    metrics[name] = {"valid": evaluator(users, items, "valid"), "test": evaluator(users, items, "test"),
-                     "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
-    history[name] = result.history
-    np.save(out / f"{prefix}users.npy", users)
-    np.save(out / f"{prefix}items.npy", items)
-    return users, items
 
 
 def _train_opal(items: np.ndarray, split, ds, train_config, out: Path, metrics: dict, echo) -> dict:
@@ -256,13 +238,15 @@ def _write_json(path: Path, value) -> None:
     tmp.replace(path)
 
 
-def format_table(metrics: dict, upto: str = "test") -> str:
-    """A plain-text table of the models' metrics @10/20/50 on ``upto``."""
-    rows = [m for m in ("popularity", "lightgcn", "dream") if m in metrics]
-    cols = [f"{name}@{k}" for name in ("recall", "ndcg") for k in (10, 20, 50)]
-    lines = [f"{upto:<11}" + "".join(f"{c:>11}" for c in cols)]
-    for m in rows:
-        lines.append(f"{m:<11}" + "".join(f"{metrics[m][upto][c]:>11.4f}" for c in cols))
+def format_table(metrics: dict) -> str:
+    """What training chose, in a few lines: DREAM's validation score and epoch, the item tower's fit."""
+    lines = []
+    if "dream" in metrics:
+        d = metrics["dream"]
+        lines.append(f"dream: valid hitrate@20 {d['valid']['hitrate@20']:.4f} (best epoch {d['best_epoch']}, "
+                     f"{d['seconds']:.0f} s)")
     if "item_tower" in metrics:
         lines.append("item tower " + "  ".join(f"{k} {v:.3f}" for k, v in metrics["item_tower"].items()))
+    if "opal" in metrics:
+        lines.append(f"opal: {json.dumps(metrics['opal'].get('valid', {}))} (best epoch {metrics['opal'].get('best_epoch')})")
     return "\n".join(lines)

@@ -85,8 +85,13 @@ class SynthConfig:
     text_dim: int = 384  # like all-MiniLM-L6-v2
     visual_dim: int = 128
     item_spread: float = 1.5  # how far items sit from their category centre (0 = on it): room for per-user taste
-    text_noise: float = 1.0  # per-dimension noise std of text features (signal std is 1)
-    visual_noise: float = 2.5  # visual features are the less informative modality
+    text_noise: float = 2.0  # per-dimension noise std of text features (signal std is 1)
+    visual_noise: float = 3.0  # visual features are the less informative modality
+    # Share of the latent directions each modality sees at all. Real content features carry taste only partly;
+    # with full coverage and less noise a linear map from text_feat recovered the latent with cosine 0.94, so
+    # synthetic numbers were inflated by features that gave the answer away (issue 19).
+    text_coverage: float = 0.5
+    visual_coverage: float = 0.35
     popularity_alpha: float = 1.0  # Zipf exponent of item popularity: the long tail
     affinity: float = 12.0  # how sharply a user prefers items near an interest's direction
     skip_rate: float = 0.2  # target share of quick skips (watch < 20% of the duration)
@@ -142,8 +147,8 @@ def generate(out_dir: Path | str, config: SynthConfig = SynthConfig(), progress:
     items = _make_items(config, rng)
     names = _category_names(config.n_categories)
     titles = _titles(config, items, names, rng)
-    text = _features(items.latent, config.text_dim, config.text_noise, rng)
-    visual = _features(items.latent, config.visual_dim, config.visual_noise, rng)
+    text = _features(items.latent, config.text_dim, config.text_noise, config.text_coverage, rng)
+    visual = _features(items.latent, config.visual_dim, config.visual_noise, config.visual_coverage, rng)
     users = _make_users(config, items, rng)
     events = _make_events(config, items, users, rng, progress)
 
@@ -205,9 +210,16 @@ def _make_items(cfg: SynthConfig, rng: np.random.Generator) -> _Items:
                   popularity / popularity.sum(), duration, release)
 
 
-def _features(latent: np.ndarray, dim: int, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """``latent @ W + bias + noise``: a noisy linear view of the latent, with a non-zero mean like real features."""
-    weights = rng.normal(size=(latent.shape[1], dim))  # signal std per output dim = |latent| = 1
+def _features(latent: np.ndarray, dim: int, noise: float, coverage: float, rng: np.random.Generator) -> np.ndarray:
+    """``(latent restricted to a random subspace) @ W + bias + noise``: a partial, noisy view of the latent.
+
+    The modality sees ``coverage`` of the latent directions (a random
+    orthonormal subspace) and nothing of the rest, with a non-zero mean like real features.
+    """
+    seen = max(1, int(round(coverage * latent.shape[1])))
+    basis, _ = np.linalg.qr(rng.normal(size=(latent.shape[1], seen)))  # [L, seen] orthonormal columns
+    latent = latent @ basis @ basis.T * np.sqrt(latent.shape[1] / seen)  # keep the signal's scale
+    weights = rng.normal(size=(latent.shape[1], dim))  # signal std per output dim ~ |latent| = 1
     bias = rng.normal(scale=0.5, size=dim)
     return (latent @ weights + bias + noise * rng.normal(size=(latent.shape[0], dim))).astype(np.float32)
 

@@ -19,7 +19,7 @@ from dreamstream.data.metrics import KS, popularity_topk, topk_metrics
 from dreamstream.data.recbole import Dataset
 from dreamstream.data.split import Split
 from dreamstream.dreamumm_ref import user_vector
-from dreamstream.replay import watch_times
+from dreamstream.engagement import watch_times
 from dreamstream.settings import Settings
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from dreamstream.evaluation.events import EventLog
-from dreamstream.evaluation.prequential import Histories, Scorer, evaluate_stream
+from dreamstream.evaluation.prequential import Histories, QuerySet, Scorer, evaluate_queries
 
 SELECT_ON = "hitrate@20"
 
@@ -95,20 +95,18 @@ class Tuned:
     grid: list[dict]
 
 
-def tune(build: Callable[..., Scorer], grid: Iterable[dict], log: EventLog, valid_cut: int,
-         refit: EventLog | None = None) -> Tuned:
-    """Pick the grid point with the best validation HitRate@20 (prequential on ``log`` from ``valid_cut``).
+def tune(build: Callable[..., Scorer], grid: Iterable[dict], fit_log: EventLog, valid: QuerySet,
+         refit_log: EventLog | None = None) -> Tuned:
+    """Pick the grid point with the best validation HitRate@20: each point fitted on ``fit_log``, scored on ``valid``.
 
-    Each point is fitted on ``log.head(valid_cut)``; the winner is refitted on
-    ``refit`` (the whole training past) when given.
+    The winner is refitted on ``refit_log`` when given (the whole training past).
     """
-    past = log.head(valid_cut)
     scored = []
     for params in grid:
-        metrics = evaluate_stream(log, valid_cut, build(past, **params)).metrics()
+        metrics = evaluate_queries(valid, build(fit_log, **params)).metrics()
         scored.append({"params": params, SELECT_ON: metrics[SELECT_ON], "ndcg@20": metrics["ndcg@20"]})
     best = max(scored, key=lambda row: row[SELECT_ON])["params"]
-    return Tuned(build(refit if refit is not None else past, **best), best, scored)
+    return Tuned(build(refit_log if refit_log is not None else fit_log, **best), best, scored)
 
 
 KNN_GRID = [{"alpha": a, "neighbours": k} for a in (0.3, 0.5, 0.7) for k in (50, 200, None)]

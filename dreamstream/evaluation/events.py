@@ -19,28 +19,38 @@ from dreamstream.data.recbole import Dataset
 
 @dataclass(frozen=True, eq=False)
 class EventLog:
-    """Events sorted by (timestamp, file row): ``user``, ``item``, ``rating`` and ``ts`` (seconds) [N]."""
+    """Events sorted by (timestamp, file row): ``user``, ``item``, ``weight`` and ``ts`` (seconds) [N].
+
+    ``weight`` is each event's engagement weight as the worker computes it
+    (:func:`dreamstream.engagement.dataset_weights`); ``rows`` the dataset row
+    of each event (None for a hand-built log).
+    """
 
     user: np.ndarray
     item: np.ndarray
-    rating: np.ndarray
+    weight: np.ndarray
     ts: np.ndarray
     n_users: int
     n_items: int
+    rows: np.ndarray | None = None
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> "EventLog":
-        order = np.lexsort((np.arange(ds.n_interactions), ds.timestamp))
-        return cls(ds.user[order].astype(np.int64), ds.item[order].astype(np.int64),
-                   ds.rating[order].astype(np.float32), ds.timestamp[order].astype(np.float64),
-                   ds.n_users, ds.n_items)
+    def from_dataset(cls, ds: Dataset, weights: np.ndarray | None = None, rows: np.ndarray | None = None
+                     ) -> "EventLog":
+        """The dataset's events (or only ``rows`` of it) in time order; ``weights`` per dataset row (default 1)."""
+        rows = np.arange(ds.n_interactions) if rows is None else np.asarray(rows, np.int64)
+        order = rows[np.lexsort((rows, ds.timestamp[rows]))]
+        weights = np.ones(ds.n_interactions, np.float32) if weights is None else np.asarray(weights, np.float32)
+        return cls(ds.user[order].astype(np.int64), ds.item[order].astype(np.int64), weights[order],
+                   ds.timestamp[order].astype(np.float64), ds.n_users, ds.n_items, order)
 
     def __len__(self) -> int:
         return int(self.user.size)
 
     def head(self, n: int) -> "EventLog":
         """The first ``n`` events (the past of a cutoff)."""
-        return EventLog(self.user[:n], self.item[:n], self.rating[:n], self.ts[:n], self.n_users, self.n_items)
+        return EventLog(self.user[:n], self.item[:n], self.weight[:n], self.ts[:n], self.n_users, self.n_items,
+                        None if self.rows is None else self.rows[:n])
 
     def cut_at_fraction(self, fraction: float) -> int:
         """Index of the first event at or after the time that leaves ``fraction`` of the events before it.

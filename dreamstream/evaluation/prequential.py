@@ -83,8 +83,21 @@ class PrequentialResult:
         return {"overall": self.metrics(), "by_prior_events": self.by_bucket()}
 
 
-def stream_queries(log: EventLog, cutoff: int, frozen: bool = False) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """(query event indexes, per query the history rows the model sees, per query the rows masked).
+@dataclass(frozen=True, eq=False)
+class QuerySet:
+    """Events to predict (indexes into ``log``), with per query the rows the model sees and the rows masked."""
+
+    log: EventLog
+    queries: np.ndarray
+    seen: list[np.ndarray]
+    masked: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.queries.size)
+
+
+def stream_queries(log: EventLog, cutoff: int, frozen: bool = False) -> QuerySet:
+    """Every event from ``cutoff`` on, each with the user's earlier events as history.
 
     The masked rows are always the full history (what the user has watched);
     the seen rows stop at the cutoff when ``frozen``.
@@ -97,26 +110,30 @@ def stream_queries(log: EventLog, cutoff: int, frozen: bool = False) -> tuple[np
         rows = order[start[u]:start[u] + position[e]]
         masked.append(rows)
         seen.append(rows[rows < cutoff] if frozen else rows)
-    return queries, seen, masked
+    return QuerySet(log, queries, seen, masked)
+
+
+def evaluate_queries(qs: QuerySet, scorer: Scorer, batch: int = 1024,
+                     progress: Callable[[int], None] | None = None) -> PrequentialResult:
+    """Rank each query's target against the full catalogue, its masked items excluded."""
+    log, k_max = qs.log, max(KS)
+    rank = np.full(len(qs), k_max, np.int64)
+    for lo in range(0, len(qs), batch):
+        hi = min(lo + batch, len(qs))
+        exclude = [np.unique(log.item[r]) for r in qs.masked[lo:hi]]
+        scores = np.array(scorer.scores(Histories(log, qs.seen[lo:hi], exclude)), dtype=np.float32, copy=True)
+        top = topk_of_scores(scores, exclude, k_max)
+        hit = top == log.item[qs.queries[lo:hi], None]
+        rank[lo:hi] = np.where(hit.any(axis=1), hit.argmax(axis=1), k_max)
+        if progress:
+            progress(hi - lo)
+    return PrequentialResult(rank, np.array([r.size for r in qs.masked], np.int64))
 
 
 def evaluate_stream(log: EventLog, cutoff: int, scorer: Scorer, frozen: bool = False, batch: int = 1024,
                     progress: Callable[[int], None] | None = None) -> PrequentialResult:
     """Rank every event from ``cutoff`` on with ``scorer``; see the module docstring for the protocol."""
-    queries, seen, masked = stream_queries(log, cutoff, frozen)
-    k_max = max(KS)
-    rank = np.full(queries.size, k_max, np.int64)
-    for lo in range(0, queries.size, batch):
-        hi = min(lo + batch, queries.size)
-        exclude = [np.unique(log.item[r]) for r in masked[lo:hi]]
-        scores = np.array(scorer.scores(Histories(log, seen[lo:hi], exclude)), dtype=np.float32, copy=True)
-        top = topk_of_scores(scores, exclude, k_max)
-        hit = top == log.item[queries[lo:hi], None]
-        rank[lo:hi] = np.where(hit.any(axis=1), hit.argmax(axis=1), k_max)
-        if progress:
-            progress(hi - lo)
-    prior = np.array([r.size for r in masked], np.int64)
-    return PrequentialResult(rank, prior)
+    return evaluate_queries(stream_queries(log, cutoff, frozen), scorer, batch, progress)
 
 
 def summarize(results: Mapping[str, list[PrequentialResult]], column: str = "hitrate@20") -> dict[str, dict]:

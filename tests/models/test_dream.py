@@ -1,4 +1,4 @@
-"""DREAM, its graphs and its item tower: each loss does its job on small data."""
+"""DREAM, its graphs and its item tower: each loss does its job on small data, trained through the served readout."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,17 +8,39 @@ import torch
 from models.dream import Dream, DreamConfig, ItemTower, cosine_matrix, distil_item_tower, info_nce, \
     load_item_tower, save_item_tower
 from models.graphs import knn_adjacency, knn_neighbours, normalized_adjacency, user_mean_matrix
+from dreamstream.evaluation.events import EventLog
 from models.lightgcn import LightGCN, LightGCNConfig
+from models.readout_trainer import NextItemExamples
 from models.trainer import BprSampler
 
 
 def _dream(small, **overrides) -> Dream:
     torch.manual_seed(0)
-    return Dream(small.ds.n_users, small.ds.n_items, small.adjacency, small.user_mean, small.features,
-                 DreamConfig(dim=32, **overrides))
+    return Dream(small.ds.n_users, small.ds.n_items, small.adjacency, small.features, DreamConfig(dim=32, **overrides))
 
 
-def _train(model, small, steps: int, lr: float = 0.01, batch: int = 256) -> None:
+def _examples(small) -> NextItemExamples:
+    return NextItemExamples(EventLog.from_dataset(small.ds, rows=small.split.train_rows))
+
+
+def _steps(model, small, steps: int, lr: float = 0.01, batch: int = 256, loss=None) -> None:
+    """``steps`` optimiser steps of ``loss(batch)`` (default: the model's own) over next-item examples."""
+    examples = _examples(small)
+    rng = np.random.default_rng(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    done = 0
+    while done < steps:
+        for b in examples.batches(batch, rng):
+            value = (loss or (lambda b: model.loss(b)[0]))(b)
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                return
+
+
+def _bpr_steps(model, small, steps: int, lr: float = 0.01, batch: int = 256) -> None:
     sampler = BprSampler(*small.split.train_positive_pairs(), n_items=small.ds.n_items, seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     done = 0
@@ -31,6 +53,8 @@ def _train(model, small, steps: int, lr: float = 0.01, batch: int = 256) -> None
             done += 1
             if done == steps:
                 return
+
+
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -75,7 +99,7 @@ def test_s3_keeps_learned_modal_similarities_close_to_raw(small):
     """With S3 the learned modal item similarities track the raw ones clearly better than without."""
     def correlation(use_s3: bool) -> float:
         model = _dream(small, use_s3=use_s3, w_s3=1.0, use_intra=False, use_inter=False)
-        _train(model, small, steps=40)
+        _steps(model, small, steps=40)
         with torch.no_grad():
             learned = model().per_modality["text"]
         return _pearson(cosine_matrix(learned), cosine_matrix(model.raw_text))
@@ -86,21 +110,37 @@ def test_s3_keeps_learned_modal_similarities_close_to_raw(small):
 
 
 def test_inter_alignment_pulls_behaviour_and_modal_views_together(small):
-    """Users: their behaviour vector starts random, their modal vector is the mean of their items' modal vectors.
-
-    (Item views start close already: the MGCN filter gate scales the item's own ID embedding.)
-    """
-    model = _dream(small, w_bpr=0.0, w_inter=1.0, use_s3=False, use_intra=False)
+    """Items: the behaviour ID embedding starts random, the modal vector comes from the features alone."""
+    model = _dream(small, w_inter=1.0, use_s3=False, use_intra=False)
 
     def agreement() -> float:
         with torch.no_grad():
             out = model()
-            users = torch.from_numpy(small.split.users)
-            return float(torch.nn.functional.cosine_similarity(out.behaviour_users[users], out.modal_users[users]).mean())
+            return float(torch.nn.functional.cosine_similarity(out.behaviour_items, out.modal_items).mean())
 
     before = agreement()
-    _train(model, small, steps=30)
+    _steps(model, small, steps=30, loss=lambda b: model.loss(b)[1]["inter"])
     assert agreement() > before + 0.2
+
+
+def test_the_served_readout_ranks_held_out_next_items_above_chance(small):
+    """Trained through the readout, the user vector (normalised sum of watched items) finds their next items."""
+    from dreamstream.evaluation.baselines import Popularity
+    from dreamstream.evaluation.prequential import evaluate_queries
+    from dreamstream.evaluation.protocols import leave_last_out
+    from dreamstream.evaluation.scorers import DreamUMMScorer
+
+    model = _dream(small, use_s3=False, use_intra=False, use_inter=False)
+    protocol = leave_last_out(small.ds, np.ones(small.ds.n_interactions, np.float32))
+
+    def hitrate() -> float:
+        with torch.no_grad():
+            items = model.items().numpy()
+        return evaluate_queries(protocol.valid, DreamUMMScorer(items, Popularity.fit(protocol.fit_log))).metrics()["hitrate@50"]
+
+    before = hitrate()
+    _steps(model, small, steps=60)
+    assert hitrate() > before + 0.05
 
 
 def test_info_nce_masks_repeated_nodes():
@@ -113,7 +153,7 @@ def test_info_nce_masks_repeated_nodes():
 def test_bpr_ranks_a_trained_positive_above_negatives(small):
     torch.manual_seed(0)
     model = LightGCN(small.ds.n_users, small.ds.n_items, small.adjacency, LightGCNConfig(dim=32))
-    _train(model, small, steps=60)
+    _bpr_steps(model, small, steps=60)
     users, pos = small.split.train_positive_pairs()
     with torch.no_grad():
         u, i = model.embeddings()
@@ -124,18 +164,27 @@ def test_bpr_ranks_a_trained_positive_above_negatives(small):
 
 
 def test_ablation_switches_remove_loss_parts(small):
-    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
-    _, parts = _dream(small).loss(users, pos, neg)
-    assert set(parts) == {"bpr", "reg", "s3", "intra", "inter"}
-    _, parts = _dream(small, use_s3=False, use_inter=False).loss(users, pos, neg)
-    assert set(parts) == {"bpr", "reg", "intra"}
-    _, parts = _dream(small, use_modal=False, use_intra=False).loss(users, pos, neg)
-    assert set(parts) == {"bpr", "reg"}
+    batch = next(_examples(small).batches(8, np.random.default_rng(0)))
+    _, parts = _dream(small).loss(batch)
+    assert set(parts) == {"readout", "s3", "intra", "inter"}
+    _, parts = _dream(small, use_s3=False, use_inter=False).loss(batch)
+    assert set(parts) == {"readout", "intra"}
+    _, parts = _dream(small, use_modal=False, use_intra=False).loss(batch)
+    assert set(parts) == {"readout"}
     assert _dream(small, use_modal=False).modalities == []
 
 
+def test_the_modal_line_does_not_read_the_behaviour_line(small):
+    """The modal line has its own representation: changing the ID embeddings leaves it untouched."""
+    model = _dream(small)
+    with torch.no_grad():
+        before = model().modal_items.clone()
+        model.behaviour.item_emb.weight.add_(1.0)
+        assert torch.equal(model().modal_items, before)
+
+
 def test_missing_modality_is_absent(small):
-    model = Dream(small.ds.n_users, small.ds.n_items, small.adjacency, small.user_mean,
+    model = Dream(small.ds.n_users, small.ds.n_items, small.adjacency,
                   {"text": small.ds.text_feat, "visual": None}, DreamConfig(dim=16))
     assert model.modalities == ["text"]
     assert set(model().per_modality) == {"text"}
@@ -144,7 +193,8 @@ def test_missing_modality_is_absent(small):
 def test_batch_of_one_and_pure_forward(small):
     model = _dream(small)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    total, parts = model.loss(torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
+    batch = next(_examples(small).batches(1, np.random.default_rng(0)))
+    total, parts = model.loss(batch)
     total.backward()
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -1,0 +1,161 @@
+"""One evaluation run: every model and baseline under each protocol, over seeds, into one report.
+
+The rows, and why each is there:
+
+* ``popularity``, ``item-knn``, ``ease`` — the baselines a practitioner tries
+  first, tuned on validation (:mod:`dreamstream.evaluation.baselines`);
+* ``sasrec`` — a sequential model (:mod:`dreamstream.evaluation.sasrec`);
+* ``lightgcn`` — the behaviour line alone, BPR-trained with its own tuned
+  hyperparameters, served by the same readout (:mod:`models.lightgcn_fit`);
+* ``dream`` — the user vector the worker streams (DreamUMM readout over DREAM's
+  item space), with the half-life chosen on validation;
+* ``dream -<part>`` — ablations: one mechanism of DREAM switched off;
+* ``served`` / ``opal-*`` — OPAL's interests, merged as ``dreamstream.client``
+  merges them (:mod:`dreamstream.evaluation.opal_scorers`);
+* ``... (frozen)`` — the same model with every history stopped at the cutoff:
+  what a daily batch would serve (prequential only).
+
+Deterministic rows are computed once; seeded rows once per seed, and the
+report gives mean and standard deviation over seeds.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from dreamstream.data.recbole import Dataset
+from dreamstream.engagement import Engagement, dataset_weights
+from dreamstream.evaluation.baselines import EASE_GRID, KNN_GRID, Popularity, ease, item_knn, tune
+from dreamstream.evaluation.events import EventLog
+from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queries, summarize
+from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
+from dreamstream.evaluation.scorers import DreamUMMScorer
+
+DAY_S = 86_400.0
+HALF_LIVES_S = (math.inf, 90 * DAY_S, 30 * DAY_S, 7 * DAY_S, 1 * DAY_S)  # tried on validation
+ABLATIONS = {"-modal line": {"use_modal": False}, "-filter gate": {"use_filter_gate": False},
+             "-item graph": {"use_item_graph": False}, "-S3": {"use_s3": False},
+             "-BMA": {"use_intra": False, "use_inter": False}}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    cutoff: float = 0.8                 # prequential cutoff: share of events before it
+    valid_fraction: float = 0.125       # latest share of the past that validates
+    protocols: tuple[str, ...] = ("prequential", "leave-last-out")
+    ablations: bool = True
+    baselines: bool = True              # SASRec and LightGCN (popularity, item-kNN and EASE always run)
+    opal: bool = True
+    progress: bool = True
+
+
+@dataclass
+class ProtocolRun:
+    protocol: Protocol
+    results: dict[str, list[PrequentialResult]] = field(default_factory=dict)
+    chosen: dict[str, object] = field(default_factory=dict)   # hyperparameters chosen on validation, per row
+    seconds: dict[str, float] = field(default_factory=dict)   # wall time per row, summed over seeds
+
+    def add(self, name: str, result: PrequentialResult, seconds: float = 0.0) -> None:
+        self.results.setdefault(name, []).append(result)
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def report(self) -> dict:
+        return {"describe": self.protocol.describe, "rows": summarize(self.results), "chosen": self.chosen,
+                "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
+
+
+def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement: Engagement | None = None,
+                     echo: Callable[[str], None] = print) -> dict:
+    """The whole report: per protocol, every row's metrics (mean and std over seeds), choices and times."""
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    log = EventLog.from_dataset(ds, dataset_weights(ds, engagement))
+    features = {"text": ds.text_feat, "visual": ds.image_feat}
+    report: dict = {"data": {"name": ds.name, "path": str(ds.path), "events": len(log), "users": ds.n_users,
+                             "items": ds.n_items}, "seeds": list(config.seeds), "protocols": {}}
+    for name in config.protocols:
+        protocol = (prequential(log, log.cut_at_fraction(config.cutoff), config.valid_fraction)
+                    if name == "prequential" else leave_last_out(ds, dataset_weights(ds, engagement)))
+        echo(f"{name}: {protocol.describe}")
+        run = run_protocol(protocol, features, config, echo)
+        report["protocols"][name] = run.report()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def run_protocol(protocol: Protocol, features: dict, config: EvalConfig, echo: Callable[[str], None]) -> ProtocolRun:
+    """Every row of the table for one protocol."""
+    from models.dream import DreamConfig
+    from models.dream_fit import fit_dream, served_validator
+    from models.readout_trainer import ReadoutConfig
+
+    run = ProtocolRun(protocol)
+    final_log = protocol.refit_log or protocol.fit_log
+
+    def score(name: str, scorer, seconds: float = 0.0, frozen: bool = True) -> None:
+        run.add(name, evaluate_queries(protocol.test, scorer), seconds)
+        if frozen and protocol.frozen is not None:
+            run.add(f"{name} (frozen)", evaluate_queries(protocol.frozen, scorer))
+
+    score("popularity", Popularity.fit(final_log), frozen=False)
+    for name, build, grid in (("item-knn", item_knn, KNN_GRID), ("ease", ease, EASE_GRID)):
+        tuned, seconds = _timed(lambda: tune(build, grid, protocol.fit_log, protocol.valid, protocol.refit_log))
+        run.chosen[name] = tuned.params
+        score(name, tuned.scorer, seconds)
+        echo(f"  {name}: {tuned.params} ({seconds:.0f} s)")
+
+    half_life = math.inf
+    for seed in config.seeds:
+        train = ReadoutConfig(seed=seed, progress=config.progress)
+        fitted, seconds = _timed(lambda: fit_dream(protocol, features, DreamConfig(), train))
+        if seed == config.seeds[0]:
+            half_life = choose_half_life(fitted.items, protocol, served_validator)
+            run.chosen["dream"] = {"best_epoch": fitted.fit.best_epoch, "half_life_s": half_life}
+        score("dream", DreamUMMScorer(fitted.items, Popularity.fit(final_log), half_life), seconds)
+        echo(f"  dream seed {seed}: best epoch {fitted.fit.best_epoch}, valid {fitted.fit.best_score:.4f} "
+             f"({seconds:.0f} s)")
+        if config.opal:
+            run_opal(run, protocol, fitted.items, half_life, seed, score, echo)
+        if config.baselines:
+            run_sequential_baselines(run, protocol, seed, score, echo)
+        if config.ablations:
+            for label, switch in ABLATIONS.items():
+                ablated, seconds = _timed(lambda: fit_dream(protocol, features, DreamConfig(**switch), train))
+                score(f"dream {label}", DreamUMMScorer(ablated.items, Popularity.fit(final_log), half_life), seconds,
+                      frozen=False)
+    return run
+
+
+def choose_half_life(items: np.ndarray, protocol: Protocol, validator) -> float:
+    """The decay half-life whose served vector scores best on validation (ties to the longer, i.e. less decay)."""
+    scores = {hl: validator(protocol.fit_log, protocol.valid, hl)(items) for hl in HALF_LIVES_S}
+    return max(HALF_LIVES_S, key=lambda hl: (round(scores[hl], 4), hl))
+
+
+def run_opal(run: ProtocolRun, protocol: Protocol, items: np.ndarray, half_life: float, seed: int, score, echo
+             ) -> None:
+    """OPAL's rows (filled in by :mod:`dreamstream.evaluation.opal_scorers`)."""
+
+
+def run_sequential_baselines(run: ProtocolRun, protocol: Protocol, seed: int, score, echo) -> None:
+    """SASRec and LightGCN, each tuned on validation for this seed."""
+    from models.lightgcn_fit import fit_lightgcn
+
+    lightgcn, seconds = _timed(lambda: fit_lightgcn(protocol, seed=seed))
+    run.chosen.setdefault("lightgcn", lightgcn.params)
+    score("lightgcn", lightgcn.scorer, seconds, frozen=False)
+    echo(f"  lightgcn seed {seed}: {lightgcn.params} ({seconds:.0f} s)")

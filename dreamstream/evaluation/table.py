@@ -1,0 +1,39 @@
+"""The evaluation report as text: one table per protocol, every row with its spread over seeds."""
+from __future__ import annotations
+
+from dreamstream.evaluation.prequential import BUCKETS
+
+COLUMNS = ("hitrate@10", "hitrate@20", "ndcg@20", "hitrate@50")
+
+
+def _cell(stat: dict | None) -> str:
+    if not stat:
+        return f"{'-':>15}"
+    if stat.get("std", 0.0) == 0.0:
+        return f"{stat['mean']:>15.4f}"
+    return f"{stat['mean']:>8.4f}±{stat['std']:.4f}"
+
+
+def format_protocol(name: str, block: dict) -> str:
+    """One protocol's rows: overall metrics, HitRate@20 by prior events, seeds and seconds."""
+    d = block["describe"]
+    head = f"{name}: " + ", ".join(f"{k} {v}" for k, v in d.items() if k != "protocol")
+    width = max(len(r) for r in block["rows"]) + 1
+    cols = list(COLUMNS) + [f"hr@20 [{b}]" for b in BUCKETS]
+    lines = [head, f"{'model':<{width}}" + "".join(f"{c:>16}" for c in cols) + f"{'seeds':>7}{'seconds':>9}"]
+    for row, stats in block["rows"].items():
+        overall, buckets = stats["overall"], stats["by_prior_events"]
+        cells = [_cell(overall.get(c)) for c in COLUMNS]
+        cells += [_cell(buckets[b].get("hitrate@20")) if buckets[b]["events"] else f"{'-':>15}" for b in BUCKETS]
+        lines.append(f"{row:<{width}}" + "".join(f" {c}" for c in cells)
+                     + f"{overall['seeds']:>7}{block['seconds'].get(row, 0.0):>9.0f}")
+    events = {b: block["rows"][next(iter(block["rows"]))]["by_prior_events"][b]["events"] for b in BUCKETS}
+    lines.append("events by prior events: " + ", ".join(f"{b}: {n}" for b, n in events.items()))
+    return "\n".join(lines)
+
+
+def format_report(report: dict) -> str:
+    parts = [format_protocol(name, block) for name, block in report["protocols"].items()]
+    parts.append(f"wall time {report['seconds']:.0f} s; seeds {report['seeds']}; data {report['data']['name']} "
+                 f"({report['data']['events']} events, {report['data']['users']} users, {report['data']['items']} items)")
+    return "\n\n".join(parts)

@@ -65,6 +65,20 @@ def test_skips_and_ratings_agree_with_the_engagement_rule(small) -> None:
     assert np.all(ds.columns["duration_ms"] >= 5000)
 
 
+def test_features_carry_the_latent_only_partly(small) -> None:
+    """A linear map from the features must not recover the hidden item vector (it did with cosine 0.94):
+    synthetic numbers would then measure the generator, not the model."""
+    _, ds, latent = small
+    target = latent["item_latent"]
+    for feat in (ds.text_feat, ds.image_feat):
+        x = np.c_[feat, np.ones(len(feat))]
+        train = np.arange(len(feat)) % 5 != 0
+        w = np.linalg.lstsq(x[train], target[train], rcond=None)[0]
+        pred = x[~train] @ w
+        cos = (pred * target[~train]).sum(1) / np.linalg.norm(pred, axis=1) / np.linalg.norm(target[~train], axis=1)
+        assert 0.1 < cos.mean() < 0.75
+
+
 def test_text_features_separate_categories_better_than_visual(small) -> None:
     _, ds, latent = small
     category = latent["item_category"]
@@ -79,7 +93,7 @@ def test_text_features_separate_categories_better_than_visual(small) -> None:
         return float(cos[same].mean() - cos[different].mean())
 
     text, visual = intra_minus_inter(ds.text_feat), intra_minus_inter(ds.image_feat)
-    assert text > 0.1  # clearly closer within a hyper-category
+    assert text > 0.03  # closer within a hyper-category, but only partly (see the next test)
     assert 0 < visual < text  # visual carries the signal too, more weakly
     # titles use the category's words: a bag-of-words separates categories as well
     vocab = sorted({w for t in ds.item_fields["title"] for w in t.split()})

@@ -58,7 +58,7 @@ from torch import nn
 from models.checkpoint import load_module, save_module
 from models.graphs import knn_adjacency, knn_neighbours
 from models.lightgcn import BehaviourLine
-from models.readout_trainer import ReadoutBatch, readout_loss, served_users
+from models.readout_trainer import ReadoutBatch, readout_loss
 
 MODALITIES = ("text", "visual")
 
@@ -228,12 +228,12 @@ class Dream(nn.Module):
         c = self.config
         out = self()
         parts: dict[str, torch.Tensor] = {"readout": readout_loss(batch, out.items, c.tau)}
-        n = min(c.cl_batch, batch.targets.shape[0])
-        hist, tgt = batch.history[:n], batch.targets[:n]
+        pick = torch.randperm(batch.targets.shape[0])[: c.cl_batch]  # a sample of the batch's examples
+        tgt = batch.target_items[pick]
         lines = {"behaviour": out.behaviour_items}
         if out.modal_items is not None:
             lines["modal"] = out.modal_items
-        users = {name: served_users(hist, F.normalize(v, dim=1)) for name, v in lines.items()}
+        users = {name: batch.users(F.normalize(v, dim=1))[pick] for name, v in lines.items()}
         if c.use_intra and c.w_intra > 0:
             parts["intra"] = c.w_intra * sum(info_nce(users[k], lines[k][tgt], c.temperature, ids=tgt) for k in lines)
         if out.modal_items is not None:

@@ -30,14 +30,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dreamstream.evaluation.events import EventLog
-from dreamstream.evaluation.prequential import Histories, stream_queries
 
 
 @dataclass(frozen=True)
 class ReadoutConfig:
-    epochs: int = 40           # upper bound: early stopping ends training (ml-100k-dev peaks after 3-8 epochs)
-    batch_size: int = 512
-    lr: float = 3e-3
+    epochs: int = 40           # upper bound: early stopping ends training
+    batch_size: int = 4096     # events per step (whole user sequences; every event after a user's first is an example)
+    lr: float = 1e-2
     patience: int = 3          # epochs without a better validation score before stopping
     tau: float = 0.1           # softmax temperature over cosine scores
     seed: int = 0
@@ -48,45 +47,86 @@ class ReadoutConfig:
 
 
 class ReadoutBatch(NamedTuple):
-    history: torch.Tensor   # float32 [B, I]: each item's summed engagement weight in the user's earlier events
-    seen: torch.Tensor      # bool [B, I]: items of the earlier events (masked from the softmax)
-    targets: torch.Tensor   # int64 [B]
+    """Whole user sequences, concatenated: every event after a user's first is a (history -> event) example.
+
+    Why sequences and not one history per example: the served user vector
+    after ``t`` events is the running sum of the first ``t`` weighted item
+    vectors, so one cumulative sum over a user's sequence reads out every
+    prefix at once, O(events x D) instead of O(events x catalogue) per batch.
+    """
+
+    items: torch.Tensor     # int64 [N]: item of each event, users one after the other, each in time order
+    weights: torch.Tensor   # float32 [N]: engagement weight of each event
+    first: torch.Tensor     # int64 [N]: index (in this batch) of the first event of the event's user
+    targets: torch.Tensor   # int64 [M]: rows of the events that are examples (not a user's first event)
+
+    def users(self, item_vectors: torch.Tensor) -> torch.Tensor:
+        """[M, D]: the served readout of each example's earlier events (exclusive prefix sums per user)."""
+        return F.normalize(_prefix(self.weights[:, None] * item_vectors[self.items], self.first)[self.targets], dim=1)
+
+    def seen(self, n_items: int) -> torch.Tensor:
+        """bool [M, I]: the items of each example's earlier events (masked, as the ranking service masks them)."""
+        one_hot = F.one_hot(self.items, n_items).float()
+        return _prefix(one_hot, self.first)[self.targets] > 0
+
+    @property
+    def target_items(self) -> torch.Tensor:
+        return self.items[self.targets]
 
 
-def served_users(history: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """The DreamUMM readout in torch: ``normalize(history @ items)`` [B, D] (zero history -> zero user)."""
-    return F.normalize(history @ items, dim=1)
+def _prefix(x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Per-segment exclusive cumulative sums of the rows of ``x`` (segments given by each row's first index)."""
+    exclusive = torch.cumsum(x, dim=0) - x
+    return exclusive - exclusive[first]
 
 
 def readout_loss(batch: ReadoutBatch, items: torch.Tensor, tau: float) -> torch.Tensor:
-    """Full-softmax cross-entropy of each target against the catalogue, read out as served."""
-    logits = served_users(batch.history, items) @ items.T / tau
-    return F.cross_entropy(logits.masked_fill(batch.seen, float("-inf")), batch.targets)
+    """Full-softmax cross-entropy of each example's event against the catalogue, read out as served.
+
+    An example whose item the user had already watched is left out: the
+    ranking service masks watched items, so a repeat can never be served and
+    has nothing to teach.
+    """
+    seen, target = batch.seen(items.shape[0]), batch.target_items
+    fresh = ~seen[torch.arange(target.shape[0]), target]
+    logits = (batch.users(items)[fresh] @ items.T / tau).masked_fill(seen[fresh], float("-inf"))
+    return F.cross_entropy(logits, target[fresh]) if bool(fresh.any()) else logits.sum() * 0.0
 
 
 class NextItemExamples:
-    """Every event of a log that has at least one earlier event of its user: (history -> event) pairs."""
+    """A log's users as sequences, packed into batches of about ``batch_events`` events (whole users each)."""
 
     def __init__(self, log: EventLog):
-        qs = stream_queries(log, 0)
-        keep = np.fromiter((s.size > 0 for s in qs.seen), bool, len(qs))
-        self.log = log
-        self.queries = qs.queries[keep]
-        self.history = [s for s, k in zip(qs.seen, keep) if k]
-        if not self.history:
+        order, _, start = log.by_user
+        lengths = np.diff(start)
+        self.log, self.order, self.start, self.lengths = log, order, start, lengths
+        self.users = np.flatnonzero(lengths >= 2)
+        if self.users.size == 0:
             raise ValueError("no user has two events in the training log: nothing to learn an item space from")
 
     def __len__(self) -> int:
-        return len(self.history)
+        """Number of examples (events after each user's first)."""
+        return int((self.lengths[self.users] - 1).sum())
 
-    def batches(self, batch_size: int, rng: np.random.Generator):
-        order = rng.permutation(len(self))
-        for lo in range(0, order.size, batch_size):
-            idx = order[lo:lo + batch_size]
-            h = Histories(self.log, [self.history[i] for i in idx])
-            weighted = h.matrix(self.log.weight)
-            yield ReadoutBatch(torch.from_numpy(weighted), torch.from_numpy(h.matrix() > 0),
-                               torch.from_numpy(self.log.item[self.queries[idx]]))
+    def n_batches(self, batch_events: int) -> int:
+        return max(1, -(-int(self.lengths[self.users].sum()) // batch_events))
+
+    def batches(self, batch_events: int, rng: np.random.Generator):
+        users = rng.permutation(self.users)
+        bounds = np.cumsum(self.lengths[users])
+        cuts = np.searchsorted(bounds, np.arange(batch_events, bounds[-1], batch_events), side="left") + 1
+        for group in np.split(users, np.unique(np.clip(cuts, 1, users.size - 1)) if users.size > 1 else []):
+            if group.size:
+                yield self._batch(group)
+
+    def _batch(self, users: np.ndarray) -> ReadoutBatch:
+        lengths = self.lengths[users]
+        rows = np.concatenate([self.order[self.start[u]:self.start[u + 1]] for u in users])
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        first = np.repeat(offsets, lengths)
+        targets = np.flatnonzero(np.arange(rows.size) != first)
+        return ReadoutBatch(torch.from_numpy(self.log.item[rows]), torch.from_numpy(self.log.weight[rows].astype(np.float32)),
+                            torch.from_numpy(first), torch.from_numpy(targets))
 
 
 @dataclass
@@ -108,7 +148,7 @@ def fit_readout(model: torch.nn.Module, examples: NextItemExamples, validate: Ca
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     result, best_state, stale = ReadoutFit(), None, 0
     start = time.perf_counter()
-    n_batches = -(-len(examples) // config.batch_size)
+    n_batches = examples.n_batches(config.batch_size)
     for epoch in range(1, config.epochs + 1):
         model.train()
         totals: dict[str, float] = {}

@@ -64,7 +64,8 @@ def _opt(*decls: str, **kwargs):
       help="The latest share of the log that validates (prequential: later events served from earlier ones); "
            "the chosen model is then refitted on the whole log.")
 @_opt("--dim", type=int, default=64, help="D, the item space dimension.")
-@_opt("--batch-size", type=int, default=512, help="Training examples (history -> next item) per step.")
+@_opt("--batch-size", type=int, default=4096,
+      help="Events per step: whole user sequences, every event after a user's first is an example.")
 @_opt("--lr", type=float, default=None, help="Adam learning rate (default: the trainer's).")
 @_opt("--patience", type=int, default=3, help="Epochs without a better validation HitRate@20 before stopping.")
 @_opt("--tau", type=float, default=None, help="Temperature of the served readout's softmax.")

@@ -1,0 +1,47 @@
+"""The sequence batches read out every prefix exactly as the served user vector, and mask what was seen."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dreamstream.dreamumm_ref import user_vector
+from dreamstream.evaluation.events import EventLog
+from models.readout_trainer import NextItemExamples, readout_loss
+
+
+def _log() -> EventLog:
+    rng = np.random.default_rng(3)
+    n = 90
+    return EventLog(rng.integers(0, 7, n), rng.integers(0, 15, n), rng.choice(np.float32([1, 0.5, -0.3]), n),
+                    np.arange(n, dtype=np.float64), 7, 15)
+
+
+def test_every_example_is_the_served_readout_of_its_prefix() -> None:
+    log = _log()
+    items = torch.nn.functional.normalize(torch.randn(15, 6), dim=1)
+    examples = NextItemExamples(log)
+    seen_examples = 0
+    for batch in examples.batches(20, np.random.default_rng(0)):
+        users, seen = batch.users(items).numpy(), batch.seen(15).numpy()
+        rows_items, weights = batch.items.numpy(), batch.weights.numpy()
+        for m, t in enumerate(batch.targets.numpy()):
+            f = batch.first.numpy()[t]
+            _, expected = user_vector(items.numpy()[rows_items[f:t]], weights[f:t])
+            np.testing.assert_allclose(users[m], expected, atol=1e-5)
+            assert set(np.flatnonzero(seen[m])) == set(rows_items[f:t].tolist())
+        seen_examples += len(batch.targets)
+    assert seen_examples == len(examples) == len(log) - np.count_nonzero(np.bincount(log.user))
+
+
+def test_the_loss_prefers_the_true_next_item() -> None:
+    log = _log()
+    batch = next(NextItemExamples(log).batches(1000, np.random.default_rng(0)))
+    items = torch.nn.functional.normalize(torch.randn(15, 6), dim=1).requires_grad_(True)
+    opt = torch.optim.Adam([items], lr=0.05)
+    first = float(readout_loss(batch, torch.nn.functional.normalize(items, dim=1), 0.1))
+    for _ in range(50):
+        loss = readout_loss(batch, torch.nn.functional.normalize(items, dim=1), 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first

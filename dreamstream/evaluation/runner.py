@@ -10,6 +10,8 @@ The rows, and why each is there:
 * ``dream`` — the user vector the worker streams (DreamUMM readout over DREAM's
   item space), with the half-life chosen on validation;
 * ``dream -<part>`` — ablations: one mechanism of DREAM switched off;
+* ``dream + candidates (k=...)`` — Candidate-DreamUMM's cold-start blend
+  (:class:`dreamstream.evaluation.scorers.CandidateBlendScorer`);
 * ``served`` / ``opal-*`` — OPAL's interests, merged as ``dreamstream.client``
   merges them (:mod:`dreamstream.evaluation.opal_scorers`);
 * ``... (frozen)`` — the same model with every history stopped at the cutoff:
@@ -33,10 +35,11 @@ from dreamstream.evaluation.baselines import EASE_GRID, KNN_GRID, Popularity, ea
 from dreamstream.evaluation.events import EventLog
 from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queries, summarize
 from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
-from dreamstream.evaluation.scorers import DreamUMMScorer
+from dreamstream.evaluation.scorers import CandidateBlendScorer, DreamUMMScorer
 
 DAY_S = 86_400.0
 HALF_LIVES_S = (math.inf, 90 * DAY_S, 30 * DAY_S, 7 * DAY_S, 1 * DAY_S)  # tried on validation
+COLD_MIN_POSITIVE = (2, 5)  # Candidate-DreamUMM thresholds measured (the worker's default is 5)
 ABLATIONS = {"-modal line": {"use_modal": False}, "-filter gate": {"use_filter_gate": False},
              "-item graph": {"use_item_graph": False}, "-S3": {"use_s3": False},
              "-BMA": {"use_intra": False, "use_inter": False}}
@@ -125,7 +128,11 @@ def run_protocol(protocol: Protocol, features: dict, config: EvalConfig, echo: C
         if seed == config.seeds[0]:
             half_life = choose_half_life(fitted.items, protocol, served_validator)
             run.chosen["dream"] = {"best_epoch": fitted.fit.best_epoch, "half_life_s": half_life}
-        score("dream", DreamUMMScorer(fitted.items, Popularity.fit(final_log), half_life), seconds)
+        served = DreamUMMScorer(fitted.items, Popularity.fit(final_log), half_life)
+        score("dream", served, seconds)
+        if protocol.frozen is not None:  # new users exist only in a stream
+            for k in COLD_MIN_POSITIVE:
+                score(f"dream + candidates (k={k})", CandidateBlendScorer(served, k), frozen=False)
         echo(f"  dream seed {seed}: best epoch {fitted.fit.best_epoch}, valid {fitted.fit.best_score:.4f} "
              f"({seconds:.0f} s)")
         if config.opal:

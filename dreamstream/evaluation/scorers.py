@@ -55,3 +55,31 @@ class DreamUMMScorer:
         empty = ~np.any(users != 0, axis=1)
         out[empty] = self.popularity.counts
         return out
+
+
+@dataclass
+class CandidateBlendScorer:
+    """Candidate-DreamUMM as the worker applies it, for a dataset without impressions.
+
+    A brand-new user has no positive play yet; what they were *shown* is the
+    only signal. MovieLens records no impressions, so the slate is simulated
+    as what a cold user is shown in practice: the ``slate`` most popular
+    items of the training past. The served vector is
+    :func:`dreamstream.dreamumm_ref.candidate_blend` of the user's own vector
+    and that slate's, by confidence ``n_pos / cold_min_positive``, exactly
+    as the worker blends.
+    """
+
+    served: DreamUMMScorer
+    cold_min_positive: int
+    slate: int = 50
+
+    def scores(self, histories: Histories) -> np.ndarray:
+        from dreamstream.dreamumm_ref import candidate_blend, candidate_vector
+
+        own = self.served.users(histories)
+        top = np.argsort(-self.served.popularity.counts, kind="stable")[: self.slate]
+        candidates = np.broadcast_to(candidate_vector(self.served.items[top]), own.shape)
+        n_pos = np.array([int((histories.log.weight[r] > 0).sum()) for r in histories.rows])
+        blended, _ = candidate_blend(own, candidates, n_pos, self.cold_min_positive)
+        return blended @ self.served.items.T

@@ -66,7 +66,8 @@ MODALITIES = ("text", "visual")
 @dataclass(frozen=True)
 class DreamConfig:
     dim: int = 64                # D: the shared item space
-    n_layers: int = 1            # behaviour line (LightGCN) layers: 0, 1, 2 serve alike on ml-100k-dev (valid 0.272, 0.273, 0.270); 1 keeps the graph cheaply
+    # behaviour line (LightGCN) layers: 0, 1, 2 serve alike on ml-100k-dev (valid 0.272, 0.273, 0.270)
+    n_layers: int = 1
     n_item_layers: int = 1       # propagation layers over the item–item kNN graph
     knn_k: int = 10              # neighbours per item in the relation graph
     tau: float = 0.1             # temperature of the served readout's softmax over cosine scores

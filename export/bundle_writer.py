@@ -142,5 +142,5 @@ def export_checkpoint(ckpt_dir: str | Path, model_dir: str | Path) -> Path:
         data=config.get("data", {}), metrics=metrics,
         extra={"checkpoint": str(ckpt.resolve()), "modalities": {"text": bool(features.get("text", True)),
                                                                  "visual": bool(features.get("visual", True))},
-               "seed": config.get("seed")},
+               "seed": config.get("seed"), "half_life_s": config.get("train", {}).get("half_life_s")},
     )

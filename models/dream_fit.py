@@ -52,7 +52,8 @@ def served_validator(fit_log: EventLog, valid: QuerySet, half_life_s: float = fl
 def fit_dream(protocol: Protocol, features: dict[str, np.ndarray | None], config: DreamConfig = DreamConfig(),
               train: ReadoutConfig = ReadoutConfig()) -> DreamFit:
     """Train DREAM on the protocol's fit log, early-stopped on its validation queries, refitted when it says so."""
-    chosen = fit_on(protocol.fit_log, features, config, train, served_validator(protocol.fit_log, protocol.valid))
+    validate = served_validator(protocol.fit_log, protocol.valid, train.half_life_s)
+    chosen = fit_on(protocol.fit_log, features, config, train, validate)
     if protocol.refit_log is None or chosen.fit.best_epoch == 0:
         return chosen
     final = fit_on(protocol.refit_log, features, config, replace(train, epochs=chosen.fit.best_epoch), None)

@@ -20,6 +20,7 @@ on a time cut, or leave-last-out), and the best epoch's weights are restored.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, NamedTuple
@@ -39,6 +40,7 @@ class ReadoutConfig:
     lr: float = 1e-2
     patience: int = 3          # epochs without a better validation score before stopping
     tau: float = 0.1           # softmax temperature over cosine scores
+    half_life_s: float = float("inf")  # the decay the served vector will use (train as served)
     seed: int = 0
     progress: bool = True
 
@@ -59,10 +61,26 @@ class ReadoutBatch(NamedTuple):
     weights: torch.Tensor   # float32 [N]: engagement weight of each event
     first: torch.Tensor     # int64 [N]: index (in this batch) of the first event of the event's user
     targets: torch.Tensor   # int64 [M]: rows of the events that are examples (not a user's first event)
+    ts: torch.Tensor        # float64 [N]: event time, seconds
+    half_life_s: float      # the served decay (inf: none)
 
     def users(self, item_vectors: torch.Tensor) -> torch.Tensor:
-        """[M, D]: the served readout of each example's earlier events (exclusive prefix sums per user)."""
-        return F.normalize(_prefix(self.weights[:, None] * item_vectors[self.items], self.first)[self.targets], dim=1)
+        """[M, D]: the served readout of each example's earlier events, decayed to the latest one as the worker does.
+
+        Without decay, exclusive prefix sums per user. With a half-life, a
+        window of each example's last :data:`DECAY_WINDOW` events: an event
+        ``DECAY_WINDOW`` events back is, at the half-lives that serve best
+        (minutes), weighted by nothing a float32 sum would keep.
+        """
+        x = self.weights[:, None] * item_vectors[self.items]
+        if math.isinf(self.half_life_s):
+            return F.normalize(_prefix(x, self.first)[self.targets], dim=1)
+        back = self.targets[:, None] - torch.arange(1, DECAY_WINDOW + 1)[None, :]  # [M, W]
+        inside = back >= self.first[self.targets][:, None]
+        back = back.clamp(min=0)
+        age = (self.ts[self.targets - 1][:, None] - self.ts[back]).clamp(min=0.0)
+        g = torch.where(inside, torch.pow(0.5, age / self.half_life_s), torch.zeros_like(age)).float()
+        return F.normalize((g[..., None] * x[back]).sum(dim=1), dim=1)
 
     def seen(self, n_items: int) -> torch.Tensor:
         """bool [M, I]: the items of each example's earlier events (masked, as the ranking service masks them)."""
@@ -72,6 +90,9 @@ class ReadoutBatch(NamedTuple):
     @property
     def target_items(self) -> torch.Tensor:
         return self.items[self.targets]
+
+
+DECAY_WINDOW = 64
 
 
 def _prefix(x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
@@ -111,22 +132,23 @@ class NextItemExamples:
     def n_batches(self, batch_events: int) -> int:
         return max(1, -(-int(self.lengths[self.users].sum()) // batch_events))
 
-    def batches(self, batch_events: int, rng: np.random.Generator):
+    def batches(self, batch_events: int, rng: np.random.Generator, half_life_s: float = math.inf):
         users = rng.permutation(self.users)
         bounds = np.cumsum(self.lengths[users])
         cuts = np.searchsorted(bounds, np.arange(batch_events, bounds[-1], batch_events), side="left") + 1
         for group in np.split(users, np.unique(np.clip(cuts, 1, users.size - 1)) if users.size > 1 else []):
             if group.size:
-                yield self._batch(group)
+                yield self._batch(group, half_life_s)
 
-    def _batch(self, users: np.ndarray) -> ReadoutBatch:
+    def _batch(self, users: np.ndarray, half_life_s: float = math.inf) -> ReadoutBatch:
         lengths = self.lengths[users]
         rows = np.concatenate([self.order[self.start[u]:self.start[u + 1]] for u in users])
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         first = np.repeat(offsets, lengths)
         targets = np.flatnonzero(np.arange(rows.size) != first)
         return ReadoutBatch(torch.from_numpy(self.log.item[rows]), torch.from_numpy(self.log.weight[rows].astype(np.float32)),
-                            torch.from_numpy(first), torch.from_numpy(targets))
+                            torch.from_numpy(first), torch.from_numpy(targets), torch.from_numpy(self.log.ts[rows]),
+                            half_life_s)
 
 
 @dataclass
@@ -152,7 +174,7 @@ def fit_readout(model: torch.nn.Module, examples: NextItemExamples, validate: Ca
     for epoch in range(1, config.epochs + 1):
         model.train()
         totals: dict[str, float] = {}
-        bar = tqdm(examples.batches(config.batch_size, rng), total=n_batches, leave=False, dynamic_ncols=True,
+        bar = tqdm(examples.batches(config.batch_size, rng, config.half_life_s), total=n_batches, leave=False, dynamic_ncols=True,
                    desc=f"{name} epoch {epoch}", disable=not config.progress)
         for batch in bar:
             loss, parts = model.loss(batch)

@@ -51,7 +51,7 @@ def _opt(*decls: str, **kwargs):
 
 
 @click.command("train")
-@settings_options("data_dir")
+@settings_options("data_dir", "half_life_s")
 @_opt("--data", type=click.Path(path_type=Path), default=None,
       help="Dataset folder (RecBole atomic files). Default: --data-dir; the synthetic set is generated there "
            "when it holds no .inter file.")
@@ -104,7 +104,7 @@ def train(settings: Settings, data: Path | None, name: str | None, out: Path, ep
                                use_filter_gate=filter_gate, use_item_graph=item_graph,
                                **{k: v for k, v in overrides.items() if v is not None})
     train_config = ReadoutConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, progress=progress,
-                                 **({"lr": lr} if lr is not None else {}))
+                                 half_life_s=settings.half_life_s, **({"lr": lr} if lr is not None else {}))
     data_dir = data or settings.data_dir
     metrics = run_training(data_dir, name, out, dream_config, train_config, valid_fraction=valid_fraction,
                            tower_steps=tower_steps, with_opal=opal, engagement=settings.engagement, echo=click.echo)

@@ -1,7 +1,10 @@
 """The sequence batches read out every prefix exactly as the served user vector, and mask what was seen."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
 
 from dreamstream.dreamumm_ref import user_vector
@@ -13,20 +16,21 @@ def _log() -> EventLog:
     rng = np.random.default_rng(3)
     n = 90
     return EventLog(rng.integers(0, 7, n), rng.integers(0, 15, n), rng.choice(np.float32([1, 0.5, -0.3]), n),
-                    np.arange(n, dtype=np.float64), 7, 15)
+                    np.cumsum(rng.integers(0, 4, n)).astype(np.float64), 7, 15)
 
 
-def test_every_example_is_the_served_readout_of_its_prefix() -> None:
+@pytest.mark.parametrize("half_life_s", [math.inf, 4.0])
+def test_every_example_is_the_served_readout_of_its_prefix(half_life_s: float) -> None:
     log = _log()
     items = torch.nn.functional.normalize(torch.randn(15, 6), dim=1)
     examples = NextItemExamples(log)
     seen_examples = 0
-    for batch in examples.batches(20, np.random.default_rng(0)):
+    for batch in examples.batches(20, np.random.default_rng(0), half_life_s):
         users, seen = batch.users(items).numpy(), batch.seen(15).numpy()
-        rows_items, weights = batch.items.numpy(), batch.weights.numpy()
+        rows_items, weights, ts = batch.items.numpy(), batch.weights.numpy(), batch.ts.numpy()
         for m, t in enumerate(batch.targets.numpy()):
             f = batch.first.numpy()[t]
-            _, expected = user_vector(items.numpy()[rows_items[f:t]], weights[f:t])
+            _, expected = user_vector(items.numpy()[rows_items[f:t]], weights[f:t], ts[f:t] * 1000.0, half_life_s)
             np.testing.assert_allclose(users[m], expected, atol=1e-5)
             assert set(np.flatnonzero(seen[m])) == set(rows_items[f:t].tolist())
         seen_examples += len(batch.targets)

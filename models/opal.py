@@ -40,6 +40,16 @@ Where this deviates from the paper / reference code, and why:
   (the paper's future-item prediction); each is scored by the best interest
   (``max_k``, as the reference's CE branch) in a full softmax over the frozen
   catalogue, on ``positions`` random cut points per sequence.
+
+Training (:func:`fit_opal`, source-agnostic: per-user item sequences in time
+order and a validation callback) follows the authors' ``run.py``: soft
+pre-training until the validation score stops improving (``patience``),
+the best soft weights restored, then hard fine-tuning from them, early
+stopped the same way, the best hard weights restored. :func:`train_opal`
+is the leave-last-out wrapper ``dreamstream train`` calls. Inference over
+whole histories (:meth:`Opal.states_after`) unrolls each sequence once and
+reads any of its prefixes, which is how the prequential scorers
+(:mod:`dreamstream.evaluation.opal_scorers`) replay what the worker streamed.
 """
 from __future__ import annotations
 
@@ -49,7 +59,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -61,18 +71,21 @@ from models.checkpoint import load_module, save_module
 @dataclass(frozen=True)
 class OpalConfig:
     dim: int = 64              # D: the DREAM item space
-    interests: int = 4         # K hyper-categories
+    interests: int = 4         # K hyper-categories (ML-100k prequential validation prefers 2)
     hidden: int = 64           # H: GRU state width
     tau: float = 0.1           # temperature of assignment and interest weights (reference: temp 0.1)
     w_orth: float = 10.0       # orthogonality loss weight (reference w_orth)
     w_uniform: float = 1.0     # uniformity loss weight (reference w_uniform)
     w_unique: float = 1.0      # unique (sharpness) loss weight (reference w_sharp)
     window: int = 5            # future items that count as positives of a cut point
-    max_len: int = 50          # training sequences are windows of at most this many events
+    max_len: int = 100         # training sequences are windows of at most this many events (served: whole histories)
     positions: int = 8         # cut points scored per training sequence
-    lr: float = 3e-3
+    lr: float = 1e-2           # ML-100k validation: converges in about half the epochs of 3e-3, no worse
     batch_size: int = 256
-    pretrain_share: float = 0.4  # share of epochs spent in soft pre-training
+    soft_epochs: int = 20      # most epochs of stage 1 (soft pre-training); early stopping ends it sooner
+    hard_epochs: int = 20      # most epochs of stage 2 (hard fine-tuning from the best soft weights)
+    patience: int = 3          # epochs without a better validation score before a stage stops
+    epoch_passes: int = 1      # random windows drawn per trainable sequence in one epoch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +117,9 @@ class Opal(nn.Module):
         self.hyper = nn.Parameter(torch.empty(k, d))           # C [K, D]
         self.cell = nn.GRUCell(d, h, bias=False)               # shared by all interests and the global state
         self.mlp = nn.Sequential(nn.Linear(h, d), nn.Tanh(), nn.Linear(d, d))
+        # readout used when none is asked for (``step`` and every scorer): hard, the streamed model, except
+        # while :func:`fit_opal` validates its soft pre-training stage. Not a weight: never saved.
+        self.readout_hard = True
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -126,9 +142,13 @@ class Opal(nn.Module):
         z = self.hyper.new_zeros
         return OpalState(z(batch, c.interests, c.hidden), z(batch, c.hidden), z(batch, c.interests, c.dim))
 
-    def readout(self, hidden: torch.Tensor, glob: torch.Tensor, soft: torch.Tensor, hard: bool = True
+    def readout(self, hidden: torch.Tensor, glob: torch.Tensor, soft: torch.Tensor, hard: bool | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(interests [B,K,D] unit rows, weights [B,K]) from a state; ``hard=False`` = soft pre-training readout."""
+        """(interests [B,K,D] unit rows, weights [B,K]) from a state; ``hard=False`` = soft pre-training readout.
+
+        ``hard=None`` means ``self.readout_hard`` (True outside :func:`fit_opal`'s soft stage).
+        """
+        hard = self.readout_hard if hard is None else hard
         cats = self.categories().unsqueeze(0)                                  # [1, K, D]
         soft_seen = soft.pow(2).sum(dim=2, keepdim=True) > 0                   # [B, K, 1]
         soft_part = torch.where(soft_seen, F.normalize(soft, dim=2), cats)      # [B, K, D]
@@ -197,7 +217,7 @@ class Opal(nn.Module):
         stacked = OpalState(*(torch.stack(parts, dim=1) for parts in zip(*states))) if states else None
         return {"states": stacked, "state": state, "logits": logits, "probs": probs, "assign": assign}
 
-    def readout_at(self, states: OpalState, positions: torch.Tensor, hard: bool = True
+    def readout_at(self, states: OpalState, positions: torch.Tensor, hard: bool | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Readout of the states [B,T,...] at positions [B,P] -> (interests [B,P,K,D], weights [B,P,K])."""
         b, p = positions.shape
@@ -205,6 +225,42 @@ class Opal(nn.Module):
                   .reshape(b * p, *s.shape[2:]) for s in states]
         interests, weights = self.readout(*picked, hard=hard)
         return interests.view(b, p, *interests.shape[1:]), weights.view(b, p, -1)
+
+    @torch.no_grad()
+    def states_after(self, items: torch.Tensor, lengths: torch.Tensor, reads: torch.Tensor, at: torch.Tensor,
+                     decay: torch.Tensor | None = None) -> OpalState:
+        """Inference: the streamed state of sequence ``reads[q]`` after its first ``at[q]`` events, per query q.
+
+        items [S,T,D] left-aligned sequences with ``lengths`` [S] real events;
+        reads [Q] sequence of each query, at [Q] its prefix length (0 = the
+        empty state). Each sequence is unrolled once however many of its
+        prefixes are read (the queries of one user share their history), and
+        a step only advances the sequences still running, so the cost is the
+        number of real events, not S x T. Same :meth:`advance` as :meth:`step`.
+        ``decay`` [S,T]: the decay applied before each event (default 1: none).
+        """
+        s, t, _ = items.shape
+        order = torch.argsort(lengths, descending=True, stable=True)         # running sequences form a prefix
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(s)
+        items, lengths = items[order], lengths[order]
+        decay = items.new_ones(s, t) if decay is None else decay[order].to(items.dtype)
+        _, probs, assign = self.assignment(items)                             # [S,T,K], [S,T]
+        hidden, glob, soft = self.empty_state(s)
+        out = self.empty_state(len(reads))
+        slot = rank[reads]                                                    # row of each query's sequence
+        by_length = torch.argsort(at, stable=True)
+        bounds = torch.searchsorted(at[by_length], torch.arange(t + 2))       # queries reading after i events
+        steps = int(lengths.max()) if s else 0
+        for i in range(steps):
+            a = int((lengths > i).sum())
+            new = self.advance(items[:a, i], OpalState(hidden[:a], glob[:a], soft[:a]), decay[:a, i:i + 1],
+                               probs[:a, i], assign[:a, i])
+            hidden[:a], glob[:a], soft[:a] = new
+            q = by_length[bounds[i + 1]:bounds[i + 2]]
+            if q.numel():
+                out.hidden[q], out.glob[q], out.soft[q] = hidden[slot[q]], glob[slot[q]], soft[slot[q]]
+        return out
 
     # --- losses ---------------------------------------------------------------
     def orthogonality_loss(self) -> torch.Tensor:
@@ -239,10 +295,24 @@ class Opal(nn.Module):
 
     def loss(self, items: torch.Tensor, mask: torch.Tensor, catalogue: torch.Tensor, cut: torch.Tensor,
              targets: torch.Tensor, target_mask: torch.Tensor, hard: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its parts. cut [B,P]: positions whose readout predicts targets [B,P,W]."""
+        """Total loss and its parts. cut [B,P]: positions whose readout predicts targets [B,P,W].
+
+        The soft readout reads nothing but the soft sums, which (no decay in
+        training) are cumulative sums of ``p (x) v``: the soft stage computes
+        them in one ``cumsum`` instead of unrolling the GRUs it does not read.
+        """
         c = self.config
-        out = self.sequence(items, mask)
-        interests, _ = self.readout_at(out["states"], cut, hard=hard)          # [B,P,K,D]
+        if hard:
+            out = self.sequence(items, mask)
+            interests, _ = self.readout_at(out["states"], cut, hard=True)      # [B,P,K,D]
+        else:
+            out = dict(zip(("logits", "probs", "assign"), self.assignment(items)))
+            soft = torch.cumsum((out["probs"] * mask.unsqueeze(2)).unsqueeze(3) * items.unsqueeze(2), dim=1)  # [B,T,K,D]
+            b, p = cut.shape
+            picked = soft.gather(1, cut.view(b, p, 1, 1).expand(b, p, *soft.shape[2:])).reshape(b * p, *soft.shape[2:])
+            zeros = picked.new_zeros
+            interests, _ = self.readout(zeros(b * p, c.interests, c.hidden), zeros(b * p, c.hidden), picked, hard=False)
+            interests = interests.view(b, p, *interests.shape[1:])
         parts = {
             "future": self.future_loss(interests, catalogue, targets, target_mask),
             "orth": c.w_orth * self.orthogonality_loss(),
@@ -253,7 +323,7 @@ class Opal(nn.Module):
         return sum(parts.values()), parts
 
 
-# --- training on a split ----------------------------------------------------
+# --- training ---------------------------------------------------------------
 
 def user_sequences(split, dataset, upto: str = "valid") -> list[np.ndarray]:
     """Per kept user, the item indexes of their positive events before ``upto``, in event order.
@@ -264,23 +334,53 @@ def user_sequences(split, dataset, upto: str = "valid") -> list[np.ndarray]:
     return [dataset.item[rows[split.positive[rows]]] for rows in split.history(upto)]
 
 
+def padded_indexes(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(left-aligned item indexes [S, T] (0-padded), lengths [S]) of whole sequences, T >= 1."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    idx = torch.zeros(len(sequences), max(int(lengths.max()) if len(sequences) else 1, 1), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        idx[i, :len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
+    return idx, lengths
+
+
+def interests_after(model: Opal, catalogue: torch.Tensor, sequences: list[np.ndarray], reads: np.ndarray | None = None,
+                    at: np.ndarray | None = None, decays: list[np.ndarray] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(interests [Q,K,D], weights [Q,K]) after the first ``at[q]`` events of ``sequences[reads[q]]``.
+
+    Defaults: one query per sequence, after its last event (what the worker
+    publishes after streaming the whole sequence). ``decays``: per sequence,
+    the decay before each event (:func:`dreamstream.dreamumm_ref.decays`, as
+    the worker computes it); none by default. See :meth:`Opal.states_after`.
+    """
+    idx, lengths = padded_indexes(sequences)
+    reads = torch.arange(len(sequences)) if reads is None else torch.as_tensor(reads, dtype=torch.long)
+    at = lengths[reads] if at is None else torch.as_tensor(at, dtype=torch.long)
+    decay = None
+    if decays is not None:
+        decay = torch.ones(idx.shape, dtype=torch.float32)
+        for i, g in enumerate(decays):
+            decay[i, :len(g)] = torch.as_tensor(np.asarray(g, np.float32))
+    with torch.no_grad():
+        state = model.states_after(catalogue[idx], lengths, reads, at, decay)
+        return model.readout(*state)
+
+
 def final_interests(model: Opal, catalogue: torch.Tensor, sequences: list[np.ndarray], batch: int = 512
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per sequence, (interests [U,K,D], weights [U,K], hard assignment counts [U,K]) after its last event."""
     model.eval()
-    res_i, res_w, res_c = [], [], []
-    with torch.no_grad():
-        for s in range(0, len(sequences), batch):
-            chunk = sequences[s:s + batch]
-            items, mask = pad(chunk, catalogue)
-            out = model.sequence(items, mask)
-            interests, weights = model.readout(*out["state"])
-            counts = F.one_hot(out["assign"], model.config.interests) * mask.unsqueeze(2)
-            res_i.append(interests.numpy()); res_w.append(weights.numpy()); res_c.append(counts.sum(1).numpy())
     k, d = model.config.interests, model.config.dim
-    if not res_i:
+    if not sequences:
         return np.zeros((0, k, d), np.float32), np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return np.concatenate(res_i), np.concatenate(res_w), np.concatenate(res_c)
+    res_i, res_w = [], []
+    for s in range(0, len(sequences), batch):
+        interests, weights = interests_after(model, catalogue, sequences[s:s + batch])
+        res_i.append(interests.numpy()); res_w.append(weights.numpy())
+    with torch.no_grad():
+        item_assign = model.assignment(catalogue)[2].numpy()                   # depends on the item only
+    counts = np.stack([np.bincount(item_assign[np.asarray(q, np.int64)], minlength=k) for q in sequences])
+    return np.concatenate(res_i), np.concatenate(res_w), counts.astype(np.int64)
 
 
 def pad(sequences: list[np.ndarray], catalogue: torch.Tensor, length: int | None = None
@@ -333,75 +433,135 @@ def evaluate_recall(model: Opal, catalogue: torch.Tensor, split, dataset, upto: 
     return float(topk_metrics(topk, split.targets(upto), ks=(k,))[f"recall@{k}"])
 
 
-def train_opal(item_vectors: np.ndarray, split, dataset, epochs: int, seed: int, out_dir: str | Path,
-               config: OpalConfig | None = None, progress: bool = True) -> dict:
-    """Train OPAL on frozen DREAM item vectors; write ``out_dir/opal.pt``.
-
-    Two stages: soft pre-training (interests from the soft states, no GRU)
-    for ``pretrain_share`` of the epochs, then hard fine-tuning (full
-    readout, unique loss on). Returns the metrics and also merges them into
-    ``out_dir/metrics.json["opal"]``, and the per-epoch curve into
-    ``out_dir/history.json["opal"]``.
-    """
+def _train_epoch(model: Opal, opt: torch.optim.Optimizer, catalogue: torch.Tensor, sequences: list[np.ndarray],
+                 trainable: np.ndarray, hard: bool, rng: np.random.Generator, desc: str, progress: bool
+                 ) -> dict[str, float]:
+    """One epoch (``epoch_passes`` random windows per trainable sequence); the mean loss parts."""
     from tqdm.auto import tqdm
 
+    config = model.config
+    model.train()
+    order = rng.permutation(np.repeat(trainable, max(config.epoch_passes, 1)))
+    totals: dict[str, float] = {}
+    batches = range(0, len(order), config.batch_size)
+    bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
+    for s in bar:
+        idx, mask, cut, targets, tmask = sample_batch(sequences, order[s:s + config.batch_size], config, rng)
+        loss, parts = model.loss(catalogue[idx], mask, catalogue, cut, targets, tmask, hard=hard)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for name, value in {"loss": loss, **parts}.items():
+            totals[name] = totals.get(name, 0.0) + float(value.detach())
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    return {name: value / max(len(batches), 1) for name, value in totals.items()}
+
+
+def fit_opal(sequences: list[np.ndarray], item_vectors: np.ndarray, validate: Callable[[Opal], float],
+             config: OpalConfig | None = None, seed: int = 0, progress: bool = True) -> tuple[Opal, dict]:
+    """Train OPAL on per-user item index sequences (time order) over frozen item vectors [N, D].
+
+    Two stages, as the authors' ``run.py``: (1) soft pre-training (interests
+    are the soft sums alone; only ``C`` learns), at most ``soft_epochs``,
+    stopped after ``patience`` epochs without a better ``validate(model)``
+    (higher is better; it is called with the model in eval mode, reading out
+    softly), and the best soft weights restored; (2) hard fine-tuning from
+    them (full readout, GRU, unique loss on, a fresh optimiser), early
+    stopped the same way, best weights restored. Returns the model (eval
+    mode, hard readout: what :meth:`Opal.step` exports) and a report:
+    ``history`` (one row per epoch: ``stage``, ``epoch`` counted over both
+    stages, ``stage_epoch``, loss parts, ``valid``, ``seconds``), per stage
+    ``{"best_epoch", "epochs", "valid"}``, the final ``valid`` and the
+    orthogonality of ``C``. Sequences shorter than 2 events teach nothing
+    and are skipped.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     catalogue = F.normalize(torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32), dim=1)
     config = config or OpalConfig(dim=catalogue.shape[1])
     if config.dim != catalogue.shape[1]:
         config = replace(config, dim=catalogue.shape[1])
-    model = Opal(config)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sequences = user_sequences(split, dataset, "valid")
+    sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
     trainable = np.flatnonzero(np.array([len(s) >= 2 for s in sequences], dtype=bool))
     if trainable.size == 0:
-        raise ValueError("no user has two positive training events: OPAL has nothing to learn from")
-    pre_epochs = int(round(epochs * config.pretrain_share)) if epochs > 1 else 0
+        raise ValueError("no sequence has two events: OPAL has nothing to learn from")
+    model = Opal(config)
     history: list[dict] = []
-    best: tuple[float, int, dict | None] = (-1.0, 0, None)
+    report: dict = {}
     started = time.time()
-    for epoch in range(epochs):
-        hard = epoch >= pre_epochs
-        model.train()
-        order = rng.permutation(trainable)
-        totals: dict[str, float] = {}
-        batches = range(0, len(order), config.batch_size)
-        bar = tqdm(batches, desc=f"opal {'hard' if hard else 'soft'} {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for s in bar:
-            idx, mask, cut, targets, tmask = sample_batch(sequences, order[s:s + config.batch_size], config, rng)
-            loss, parts = model.loss(catalogue[idx], mask, catalogue, cut, targets, tmask, hard=hard)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            for name, value in {"loss": loss, **parts}.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        row = {"epoch": epoch + 1, "stage": "hard" if hard else "soft",
-               **{n: v / max(len(batches), 1) for n, v in totals.items()}}
-        row["recall@20"] = evaluate_recall(model, catalogue, split, dataset, "valid")
-        row["seconds"] = round(time.time() - started, 1)
-        history.append(row)
-        if progress:
-            tqdm.write(f"opal epoch {epoch + 1} ({row['stage']}): loss {row['loss']:.4f}  valid recall@20 {row['recall@20']:.4f}")
-        if hard and row["recall@20"] > best[0]:  # the exported model is the hard one: keep its best epoch
-            best = (row["recall@20"], epoch + 1, copy.deepcopy(model.state_dict()))
-    if best[2] is not None:
-        model.load_state_dict(best[2])
+    try:
+        for stage, hard, most in (("soft", False, config.soft_epochs), ("hard", True, config.hard_epochs)):
+            model.readout_hard = hard
+            opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+            best_score, best_epoch, best_state, stale, epoch = -math.inf, 0, None, 0, 0
+            for epoch in range(1, max(most, 1) + 1):
+                parts = _train_epoch(model, opt, catalogue, sequences, trainable, hard, rng,
+                                     f"opal {stage} {epoch}/{most}", progress)
+                model.eval()
+                score = float(validate(model))
+                history.append({"stage": stage, "epoch": len(history) + 1, "stage_epoch": epoch, **parts,
+                                "valid": score, "seconds": round(time.time() - started, 1)})
+                if progress:
+                    from tqdm.auto import tqdm
+
+                    tqdm.write(f"opal {stage} epoch {epoch}: loss {parts.get('loss', float('nan')):.4f}  valid {score:.4f}")
+                if score > best_score:
+                    best_score, best_epoch, best_state, stale = score, epoch, copy.deepcopy(model.state_dict()), 0
+                else:
+                    stale += 1
+                    if stale >= config.patience:
+                        break
+            model.load_state_dict(best_state)
+            report[stage] = {"best_epoch": best_epoch, "epochs": epoch, "valid": best_score}
+    finally:
+        model.readout_hard = True
     model.eval()
+    cats = model.categories().detach()
+    report.update({
+        "valid": report["hard"]["valid"],
+        "orthogonality": float(model.orthogonality_loss().detach()),
+        "max_offdiag_cos": float((cats @ cats.T - torch.eye(config.interests)).abs().max()),
+        "seconds": round(time.time() - started, 1),
+        "config": config.to_dict(),
+        "history": history,
+    })
+    return model, report
+
+
+def train_opal(item_vectors: np.ndarray, split, dataset, epochs: int, seed: int, out_dir: str | Path,
+               config: OpalConfig | None = None, progress: bool = True) -> dict:
+    """:func:`fit_opal` on a leave-last-out split's positive sequences; write ``out_dir/opal.pt``.
+
+    Validation is recall@20 of max-over-interests retrieval of the split's
+    validation targets. ``epochs`` is the whole budget: at most half of it
+    (at least one) for soft pre-training, the rest (at least one) for hard
+    fine-tuning, each also capped by the config. Returns the metrics and
+    merges them into ``out_dir/metrics.json["opal"]``, and the per-epoch
+    curve (both stages, ``recall@20`` per row) into ``out_dir/history.json["opal"]``.
+    """
+    catalogue = F.normalize(torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32), dim=1)
+    config = config or OpalConfig(dim=catalogue.shape[1])
+    soft_most = max(1, epochs // 2)
+    hard_most = max(1, epochs - soft_most)
+    config = replace(config, dim=catalogue.shape[1], soft_epochs=min(config.soft_epochs, soft_most),
+                     hard_epochs=min(config.hard_epochs, hard_most))
+    model, fit = fit_opal(user_sequences(split, dataset, "valid"), catalogue.numpy(),
+                          lambda m: evaluate_recall(m, catalogue, split, dataset, "valid"), config, seed, progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_opal(model, out / "opal.pt")
-    cats = model.categories().detach()
     metrics = {
-        "valid": {"recall@20": best[0]} if best[2] is not None else {},
-        "best_epoch": best[1],
-        "orthogonality": float(model.orthogonality_loss().detach()),
-        "max_offdiag_cos": float((cats @ cats.T - torch.eye(config.interests)).abs().max()),
-        "pretrain_epochs": pre_epochs,
-        "epochs": epochs,
-        "seconds": round(time.time() - started, 1),
+        "valid": {"recall@20": fit["valid"]},
+        "best_epoch": fit["hard"]["best_epoch"],
+        "soft_best_epoch": fit["soft"]["best_epoch"],
+        "soft_valid": {"recall@20": fit["soft"]["valid"]},
+        "orthogonality": fit["orthogonality"],
+        "max_offdiag_cos": fit["max_offdiag_cos"],
+        "pretrain_epochs": fit["soft"]["epochs"],
+        "epochs": fit["soft"]["epochs"] + fit["hard"]["epochs"],
+        "seconds": fit["seconds"],
     }
+    history = [{**row, "recall@20": row["valid"]} for row in fit["history"]]
     _merge_json(out / "metrics.json", "opal", metrics)
     _merge_json(out / "history.json", "opal", history)
     return metrics
@@ -420,4 +580,10 @@ def save_opal(model: Opal, path: str | Path) -> None:
 
 def load_opal(ckpt_dir: str | Path) -> Opal:
     """The trained OPAL of a checkpoint folder (``opal.pt``), in eval mode."""
-    return load_module(Path(ckpt_dir) / "opal.pt", lambda config: Opal(OpalConfig(**config)))
+    return load_module(Path(ckpt_dir) / "opal.pt", lambda config: Opal(opal_config(config)))
+
+
+def opal_config(blob: dict) -> OpalConfig:
+    """An :class:`OpalConfig` from a saved dict; training-only keys of older versions are dropped."""
+    known = OpalConfig.__dataclass_fields__
+    return OpalConfig(**{k: v for k, v in blob.items() if k in known})

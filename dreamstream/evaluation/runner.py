@@ -23,6 +23,7 @@ report gives mean and standard deviation over seeds.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -79,7 +80,7 @@ def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement:
     """The whole report: per protocol, every row's metrics (mean and std over seeds), choices and times."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))  # the machine is ours while evaluating
     started = time.perf_counter()
     log = EventLog.from_dataset(ds, dataset_weights(ds, engagement))
     features = {"text": ds.text_feat, "visual": ds.image_feat}
@@ -178,9 +179,38 @@ def run_ablations(run: ProtocolRun, protocol: Protocol, features: dict, train, s
         echo(f"  dream {label}: best epoch {ablated.fit.best_epoch} ({seconds:.0f} s)")
 
 
+OPAL_INTERESTS = 2      # K: ml-100k-dev prequential validation prefers 2 to 4 (models/opal.py)
+OPAL_USER_SHARE = 0.3   # the client's default share of slots for the user vector
+
+
 def run_opal(run: ProtocolRun, protocol: Protocol, items: np.ndarray, half_life: float, seed: int, score, echo
              ) -> None:
-    """OPAL's rows (filled in by :mod:`dreamstream.evaluation.opal_scorers`)."""
+    """OPAL over this seed's item space: its best-interest retrieval, its weighted merge, and what the client serves.
+
+    Trained on the protocol's fit log (two stages, each early-stopped on the
+    validation queries by best-interest HitRate@20); scored as the worker
+    steps it (decay included) and as :mod:`dreamstream.client` merges it.
+    """
+    from dreamstream.evaluation.opal_scorers import OpalScorer
+    from models.opal import OpalConfig, fit_opal
+
+    popularity = Popularity.fit(protocol.refit_log or protocol.fit_log)
+    log = protocol.fit_log
+    positive = log.weight > 0
+    sequences = [log.item[rows[positive[rows]]] for rows in log.sequences()]
+    sequences = [seq for seq in sequences if seq.size >= 2]
+
+    def validate(model) -> float:
+        scorer = OpalScorer(model, items, popularity, mode="max", half_life_s=half_life)
+        return evaluate_queries(protocol.valid, scorer).metrics()["hitrate@20"]
+
+    config = OpalConfig(dim=items.shape[1], interests=OPAL_INTERESTS)
+    (model, info), seconds = _timed(lambda: fit_opal(sequences, items, validate, config, seed=seed, progress=False))
+    for mode, name in (("max", "opal (best interest)"), ("merge", "opal (weighted merge)"),
+                       ("served", "served: dream + opal (client merge)")):
+        score(name, OpalScorer(model, items, popularity, mode=mode, user_share=OPAL_USER_SHARE, half_life_s=half_life),
+              seconds if mode == "max" else 0.0, frozen=mode == "served")
+    echo(f"  opal seed {seed}: K={OPAL_INTERESTS} ({seconds:.0f} s)")
 
 
 def run_sequential_baselines(run: ProtocolRun, protocol: Protocol, seed: int, half_life: float, score, echo) -> None:

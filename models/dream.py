@@ -240,7 +240,7 @@ class Dream(nn.Module):
         lines = {"behaviour": out.behaviour_items}
         if out.modal_items is not None:
             lines["modal"] = out.modal_items
-        users = {name: batch.users(F.normalize(v, dim=1))[pick] for name, v in lines.items()}
+        users = {name: batch.users(F.normalize(v, dim=1), pick) for name, v in lines.items()}
         if c.use_intra and c.w_intra > 0:
             parts["intra"] = c.w_intra * sum(info_nce(users[k], lines[k][tgt], c.temperature, ids=tgt) for k in lines)
         if out.modal_items is not None:

@@ -71,7 +71,8 @@ from models.checkpoint import load_module, save_module
 @dataclass(frozen=True)
 class OpalConfig:
     dim: int = 64              # D: the DREAM item space
-    interests: int = 4         # K hyper-categories (ML-100k prequential validation prefers 2)
+    # K hyper-categories: on ml-100k-dev prequential validation the served merge scores 0.376 with 2, 0.363 with 4
+    interests: int = 2
     hidden: int = 64           # H: GRU state width
     tau: float = 0.1           # temperature of assignment and interest weights (reference: temp 0.1)
     w_orth: float = 10.0       # orthogonality loss weight (reference w_orth)

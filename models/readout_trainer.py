@@ -38,7 +38,7 @@ class ReadoutConfig:
     epochs: int = 40           # upper bound: early stopping ends training
     batch_size: int = 4096     # events per step (whole user sequences; every event after a user's first is an example)
     lr: float = 1e-2
-    patience: int = 3          # epochs without a better validation score before stopping
+    patience: int = 2          # epochs without a better validation score before stopping
     tau: float = 0.1           # softmax temperature over cosine scores
     half_life_s: float = float("inf")  # the decay the served vector will use (train as served)
     seed: int = 0
@@ -64,21 +64,23 @@ class ReadoutBatch(NamedTuple):
     ts: torch.Tensor        # float64 [N]: event time, seconds
     half_life_s: float      # the served decay (inf: none)
 
-    def users(self, item_vectors: torch.Tensor) -> torch.Tensor:
+    def users(self, item_vectors: torch.Tensor, pick: torch.Tensor | None = None) -> torch.Tensor:
         """[M, D]: the served readout of each example's earlier events, decayed to the latest one as the worker does.
 
         Without decay, exclusive prefix sums per user. With a half-life, a
         window of each example's last :data:`DECAY_WINDOW` events: an event
         ``DECAY_WINDOW`` events back is, at the half-lives that serve best
-        (minutes), weighted by nothing a float32 sum would keep.
+        (minutes), weighted by nothing a float32 sum would keep. ``pick``: only
+        these examples (indexes into ``targets``).
         """
         x = self.weights[:, None] * item_vectors[self.items]
+        targets = self.targets if pick is None else self.targets[pick]
         if math.isinf(self.half_life_s):
-            return F.normalize(_prefix(x, self.first)[self.targets], dim=1)
-        back = self.targets[:, None] - torch.arange(1, DECAY_WINDOW + 1)[None, :]  # [M, W]
-        inside = back >= self.first[self.targets][:, None]
+            return F.normalize(_prefix(x, self.first)[targets], dim=1)
+        back = targets[:, None] - torch.arange(1, DECAY_WINDOW + 1)[None, :]  # [M, W]
+        inside = back >= self.first[targets][:, None]
         back = back.clamp(min=0)
-        age = (self.ts[self.targets - 1][:, None] - self.ts[back]).clamp(min=0.0)
+        age = (self.ts[targets - 1][:, None] - self.ts[back]).clamp(min=0.0)
         g = torch.where(inside, torch.pow(0.5, age / self.half_life_s), torch.zeros_like(age)).float()
         return F.normalize((g[..., None] * x[back]).sum(dim=1), dim=1)
 

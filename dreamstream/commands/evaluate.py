@@ -208,7 +208,7 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
 
 
 @click.command("evaluate")
-@settings_options("data_dir", "skip_ratio", "skip_weight", "replay_cap")
+@settings_options("data_dir", "skip_ratio", "skip_weight", "replay_cap", "half_life_s")
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               envvar="DREAMSTREAM_EVALUATE_DATA",
               help="Dataset folder (default: --data-dir). [env DREAMSTREAM_EVALUATE_DATA]")
@@ -248,11 +248,16 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
               envvar="DREAMSTREAM_EVALUATE_USER_SHARE",
               help="With --checkpoint: share of slots for the DreamUMM vector in opal+dreamumm (as dreamstream.client). "
                    "[env DREAMSTREAM_EVALUATE_USER_SHARE]")
-@click.option("--progress/--no-progress", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_PROGRESS",
-              help="Progress bars while models train. [env DREAMSTREAM_EVALUATE_PROGRESS]")
+@click.option("--choose-half-life", "half_lives", type=float, multiple=True, envvar="DREAMSTREAM_EVALUATE_HALF_LIVES",
+              help="Candidate decay half-lives in seconds (repeatable): DREAM is trained for each and the best on "
+                   "validation is used; 'inf' is no decay. Default: just --half-life-s, as the worker uses it. "
+                   "[env DREAMSTREAM_EVALUATE_HALF_LIVES]")
+@click.option("--progress/--no-progress", default=False, show_default=True, envvar="DREAMSTREAM_EVALUATE_PROGRESS",
+              help="Per-epoch bars of every job (they run in parallel, so the bars interleave). "
+                   "[env DREAMSTREAM_EVALUATE_PROGRESS]")
 def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, protocols: tuple[str, ...], cutoff: float,
              valid_fraction: float, seeds: int, ablations: bool, baselines: bool, opal: bool, json_path: Path | None,
-             plots_dir: Path | None, upto: str, user_share: float, progress: bool) -> None:
+             plots_dir: Path | None, upto: str, user_share: float, half_lives: tuple[float, ...], progress: bool) -> None:
     """Every model next to the baselines on real data: prequential (streaming) and leave-last-out, over seeds.
 
     Without --checkpoint it trains everything itself for each protocol and
@@ -269,7 +274,7 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
                 click.echo(format_table(sub["metrics"], ("recall@20", "ndcg@20", "recall@50")))
     else:
         report = _evaluate_protocols(data_dir, settings, protocols, cutoff, valid_fraction, seeds, ablations,
-                                     baselines, opal, progress)
+                                     baselines, opal, half_lives or (settings.half_life_s,), progress)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1))
@@ -281,7 +286,7 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
 
 
 def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, valid_fraction, seeds, ablations,
-                        baselines, opal, progress) -> dict:
+                        baselines, opal, half_lives, progress) -> dict:
     from dreamstream.commands.train import ensure_text_features
     from dreamstream.data.recbole import DatasetError, load_dataset
     from dreamstream.evaluation.runner import EvalConfig, evaluate_dataset
@@ -293,7 +298,7 @@ def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, v
         raise click.ClickException(str(err)) from None
     config = EvalConfig(seeds=tuple(range(seeds)), cutoff=cutoff, valid_fraction=valid_fraction,
                         protocols=tuple(dict.fromkeys(protocols)), ablations=ablations, baselines=baselines, opal=opal,
-                        progress=progress)
+                        half_lives=tuple(half_lives), progress=progress)
     report = evaluate_dataset(ds, config, settings.engagement, echo=click.echo)
     click.echo("\n" + format_report(report))
     return report

@@ -67,7 +67,7 @@ def _opt(*decls: str, **kwargs):
 @_opt("--batch-size", type=int, default=4096,
       help="Events per step: whole user sequences, every event after a user's first is an example.")
 @_opt("--lr", type=float, default=None, help="Adam learning rate (default: the trainer's).")
-@_opt("--patience", type=int, default=3, help="Epochs without a better validation HitRate@20 before stopping.")
+@_opt("--patience", type=int, default=2, help="Epochs without a better validation HitRate@20 before stopping.")
 @_opt("--tau", type=float, default=None, help="Temperature of the served readout's softmax.")
 @_opt("--layers", type=int, default=None, help="LightGCN layers of the behaviour line.")
 @_opt("--knn-k", type=int, default=None, help="Neighbours per item in the modal relation graph.")

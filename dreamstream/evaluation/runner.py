@@ -18,14 +18,20 @@ The rows, and why each is there:
   what a daily batch would serve (prequential only).
 
 Deterministic rows are computed once; seeded rows once per seed, and the
-report gives mean and standard deviation over seeds.
+report gives mean and standard deviation over seeds. Seeded work is cut into
+:class:`Job` s (a seed's DREAM and OPAL, a seed's SASRec and LightGCN, one
+ablation, one candidate half-life) that run in parallel processes, one
+thread each: on 2 cores that is what keeps the whole table within minutes.
+The decay half-life is chosen first (one DREAM per candidate, on the
+prequential validation queries) and then used by every served row of both
+protocols.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -38,13 +44,11 @@ from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queri
 from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
 from dreamstream.evaluation.scorers import CandidateBlendScorer, DreamUMMScorer
 
-DAY_S = 86_400.0
-# trained and validated on the first seed; on ml-100k-dev the served vector wants minutes (people rate films in sessions)
-HALF_LIVES_S = (math.inf, DAY_S, 600.0, 120.0, 30.0)
+OPAL_USER_SHARE = 0.3  # the client's default share of slots for the user vector
 COLD_MIN_POSITIVE = (2, 5)  # Candidate-DreamUMM thresholds measured (the worker's default is 5)
 ABLATIONS = {"-modal line": {"use_modal": False}, "-filter gate": {"use_filter_gate": False},
              "-item graph": {"use_item_graph": False}, "-S3": {"use_s3": False},
-             "-BMA": {"use_intra": False, "use_inter": False}}
+             "-BMA": {"use_intra": False, "use_inter": False}, "-decay": {}}
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,12 @@ class EvalConfig:
     ablations: bool = True
     baselines: bool = True              # SASRec and LightGCN (popularity, item-kNN and EASE always run)
     opal: bool = True
-    progress: bool = True
+    progress: bool = False             # per-epoch bars: off by default, jobs run in parallel processes
+    workers: int = 0                   # processes for the seeded jobs (0: one per core)
+    half_lives: tuple[float, ...] = (120.0,)  # decays to choose from on validation (one: no choice, just used)
+
+
+Rows = list[tuple[str, PrequentialResult, float]]  # (row name, test result, seconds it took)
 
 
 @dataclass
@@ -64,36 +73,135 @@ class ProtocolRun:
     protocol: Protocol
     results: dict[str, list[PrequentialResult]] = field(default_factory=dict)
     chosen: dict[str, object] = field(default_factory=dict)   # hyperparameters chosen on validation, per row
-    seconds: dict[str, float] = field(default_factory=dict)   # wall time per row, summed over seeds
+    seconds: dict[str, float] = field(default_factory=dict)   # compute time per row, summed over seeds
 
-    def add(self, name: str, result: PrequentialResult, seconds: float = 0.0) -> None:
-        self.results.setdefault(name, []).append(result)
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+    def add(self, rows: Rows) -> None:
+        for name, result, seconds in rows:
+            self.results.setdefault(name, []).append(result)
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def report(self) -> dict:
-        return {"describe": self.protocol.describe, "rows": summarize(self.results), "chosen": self.chosen,
-                "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
+        return {"describe": self.protocol.describe, "rows": summarize(dict(sorted(self.results.items(), key=_row_order))),
+                "chosen": self.chosen, "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
+
+
+ROW_ORDER = ("popularity", "item-knn", "ease", "sasrec", "lightgcn", "dream", "opal", "served")
+
+
+def _row_order(item: tuple[str, list]) -> tuple[int, str]:
+    name = item[0]
+    rank = next((i for i, prefix in enumerate(ROW_ORDER) if name.startswith(prefix)), len(ROW_ORDER))
+    return rank, name
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a job process needs to rebuild the protocols: the dataset and the evaluation settings."""
+
+    ds: Dataset
+    engagement: Engagement | None
+    config: EvalConfig
+
+    def protocol(self, name: str) -> Protocol:
+        key = (id(self.ds), name)
+        if key not in _PROTOCOLS:
+            weights = dataset_weights(self.ds, self.engagement)
+            if name == "prequential":
+                log = EventLog.from_dataset(self.ds, weights)
+                _PROTOCOLS[key] = prequential(log, log.cut_at_fraction(self.config.cutoff), self.config.valid_fraction)
+            else:
+                _PROTOCOLS[key] = leave_last_out(self.ds, weights)
+        return _PROTOCOLS[key]
+
+    @property
+    def features(self) -> dict:
+        return {"text": self.ds.text_feat, "visual": self.ds.image_feat}
+
+
+_PROTOCOLS: dict = {}  # per process: protocols already built from a Source
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of seeded work, run in a worker process."""
+
+    protocol: str
+    kind: str                  # "half-life" | "dream" | "baselines" | "ablation"
+    seed: int
+    half_life: float = math.inf
+    label: str = ""            # the ablation's label
+
+
+@dataclass
+class JobResult:
+    job: Job
+    rows: Rows
+    chosen: dict
+    lines: list[str]
 
 
 def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement: Engagement | None = None,
                      echo: Callable[[str], None] = print) -> dict:
     """The whole report: per protocol, every row's metrics (mean and std over seeds), choices and times."""
-    import torch
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))  # the machine is ours while evaluating
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()
-    log = EventLog.from_dataset(ds, dataset_weights(ds, engagement))
-    features = {"text": ds.text_feat, "visual": ds.image_feat}
-    report: dict = {"data": {"name": ds.name, "path": str(ds.path), "events": len(log), "users": ds.n_users,
-                             "items": ds.n_items}, "seeds": list(config.seeds), "protocols": {}}
-    for name in config.protocols:
-        protocol = (prequential(log, log.cut_at_fraction(config.cutoff), config.valid_fraction)
-                    if name == "prequential" else leave_last_out(ds, dataset_weights(ds, engagement)))
-        echo(f"{name}: {protocol.describe}")
-        run = run_protocol(protocol, features, config, echo)
+    source = Source(ds, engagement, config)
+    runs = {name: ProtocolRun(source.protocol(name)) for name in config.protocols}
+    report: dict = {"data": {"name": ds.name, "path": str(ds.path), "events": int(ds.n_interactions),
+                             "users": ds.n_users, "items": ds.n_items}, "seeds": list(config.seeds), "protocols": {}}
+    workers = config.workers or os.cpu_count() or 1
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        half_life, tried = config.half_lives[0], {}
+        if len(config.half_lives) > 1:
+            first = config.protocols[0]
+            echo(f"choosing the decay half-life on {first} validation: {len(config.half_lives)} DREAM fits")
+            tried = {r.job.half_life: r.chosen["valid"]
+                     for r in pool.map(run_job, [source] * len(config.half_lives),
+                                       [Job(first, "half-life", config.seeds[0], hl) for hl in config.half_lives])}
+            half_life = max(config.half_lives, key=lambda hl: (round(tried[hl], 4), hl))
+            echo(f"  half-life {half_life} s; validation HitRate@20 by half-life {tried}")
+        jobs = plan_jobs(config, half_life)
+        futures = [pool.submit(run_job, source, job) for job in jobs]
+        for name, run in runs.items():  # the deterministic rows, in this process while the jobs run
+            echo(f"{name}: {run.protocol.describe}")
+            run.chosen["dream"] = {"half_life_s": half_life, "valid_by_half_life": {str(k): v for k, v in tried.items()}}
+            run_deterministic(run, echo)
+        for future in tqdm(as_completed(futures), total=len(futures), desc="evaluation jobs", unit="job",
+                           dynamic_ncols=True):
+            result = future.result()
+            runs[result.job.protocol].add(result.rows)
+            for key, value in result.chosen.items():
+                runs[result.job.protocol].chosen.setdefault(key, value)
+            for line in result.lines:
+                echo(f"  {result.job.protocol} seed {result.job.seed}: {line}")
+    for name, run in runs.items():
         report["protocols"][name] = run.report()
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
+
+
+def _one_thread() -> None:
+    """Job processes use one thread each: on a small machine, processes in parallel beat threads in one."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def plan_jobs(config: EvalConfig, half_life: float) -> list[Job]:
+    """Every seeded job, longest first (so the pool ends together)."""
+    jobs = []
+    for name in config.protocols:
+        for seed in config.seeds:
+            if config.baselines:
+                jobs.append(Job(name, "baselines", seed, half_life))
+            jobs.append(Job(name, "dream", seed, half_life))
+    if config.ablations:
+        jobs += [Job(config.protocols[0], "ablation", config.seeds[0], half_life, label) for label in ABLATIONS]
+    return jobs
 
 
 def _timed(fn):
@@ -102,89 +210,64 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def run_protocol(protocol: Protocol, features: dict, config: EvalConfig, echo: Callable[[str], None]) -> ProtocolRun:
-    """Every row of the table for one protocol."""
-    from models.dream import DreamConfig
-    from models.dream_fit import fit_dream, served_validator
-    from models.readout_trainer import ReadoutConfig
+def _scored(protocol: Protocol, name: str, scorer, seconds: float = 0.0, frozen: bool = True) -> Rows:
+    rows = [(name, evaluate_queries(protocol.test, scorer), seconds)]
+    if frozen and protocol.frozen is not None:
+        rows.append((f"{name} (frozen)", evaluate_queries(protocol.frozen, scorer), 0.0))
+    return rows
 
-    run = ProtocolRun(protocol)
-    final_log = protocol.refit_log or protocol.fit_log
 
-    def score(name: str, scorer, seconds: float = 0.0, frozen: bool = True) -> None:
-        run.add(name, evaluate_queries(protocol.test, scorer), seconds)
-        if frozen and protocol.frozen is not None:
-            run.add(f"{name} (frozen)", evaluate_queries(protocol.frozen, scorer))
-
-    score("popularity", Popularity.fit(final_log), frozen=False)
+def run_deterministic(run: ProtocolRun, echo: Callable[[str], None]) -> None:
+    """Popularity, and item-kNN and EASE tuned on validation."""
+    protocol = run.protocol
+    run.add(_scored(protocol, "popularity", Popularity.fit(protocol.refit_log or protocol.fit_log), frozen=False))
     for name, build, grid in (("item-knn", item_knn, KNN_GRID), ("ease", ease, EASE_GRID)):
         tuned, seconds = _timed(lambda: tune(build, grid, protocol.fit_log, protocol.valid, protocol.refit_log))
         run.chosen[name] = tuned.params
-        score(name, tuned.scorer, seconds)
+        run.add(_scored(protocol, name, tuned.scorer, seconds))
         echo(f"  {name}: {tuned.params} ({seconds:.0f} s)")
 
-    first = ReadoutConfig(seed=config.seeds[0], progress=config.progress)
-    (half_life, tried), seconds = _timed(lambda: choose_half_life(protocol, features, first))
-    run.chosen["dream"] = {"half_life_s": half_life, "valid_by_half_life": tried, "seconds": round(seconds, 1)}
-    echo(f"  dream half-life: {half_life} s; validation HitRate@20 by half-life {tried} ({seconds:.0f} s)")
-    for seed in config.seeds:
-        train = ReadoutConfig(seed=seed, progress=config.progress, half_life_s=half_life)
-        fitted, seconds = _timed(lambda: fit_dream(protocol, features, DreamConfig(), train))
-        served = DreamUMMScorer(fitted.items, Popularity.fit(final_log), half_life)
-        score("dream", served, seconds)
-        echo(f"  dream seed {seed}: best epoch {fitted.fit.best_epoch}, valid {fitted.fit.best_score:.4f} "
-             f"({seconds:.0f} s)")
-        if protocol.frozen is not None:  # new users exist only in a stream
-            for k in COLD_MIN_POSITIVE:
-                score(f"dream + candidates (k={k})", CandidateBlendScorer(served, k), frozen=False)
-        if config.opal:
-            run_opal(run, protocol, fitted.items, half_life, seed, score, echo)
-        if config.baselines:
-            run_sequential_baselines(run, protocol, seed, half_life, score, echo)
-        if config.ablations and seed == config.seeds[0]:
-            run_ablations(run, protocol, features, train, score, echo)
-    return run
+
+def run_job(source: Source, job: Job) -> JobResult:
+    """One job in a worker process (top level so the pool can pickle it)."""
+    protocol = source.protocol(job.protocol)
+    result = JobResult(job, [], {}, [])
+    {"half-life": _half_life_job, "dream": _dream_job, "baselines": _baselines_job,
+     "ablation": _ablation_job}[job.kind](source, protocol, job, result)
+    return result
 
 
-def choose_half_life(protocol: Protocol, features: dict, train) -> tuple[float, dict[str, float]]:
-    """Train DREAM for each candidate decay (no refit) and keep the best served validation HitRate@20.
-
-    Ties go to the longer half-life (less decay). The item space is trained
-    for the decay it will be served with (:class:`models.readout_trainer.ReadoutConfig`).
-    """
+def _half_life_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
+    """DREAM trained for one candidate decay (no refit): its served validation HitRate@20."""
     from models.dream import DreamConfig
     from models.dream_fit import fit_on, served_validator
+    from models.readout_trainer import ReadoutConfig
 
-    tried = {}
-    for hl in HALF_LIVES_S:
-        fitted = fit_on(protocol.fit_log, features, DreamConfig(), replace(train, half_life_s=hl),
-                        served_validator(protocol.fit_log, protocol.valid, hl))
-        tried[hl] = round(fitted.fit.best_score, 4)
-    best = max(HALF_LIVES_S, key=lambda hl: (tried[hl], hl))
-    return best, {str(k): v for k, v in tried.items()}
+    train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
+    fitted = fit_on(protocol.fit_log, source.features, DreamConfig(), train,
+                    served_validator(protocol.fit_log, protocol.valid, job.half_life))
+    out.chosen["valid"] = round(fitted.fit.best_score, 4)
 
 
-def run_ablations(run: ProtocolRun, protocol: Protocol, features: dict, train, score, echo) -> None:
-    """DREAM with one mechanism switched off (and without decay), on one seed: see the table's seeds column."""
+def _dream_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
+    """DREAM served as the worker serves it, Candidate-DreamUMM, and OPAL over the same item space."""
     from models.dream import DreamConfig
     from models.dream_fit import fit_dream
+    from models.readout_trainer import ReadoutConfig
 
-    final_log = protocol.refit_log or protocol.fit_log
-    variants = {label: (DreamConfig(**switch), train) for label, switch in ABLATIONS.items()}
-    variants["-decay"] = (DreamConfig(), replace(train, half_life_s=math.inf))
-    for label, (config, variant_train) in variants.items():
-        ablated, seconds = _timed(lambda: fit_dream(protocol, features, config, variant_train))
-        score(f"dream {label}", DreamUMMScorer(ablated.items, Popularity.fit(final_log), variant_train.half_life_s),
-              seconds, frozen=False)
-        echo(f"  dream {label}: best epoch {ablated.fit.best_epoch} ({seconds:.0f} s)")
+    train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
+    fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(), train))
+    served = DreamUMMScorer(fitted.items, Popularity.fit(protocol.refit_log or protocol.fit_log), job.half_life)
+    out.rows += _scored(protocol, "dream", served, seconds)
+    out.lines.append(f"dream best epoch {fitted.fit.best_epoch}, valid {fitted.fit.best_score:.4f} ({seconds:.0f} s)")
+    if protocol.frozen is not None:  # new users exist only in a stream
+        for k in COLD_MIN_POSITIVE:
+            out.rows += _scored(protocol, f"dream + candidates (k={k})", CandidateBlendScorer(served, k), frozen=False)
+    if source.config.opal:
+        _opal_rows(protocol, fitted.items, job, out)
 
 
-OPAL_INTERESTS = 2      # K: ml-100k-dev prequential validation prefers 2 to 4 (models/opal.py)
-OPAL_USER_SHARE = 0.3   # the client's default share of slots for the user vector
-
-
-def run_opal(run: ProtocolRun, protocol: Protocol, items: np.ndarray, half_life: float, seed: int, score, echo
-             ) -> None:
+def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) -> None:
     """OPAL over this seed's item space: its best-interest retrieval, its weighted merge, and what the client serves.
 
     Trained on the protocol's fit log (two stages, each early-stopped on the
@@ -197,32 +280,44 @@ def run_opal(run: ProtocolRun, protocol: Protocol, items: np.ndarray, half_life:
     popularity = Popularity.fit(protocol.refit_log or protocol.fit_log)
     log = protocol.fit_log
     positive = log.weight > 0
-    sequences = [log.item[rows[positive[rows]]] for rows in log.sequences()]
-    sequences = [seq for seq in sequences if seq.size >= 2]
+    sequences = [seq for seq in (log.item[rows[positive[rows]]] for rows in log.sequences()) if seq.size >= 2]
 
     def validate(model) -> float:
-        scorer = OpalScorer(model, items, popularity, mode="max", half_life_s=half_life)
+        scorer = OpalScorer(model, items, popularity, mode="max", half_life_s=job.half_life)
         return evaluate_queries(protocol.valid, scorer).metrics()["hitrate@20"]
 
-    config = OpalConfig(dim=items.shape[1], interests=OPAL_INTERESTS)
-    (model, info), seconds = _timed(lambda: fit_opal(sequences, items, validate, config, seed=seed, progress=False))
+    config = OpalConfig(dim=items.shape[1])
+    (model, _), seconds = _timed(lambda: fit_opal(sequences, items, validate, config, seed=job.seed, progress=False))
     for mode, name in (("max", "opal (best interest)"), ("merge", "opal (weighted merge)"),
                        ("served", "served: dream + opal (client merge)")):
-        score(name, OpalScorer(model, items, popularity, mode=mode, user_share=OPAL_USER_SHARE, half_life_s=half_life),
-              seconds if mode == "max" else 0.0, frozen=mode == "served")
-    echo(f"  opal seed {seed}: K={OPAL_INTERESTS} ({seconds:.0f} s)")
+        scorer = OpalScorer(model, items, popularity, mode=mode, user_share=OPAL_USER_SHARE, half_life_s=job.half_life)
+        out.rows += _scored(protocol, name, scorer, seconds if mode == "max" else 0.0, frozen=mode == "served")
+    out.lines.append(f"opal K={config.interests} ({seconds:.0f} s)")
 
 
-def run_sequential_baselines(run: ProtocolRun, protocol: Protocol, seed: int, half_life: float, score, echo) -> None:
-    """SASRec (its configuration chosen on validation once, see its module) and LightGCN (tuned per seed)."""
+def _baselines_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
+    """SASRec (its configuration chosen on validation once, see its module) and LightGCN (tuned on validation)."""
     from dreamstream.evaluation.sasrec import fit_sasrec_on
     from models.lightgcn_fit import fit_lightgcn
 
-    sasrec, seconds = _timed(lambda: fit_sasrec_on(protocol.fit_log, protocol.valid, protocol.refit_log, seed=seed))
-    score("sasrec", sasrec, seconds)
-    echo(f"  sasrec seed {seed}: best epoch {sasrec.best_epoch} ({seconds:.0f} s)")
+    sasrec, seconds = _timed(lambda: fit_sasrec_on(protocol.fit_log, protocol.valid, protocol.refit_log, seed=job.seed))
+    out.rows += _scored(protocol, "sasrec", sasrec, seconds)
+    out.lines.append(f"sasrec best epoch {sasrec.best_epoch} ({seconds:.0f} s)")
+    lightgcn, seconds = _timed(lambda: fit_lightgcn(protocol, seed=job.seed, half_life_s=job.half_life))
+    out.chosen["lightgcn"] = lightgcn.params
+    out.rows += _scored(protocol, "lightgcn", lightgcn.scorer, seconds, frozen=False)
+    out.lines.append(f"lightgcn {lightgcn.params} ({seconds:.0f} s)")
 
-    lightgcn, seconds = _timed(lambda: fit_lightgcn(protocol, seed=seed, half_life_s=half_life))
-    run.chosen.setdefault("lightgcn", lightgcn.params)
-    score("lightgcn", lightgcn.scorer, seconds, frozen=False)
-    echo(f"  lightgcn seed {seed}: {lightgcn.params} ({seconds:.0f} s)")
+
+def _ablation_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
+    """DREAM with one mechanism switched off (``-decay``: trained and served without decay), one seed."""
+    from models.dream import DreamConfig
+    from models.dream_fit import fit_dream
+    from models.readout_trainer import ReadoutConfig
+
+    half_life = math.inf if job.label == "-decay" else job.half_life
+    train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=half_life)
+    fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(**ABLATIONS[job.label]), train))
+    served = DreamUMMScorer(fitted.items, Popularity.fit(protocol.refit_log or protocol.fit_log), half_life)
+    out.rows += _scored(protocol, f"dream {job.label}", served, seconds, frozen=False)
+    out.lines.append(f"dream {job.label} best epoch {fitted.fit.best_epoch} ({seconds:.0f} s)")

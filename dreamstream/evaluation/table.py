@@ -37,3 +37,23 @@ def format_report(report: dict) -> str:
     parts.append(f"wall time {report['seconds']:.0f} s; seeds {report['seeds']}; data {report['data']['name']} "
                  f"({report['data']['events']} events, {report['data']['users']} users, {report['data']['items']} items)")
     return "\n\n".join(parts)
+
+
+def format_markdown(report: dict, protocol: str, columns: tuple[str, ...] = ("hitrate@20", "ndcg@20", "hitrate@50")
+                    ) -> str:
+    """One protocol as a Markdown table (for docs and issue notes): mean ± std, HitRate@20 by prior events."""
+    block = report["protocols"][protocol]
+    head = ["model"] + list(columns) + [f"HR@20, {b} prior" for b in BUCKETS] + ["seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(stat: dict | None) -> str:
+        if not stat:
+            return "–"
+        return f"{stat['mean']:.4f}" + (f" ± {stat['std']:.4f}" if stat.get("std") else "")
+
+    for row, stats in block["rows"].items():
+        buckets = stats["by_prior_events"]
+        cells = [cell(stats["overall"].get(c)) for c in columns]
+        cells += [cell(buckets[b].get("hitrate@20")) if buckets[b]["events"] else "–" for b in BUCKETS]
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {stats['overall']['seeds']} |")
+    return "\n".join(lines)

@@ -32,7 +32,7 @@ def test_export_command_writes_a_bundle_the_contract_checker_accepts(tiny_checkp
     assert result.exit_code == 0, result.output
     bundle = load_bundle(tmp_path / "models")
     m = bundle.manifest
-    assert (m.dim, m.interests, m.hidden, m.text_dim, m.visual_dim) == (32, 4, 16, 16, 8)
+    assert (m.dim, m.interests, m.hidden, m.text_dim, m.visual_dim) == (32, 2, 16, 16, 8)
     assert m.raw["data"]["n_items"] == len(bundle.item_ids) and "opal" in m.raw["metrics"]
     run = subprocess.run([sys.executable, str(SHARED / "contract" / "check_bundle.py"), str(m.path)],
                          capture_output=True, text=True, timeout=120)

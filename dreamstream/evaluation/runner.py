@@ -44,7 +44,7 @@ from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queri
 from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
 from dreamstream.evaluation.scorers import CandidateBlendScorer, DreamUMMScorer
 
-OPAL_USER_SHARE = 0.3  # the client's default share of slots for the user vector
+USER_SHARES = (0.3, 0.5, 0.7, 0.9)  # the user vector's share of the client's slots, chosen on validation
 COLD_MIN_POSITIVE = (2, 5)  # Candidate-DreamUMM thresholds measured (the worker's default is 5)
 ABLATIONS = {"-modal line": {"use_modal": False}, "-filter gate": {"use_filter_gate": False},
              "-item graph": {"use_item_graph": False}, "-S3": {"use_s3": False},
@@ -288,11 +288,17 @@ def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) 
 
     config = OpalConfig(dim=items.shape[1])
     (model, _), seconds = _timed(lambda: fit_opal(sequences, items, validate, config, seed=job.seed, progress=False))
-    for mode, name in (("max", "opal (best interest)"), ("merge", "opal (weighted merge)"),
-                       ("served", "served: dream + opal (client merge)")):
-        scorer = OpalScorer(model, items, popularity, mode=mode, user_share=OPAL_USER_SHARE, half_life_s=job.half_life)
-        out.rows += _scored(protocol, name, scorer, seconds if mode == "max" else 0.0, frozen=mode == "served")
-    out.lines.append(f"opal K={config.interests} ({seconds:.0f} s)")
+    served = {share: OpalScorer(model, items, popularity, mode="served", user_share=share, half_life_s=job.half_life)
+              for share in USER_SHARES}
+    by_share = {share: evaluate_queries(protocol.valid, scorer).metrics()["hitrate@20"] for share, scorer in served.items()}
+    share = max(USER_SHARES, key=lambda s: (round(by_share[s], 4), -s))
+    out.chosen["served"] = {"user_share": share, "valid_by_user_share": {str(k): round(v, 4) for k, v in by_share.items()}}
+    for mode, name in (("max", "opal (best interest)"), ("merge", "opal (weighted merge)")):
+        scorer = OpalScorer(model, items, popularity, mode=mode, half_life_s=job.half_life)
+        out.rows += _scored(protocol, name, scorer, seconds if mode == "max" else 0.0, frozen=False)
+    out.rows += _scored(protocol, "served: dream + opal (client merge)", served[share])
+    out.lines.append(f"opal K={config.interests} ({seconds:.0f} s); served user_share {share} "
+                     f"(validation {by_share})")
 
 
 def _baselines_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:

@@ -83,23 +83,24 @@ def _save(fig, plt, path: str | Path) -> Path:
 
 
 def protocol_bars(name: str, block: Mapping, path: str | Path) -> Path:
-    """One protocol's rows: HitRate@20 (mean, std over seeds as error bars), overall and by prior events."""
+    """One protocol's rows as horizontal bars: HitRate@20 (mean, std over seeds), overall and by prior events."""
     plt = _pyplot()
     rows = list(block["rows"])
     buckets = ["overall"] + list(next(iter(block["rows"].values()))["by_prior_events"])
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(rows) * len(buckets) / 2), 4.5))
-    width = 0.8 / len(buckets)
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.5))
+    height = 0.8 / len(buckets)
     for b, bucket in enumerate(buckets):
-        stats = [block["rows"][r]["overall" if bucket == "overall" else "by_prior_events"] for r in rows]
-        cells = [s if bucket == "overall" else s[bucket] for s in stats]
+        cells = [block["rows"][r]["overall"] if bucket == "overall" else block["rows"][r]["by_prior_events"][bucket]
+                 for r in rows]
         means = [c.get("hitrate@20", {}).get("mean", np.nan) for c in cells]
         stds = [c.get("hitrate@20", {}).get("std", 0.0) for c in cells]
         label = bucket if bucket == "overall" else f"{bucket} prior events"
-        ax.bar(np.arange(len(rows)) + b * width, means, width, yerr=stds, capsize=2, label=label)
-    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, rows, rotation=40, ha="right", fontsize=8)
-    ax.set(title=f"{name}: HitRate@20 (mean ± std over seeds)", ylabel="HitRate@20")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.barh(np.arange(len(rows)) + b * height, means, height, xerr=stds, capsize=2, label=label)
+    ax.set_yticks(np.arange(len(rows)) + 0.4 - height / 2, rows, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(title=f"{name}: HitRate@20 (mean ± std over seeds)", xlabel="HitRate@20")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ on a time cut, or leave-last-out), and the best epoch's weights are restored.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dreamstream.evaluation.events import EventLog
+from models.early_stopping import EarlyStopping
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def fit_readout(model: torch.nn.Module, examples: NextItemExamples, validate: Ca
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result, best_state, stale = ReadoutFit(), None, 0
+    result, stopper = ReadoutFit(), EarlyStopping(model, config.patience)
     start = time.perf_counter()
     n_batches = examples.n_batches(config.batch_size)
     for epoch in range(1, config.epochs + 1):
@@ -196,14 +196,11 @@ def fit_readout(model: torch.nn.Module, examples: NextItemExamples, validate: Ca
                                "valid": score, "seconds": round(time.perf_counter() - start, 1)})
         if config.progress:
             tqdm.write(f"{name} epoch {epoch}: loss {totals['loss'] / n_batches:.4f}  valid {score:.4f}")
-        if score > result.best_score:
-            result.best_score, result.best_epoch, best_state, stale = score, epoch, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        stop = stopper.update(epoch, score)
+        result.best_score, result.best_epoch = stopper.best_score, stopper.best_epoch
+        if stop:
+            break
+    stopper.restore()
     result.seconds = time.perf_counter() - start
     return result
 

@@ -12,7 +12,6 @@ and ``embeddings() -> (users [U,D], items [I,D])``.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
@@ -20,6 +19,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from models.early_stopping import EarlyStopping
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def fit_bpr(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, n_item
     torch.manual_seed(config.seed)
     sampler = BprSampler(users, items, n_items=n_items, seed=config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result, best_state, stale = FitResult(), None, 0
+    result, stopper = FitResult(), EarlyStopping(model, config.patience)
     start = time.perf_counter()
     n_batches = -(-len(sampler) // config.batch_size)
     for epoch in range(1, config.epochs + 1):
@@ -123,13 +124,10 @@ def fit_bpr(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, n_item
         score = validate(vectors(model)[1])
         result.history.append({"epoch": epoch, "loss": running, "valid": score,
                                "seconds": round(time.perf_counter() - start, 1)})
-        if score > result.best_score:
-            result.best_score, result.best_epoch, best_state, stale = score, epoch, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        stop = stopper.update(epoch, score)
+        result.best_score, result.best_epoch = stopper.best_score, stopper.best_epoch
+        if stop:
+            break
+    stopper.restore()
     result.seconds = time.perf_counter() - start
     return result

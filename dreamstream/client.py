@@ -105,13 +105,16 @@ class Retriever:
         index_dir: str | Path,
         check_interval_ms: float = 500.0,
         follow: bool = True,
-        user_share: float = 0.3,
+        user_share: float = 0.7,
         wait_s: float = 0.0,
     ) -> None:
         """Load CURRENT now (waiting up to ``wait_s`` for one to appear); follow it in a thread when ``follow``.
 
         ``user_share`` is the part of the ``k`` slots reserved for the user
-        vector; the interests share the rest by ``interest_weights``.
+        vector; the interests share the rest by ``interest_weights``. 0.7 sits
+        on the best plateau of ml-100k-dev validation for both protocols
+        (prequential HitRate@20 by share 0.3 / 0.5 / 0.7 / 0.9: 0.436 / 0.445 /
+        0.445 / 0.445; leave-last-out 0.341 / 0.352 / 0.351 / 0.352; docs/evaluation.md).
         """
         self.index_dir = Path(index_dir)
         self.check_interval_s = check_interval_ms / 1000.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
 from dreamstream.evaluation.baselines import Popularity
@@ -65,7 +64,6 @@ def fit_lightgcn(protocol: Protocol, seed: int = 0, dim: int = 64, grid: list[di
     if protocol.refit_log is not None:
         log = protocol.refit_log
         model, _ = _fit(log, params, dim, replace(config, epochs=result.best_epoch), None)
-    items = vectors(model)[1]
-    items /= np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+    items = vectors(model)[1]  # unit rows already: LightGCN.embeddings normalises its items
     return LightGCNFit(DreamUMMScorer(items, Popularity.fit(log), half_life_s), params, result,
                        [{"params": p, "valid": s} for s, p, _, _ in tried])

@@ -11,7 +11,7 @@ Checkpoint contract (read by ``export`` and ``evaluate``)::
     item_ids.json   raw item ids (str), model order (= Dataset.item_ids)
     user_ids.json   raw user ids (str), model order (= Dataset.user_ids)
     items.npy       DREAM final item vectors, float32 [N, D], unit rows
-    users.npy       each user's served vector after their whole history (the DreamUMM readout), float32 [U, D]
+    users.npy       each user's served vector after their whole history (the DreamUMM readout, decayed), float32 [U, D]
     dream.pt        DREAM state_dict
     item_tower.pt   {"config": ItemTowerConfig, "state_dict": ...}  (models.dream.load_item_tower)
     features.json   {"text_dim", "visual_dim", "text": bool, "visual": bool}
@@ -117,11 +117,15 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
                  echo=print) -> dict:
     """Everything `dreamstream train` does, callable from tests and the demo. Returns metrics.json's content."""
     from dreamstream.data.recbole import load_dataset
+    import torch
+
     from dreamstream.data.split import leave_last_out
-    from dreamstream.dreamumm_ref import normalize
     from dreamstream.engagement import dataset_weights
     from dreamstream.evaluation.events import EventLog
+    from dreamstream.evaluation.baselines import Popularity
+    from dreamstream.evaluation.prequential import Histories
     from dreamstream.evaluation.protocols import prequential
+    from dreamstream.evaluation.scorers import DreamUMMScorer
     from models.dream import distil_item_tower, save_item_tower, tower_inputs
     from models.dream_fit import fit_dream
 
@@ -136,14 +140,12 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
 
     fitted = fit_dream(protocol, features, dream_config, train_config)
     dream, items = fitted.model, fitted.items
-    import torch
-
     torch.save({k: v.cpu() for k, v in dream.state_dict().items()}, out / "dream.pt")
     np.save(out / "items.npy", items)
-    # DREAM has no user table: a user is the served readout of their history (what the worker publishes)
-    history = np.zeros((ds.n_users, ds.n_items), np.float32)
-    np.add.at(history, (log.user, log.item), log.weight)
-    np.save(out / "users.npy", normalize(history @ items))
+    # DREAM has no user table: a user is the served readout of their history (what the worker publishes),
+    # computed by the evaluation's scorer, decay included
+    served = DreamUMMScorer(items, Popularity.fit(log), train_config.half_life_s)
+    np.save(out / "users.npy", served.users(Histories(log, log.sequences())))
     metrics: dict = {"dream": {"valid": {"hitrate@20": fitted.fit.best_score}, "best_epoch": fitted.fit.best_epoch,
                                "seconds": round(fitted.fit.seconds, 2)}}
 

@@ -103,7 +103,9 @@ class Source:
     config: EvalConfig
 
     def protocol(self, name: str) -> Protocol:
-        key = (id(self.ds), name)
+        # what a protocol depends on, not id(ds): an id can be reused, and a cutoff may change between runs
+        key = (str(self.ds.path), self.ds.name, self.ds.n_interactions, name, self.config.cutoff,
+               self.config.valid_fraction, self.engagement)
         if key not in _PROTOCOLS:
             weights = dataset_weights(self.ds, self.engagement)
             if name == "prequential":

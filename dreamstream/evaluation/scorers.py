@@ -2,7 +2,7 @@
 
 What the stream worker publishes for a user is ``u = s/|s|`` with
 ``s = sum_e g_e r_e v_e`` (:mod:`dreamstream.dreamumm_ref`): every event's
-engagement weight ``r_e`` (:func:`dreamstream.engagement.event_weights`) and
+engagement weight ``r_e`` (:func:`dreamstream.engagement.dataset_weights`) and
 its decay to the user's latest event ``g_e = 0.5 ** ((t_last - t_e) / half_life)``.
 Written here as one matrix product per batch instead of a loop per event; the
 tests check it against :func:`dreamstream.dreamumm_ref.user_vector`, the
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dreamstream.dreamumm_ref import normalize
+from dreamstream.engagement import decay
 from dreamstream.evaluation.baselines import Popularity
 from dreamstream.evaluation.prequential import Histories
 
@@ -32,7 +33,7 @@ def history_weights(histories: Histories, half_life_s: float) -> np.ndarray:
     out = np.zeros((len(histories), log.n_items), np.float32)
     for q, rows in enumerate(histories.rows):
         if rows.size:
-            g = np.power(0.5, (log.ts[rows[-1]] - log.ts[rows]) / half_life_s).astype(np.float32)
+            g = decay((log.ts[rows[-1]] - log.ts[rows]) * 1000.0, half_life_s)
             np.add.at(out[q], log.item[rows], g * weights[rows])
     return out
 

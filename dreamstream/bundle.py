@@ -13,6 +13,8 @@ Shapes use symbols: ``B`` (dynamic batch), ``D`` (item space), ``K``
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import re
 from dataclasses import dataclass, field
@@ -216,6 +218,31 @@ class Bundle:
         return {"hidden": np.zeros((batch, m.interests, m.hidden), np.float32),
                 "global": np.zeros((batch, m.hidden), np.float32),
                 "soft": np.zeros((batch, m.interests, m.dim), np.float32)}
+
+    @functools.cached_property
+    def hyper_categories(self) -> np.ndarray:
+        """OPAL's hyper-category embeddings C [K, D], read off the ONNX step itself (once per bundle object).
+
+        An interest that has seen no event reads out as its hyper-category
+        embedding, so one probe step from a zero state, with items assigned
+        to different interests, reveals every row. The worker needs it for
+        users with impressions but no watch yet. Kept on the bundle, so a
+        hot reload's new bundle never reads an old model's rows.
+        """
+        m = self.manifest
+        k, d, h = m.interests, m.dim, m.hidden
+        n = 64 * k
+        items = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
+        items /= np.linalg.norm(items, axis=1, keepdims=True)
+        zeros = self.empty_opal_state(n)
+        out = self.opal_step(items, zeros["hidden"], zeros["global"], zeros["soft"], np.ones((n, 1), np.float32))
+        interests, assign = out["interests"], out["assign"]
+        hyper = np.zeros((k, d), np.float32)
+        for j in range(k):
+            rows = np.nonzero(assign != j)[0]
+            if len(rows):
+                hyper[j] = interests[rows[0], j]
+        return hyper
 
     @property
     def items(self) -> np.ndarray:

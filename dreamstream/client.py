@@ -235,7 +235,7 @@ def _as_matrix(value: Any, dim: int, field: str) -> np.ndarray:
 def user_partition(user: Any, partitions: int) -> int:
     """The partition of a user's key, as Kafka's default partitioner (murmur2) places it."""
     from dreamstream.codec import key_bytes
-    from dreamstream.index.kafka_partition import kafka_partition
+    from dreamstream.kafka.partitioner import kafka_partition
 
     return kafka_partition(key_bytes(user), partitions)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
@@ -25,6 +26,11 @@ class Settings(BaseSettings):
     broker: str = Field(
         "kafka://127.0.0.1:9092",
         description="Kafka bootstrap servers as kafka://host:port[,host:port].",
+    )
+    broker_kind: Literal["auto", "kafka", "tansu"] = Field(
+        "auto", description="What the broker is: kafka (any Kafka cluster), tansu (the embedded development broker: the "
+                            "worker switches on its repairs for tansu's quirks, streams/compat/), or auto (tansu when the "
+                            "broker is on a loopback address, else kafka). Set kafka for a local Kafka.",
     )
     topic_prefix: str = Field("", description="Prefix put before every topic name (e.g. 'prod.').")
     model_dir: Path = Field(Path("var/models"), description="Folder of exported ONNX bundles, one sub-folder per version.")
@@ -76,7 +82,7 @@ class Settings(BaseSettings):
     gc_tuning: bool = Field(
         True, description="After its first output the worker exempts the objects of its startup from Python's cyclic garbage "
         "collector (gc.freeze) and raises its young threshold to 50,000: full passes over them paused the worker 80-115 ms, "
-        "and young passes over batches in flight took ~4% of it (streams/gc_tuning.py)."
+        "and young passes over batches in flight took ~4% of it (streams/ops/gc_tuning.py)."
     )
     web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
     web_bind: str = Field(
@@ -104,7 +110,7 @@ class Settings(BaseSettings):
     )
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="Seconds a stopped worker waits for Faust's threads after its shutdown before it exits anyway, "
-        "naming them in the log (a consumer thread can outlive a shutdown that lands mid-rebalance; streams/shutdown.py)."
+        "naming them in the log (a consumer thread can outlive a shutdown that lands mid-rebalance; streams/ops/shutdown.py)."
     )
 
     # --- indexer ---------------------------------------------------------
@@ -130,6 +136,14 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         """The broker URL as kafka-python / aiokafka want it: 'host:port,host:port'."""
         return ",".join(part.split("://", 1)[-1] for part in self.broker.split(","))
+
+    @property
+    def dev_broker(self) -> bool:
+        """Is the broker the embedded development broker (tansu), whose quirks the worker repairs?"""
+        if self.broker_kind != "auto":
+            return self.broker_kind == "tansu"
+        hosts = [part.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]") for part in self.broker.split(",")]
+        return all(host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.") for host in hosts)
 
     @property
     def engagement(self) -> "Engagement":

@@ -13,7 +13,9 @@ from typing import Any
 import faust
 
 from dreamstream.settings import Settings
-from streams.batch_send import MAX_BATCH_BYTES
+from streams.compat import check_versions
+from streams.compat.tansu_rows import faust_settings
+from streams.kafka.batch_send import MAX_BATCH_BYTES
 
 
 def app_config(settings: Settings) -> dict[str, Any]:
@@ -39,31 +41,31 @@ def app_config(settings: Settings) -> dict[str, Any]:
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         broker_commit_interval=1.0,
         producer_linger=0.005,
-        producer_max_batch_size=MAX_BATCH_BYTES,  # a live batch's records leave in one request (streams.batch_send)
+        producer_max_batch_size=MAX_BATCH_BYTES,  # a live batch's records leave in one request (streams.kafka.batch_send)
         consumer_max_fetch_size=4 * 1024 * 1024,
         broker_max_poll_records=max(1000, settings.batch_size),
         table_cleanup_interval=3600.0,
         # Faust refuses to recover a table whose stored offset is beyond the broker's end offset; tansu
-        # answers end offsets one produce batch short, so after a broker restart every worker crashed
-        # here. The worker completes its rows to the true end itself (Worker.complete_rows).
-        recovery_consistency_check=False,
+        # answers end offsets one produce batch short (streams.compat.tansu_rows switches the check off there)
+        **faust_settings(settings),
     )
 
 
 def create_app(settings: Settings) -> faust.App:
     """A fresh app with the worker's topics, tables, agents, timers and web page."""
     from streams.agents import register
-    from streams.fetch_cancel import install as install_fetch_cancel
-    from streams.fetch_wait import FAUST_FETCH_WAIT_MS, install as install_fetch_wait
+    from streams.compat.fetch_cancel import install as install_fetch_cancel
+    from streams.compat.fetch_wait import FAUST_FETCH_WAIT_MS, install as install_fetch_wait
 
     install_fetch_wait(FAUST_FETCH_WAIT_MS)
     install_fetch_cancel()  # consumers stopped while the broker is away must not raise CancelledError
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
     worker = register(app, settings)
-    from streams.watchdog import install as install_watchdog
+    from streams.ops.watchdog import install as install_watchdog
 
     install_watchdog(app, worker, settings)  # stalled consumers exit (or log) instead of dying slowly
+    check_versions()  # a library outside the range a compatibility shim was tested with: say which shim to re-check
     return app
 
 

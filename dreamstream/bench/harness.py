@@ -101,7 +101,7 @@ async def send_paced(prod: Any, topic: str, messages: Iterable[tuple[bytes | Non
     the wall-clock time it was due. Stops when ``messages`` runs out or
     ``stop`` (a ``threading.Event``) is set; returns how many were sent.
     """
-    from streams.batch_send import send_records
+    from streams.kafka.batch_send import send_records
 
     it = iter(messages)
     start_wall, start = time.time(), time.perf_counter()
@@ -220,14 +220,14 @@ async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float
     """Read ``topic`` from the beginning until ``done(collected)`` or timeout (then return what was seen)."""
     from aiokafka import AIOKafkaConsumer
 
-    from streams.gc_tuning import fewer_young_passes
+    from streams.ops.gc_tuning import fewer_young_passes
 
     col = collected or Collected()
     cons = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
                             enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20)
     await cons.start()
     try:
-        with fewer_young_passes():  # a tuple kept per record: full passes over them paused the reader (streams.gc_tuning)
+        with fewer_young_passes():  # a tuple kept per record: full passes over them paused the reader (streams.ops.gc_tuning)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline and not done(col):
                 batches = await cons.getmany(timeout_ms=100, max_records=20000)

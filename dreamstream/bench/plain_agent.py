@@ -18,7 +18,7 @@ def main() -> None:
     from dreamstream.cli_options import load_settings
     from dreamstream.topics import ITEM_VECTORS, USER_EMBEDDINGS, WATCH_EVENTS
     from streams.app import app_config
-    from streams.shutdown import run_worker
+    from streams.ops.shutdown import run_worker
 
     settings = load_settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def worker(settings: Settings) -> None:
     from dreamstream.logs import setup_logging
     from dreamstream.topics import create_topics
     from streams.app import create_app
-    from streams.shutdown import run_worker
+    from streams.ops.shutdown import run_worker
 
     setup_logging(settings.log_level)
     create_topics(settings)

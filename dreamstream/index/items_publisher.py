@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dreamstream import codec
-from dreamstream.index.kafka_partition import kafka_partition
+from dreamstream.kafka.partitioner import kafka_partition
 from dreamstream.settings import Settings
 from dreamstream.topics import ITEM_VECTORS
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dreamstream.index.metrics import IndexMetrics
-from streams.metrics import WorkerMetrics
+from streams.ops.metrics import WorkerMetrics
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}

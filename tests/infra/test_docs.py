@@ -83,7 +83,7 @@ def test_payload_schemas_have_the_design_fields(asyncapi):
 
 
 def test_what_the_code_writes_validates_against_the_document(asyncapi, tmp_path):
-    from streams.records import user_record
+    from streams.domain.records import user_record
 
     vec = np.ones(4, np.float32) / 2
     samples = {

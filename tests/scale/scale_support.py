@@ -23,7 +23,7 @@ from dreamstream.bench import harness as h
 from dreamstream.bundle import load_bundle
 from dreamstream.client import user_partition
 from dreamstream.topics import USER_EMBEDDINGS, create_topics
-from streams import fetch_cancel
+from streams.compat import fetch_cancel
 
 PARTITIONS = 8
 FAST_GROUP = dict(session_timeout_s=4.0, heartbeat_interval_s=0.5, rebalance_timeout_s=4.0)

@@ -10,8 +10,8 @@ import pytest
 
 from dreamstream.bench import harness as h
 from dreamstream.settings import Settings
-from streams.metrics import WorkerMetrics
-from streams.watchdog import EXIT_STALLED, HANG_HOOK, StallDetector, Watchdog
+from streams.ops.metrics import WorkerMetrics
+from streams.ops.watchdog import EXIT_STALLED, HANG_HOOK, StallDetector, Watchdog
 
 from scale_support import setup_stack, wait_log
 

@@ -8,10 +8,10 @@ import pytest
 
 from dreamstream import codec
 from dreamstream.settings import Settings
-from streams import state as state_mod
-from streams.apply import apply_batch
-from streams.records import read_record
-from streams.validate import Event
+from streams.domain import state as state_mod
+from streams.domain.apply import apply_batch
+from streams.domain.records import read_record
+from streams.domain.validate import Event
 
 NOW = 1_700_000_000_000
 
@@ -180,7 +180,7 @@ def test_records_delivered_out_of_offset_order_are_all_applied(bundle, item_vect
 def test_batched_records_are_byte_for_byte_what_msgpack_makes_of_the_map() -> None:
     """user_records joins byte slices instead of packing a map per user; readers must not see a difference."""
     from dreamstream import codec
-    from streams.records import user_records
+    from streams.domain.records import user_records
 
     rng = np.random.default_rng(5)
     for k, d in [(4, 64), (1, 3), (17, 8), (2, 100)]:  # fixarray and array16 weights; bin8 and bin16 payloads

@@ -8,8 +8,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from dreamstream.topics import USER_EMBEDDINGS, create_topics
 from streams.app import app_config
-from streams.batch_send import send_records
-from streams.records import user_records
+from streams.kafka.batch_send import send_records
+from streams.domain.records import user_records
 
 KAFKA_MESSAGE_MAX_BYTES = 1_048_588  # Kafka's default message.max.bytes: the largest record batch a broker takes
 
@@ -25,7 +25,7 @@ def live_batch_records(n: int, dim: int = 64, interests: int = 4) -> list[bytes]
 
 def test_a_partitions_share_of_a_live_batch_is_one_record_batch_a_stock_broker_takes(make_settings) -> None:
     """At 31,000 events/s a batch sent ~600 KB of records a partition; with 256 KB batches that took three
-    round trips in a row (streams.batch_send). Here 700 records (~1 MB) for one partition must go as one batch."""
+    round trips in a row (streams.kafka.batch_send). Here 700 records (~1 MB) for one partition must go as one batch."""
     s = make_settings(partitions=2)
     create_topics(s)
     topic = s.topic(USER_EMBEDDINGS)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from streams.feed import last_offsets, oldest_timestamp
+from streams.kafka.feed import last_offsets, oldest_timestamp
 
 Record = namedtuple("Record", "partition offset timestamp")
 

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 
 from dreamstream.broker import EmbeddedBroker, free_port
-from streams import fetch_cancel
+from streams.compat import fetch_cancel
 
 
 async def stop_with_broker_away(tmp_path: Path) -> str:
@@ -43,12 +43,12 @@ def test_stopping_a_consumer_while_the_broker_is_away(tmp_path, monkeypatch):
     fetch_cancel.install()
     assert asyncio.run(stop_with_broker_away(tmp_path)) == "stopped"
     if unpatched == "stopped":
-        pytest.skip("this aiokafka no longer raises on stop; streams/fetch_cancel.py can go")
+        pytest.skip("this aiokafka no longer raises on stop; streams/compat/fetch_cancel.py can go")
 
 
 def test_the_worker_loop_tells_a_stray_cancelled_error_from_a_stop():
     """The batch loop redoes from the last commit on a library's stray CancelledError, and stops on a real one."""
-    from streams.agents import _cancel_requested
+    from streams.worker import _cancel_requested
 
     async def stray() -> bool:
         try:

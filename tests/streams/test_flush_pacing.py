@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from streams.flush_pacing import FlushPacer, byte_chunks
+from streams.checkpoint.flush_pacing import FlushPacer, byte_chunks
 
 
 def rows(*sizes: int) -> list[tuple[bytes, bytes, int]]:

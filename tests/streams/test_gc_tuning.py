@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from streams.gc_tuning import YOUNG_THRESHOLD, tune_collector
+from streams.ops.gc_tuning import YOUNG_THRESHOLD, tune_collector
 
 
 class Node:
@@ -35,7 +35,7 @@ def test_tuning_takes_live_objects_out_of_the_walk_collects_cycles_first_and_spa
 
 
 def test_fewer_young_passes_holds_only_inside_the_block_even_when_it_raises() -> None:
-    from streams.gc_tuning import fewer_young_passes
+    from streams.ops.gc_tuning import fewer_young_passes
 
     before = gc.get_threshold()
     try:

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from streams.state import new_state
+from streams.domain.state import new_state
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def worker(make_settings, bundle_dir):
 
 def cache_a_row(w) -> None:
     """A batch's row in the cache; the batch is not handed over yet."""
-    w.cache.put(b"u1", new_state(4, 2, 3), 0)
+    w.checkpoint.cache.put(b"u1", new_state(4, 2, 3), 0)
 
 
 def test_a_release_after_an_interrupted_batch_drops_the_batch_instead_of_flushing_it(worker, caplog) -> None:
@@ -41,15 +41,15 @@ def test_a_release_after_an_interrupted_batch_drops_the_batch_instead_of_flushin
         asyncio.run(worker.release("shutdown"))
     assert "shutdown: a batch was interrupted" in caplog.text
     assert "last flush failed" not in caplog.text, "it tried to flush the interrupted batch's rows"
-    assert worker.cache.get(b"u1") is None and not worker.cache.pending()
+    assert worker.checkpoint.cache.get(b"u1") is None and not worker.checkpoint.cache.pending()
     assert worker.generation is None and worker.feed.owned == set()
 
 
 def test_a_flush_that_fails_in_a_release_is_logged_and_the_release_still_lets_go(worker, caplog) -> None:
     cache_a_row(worker)
-    worker.cache.handed_over([], {0: 11})  # a finished batch, but the changelog producer is closed: the flush fails
+    worker.checkpoint.cache.handed_over([], {0: 11})  # a finished batch, but the changelog producer is closed: the flush fails
     with caplog.at_level(logging.INFO, logger="streams.worker"):
         asyncio.run(worker.release("rebalance"))  # must not raise
     assert "rebalance: the last flush failed" in caplog.text and "Traceback" in caplog.text
     assert "rebalance: released partitions committed={0: 10}" in caplog.text
-    assert not worker.cache.pending() and worker.generation is None
+    assert not worker.checkpoint.cache.pending() and worker.generation is None

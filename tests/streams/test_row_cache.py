@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from streams.catch_up import CatchUp, uncommitted_limit
-from streams.feed import last_offsets
-from streams.row_cache import MAX_CACHED_ROWS, RowCache
-from streams.state import new_state
+from streams.checkpoint.catch_up import CatchUp, uncommitted_limit
+from streams.kafka.feed import last_offsets
+from streams.checkpoint.row_cache import MAX_CACHED_ROWS, RowCache
+from streams.domain.state import new_state
 
 
 def msg(partition: int, offset: int) -> SimpleNamespace:
@@ -74,22 +74,20 @@ def test_full_and_clear():
 def test_catch_up_holds_the_newest_record_per_user():
     up = CatchUp.after({0: 100, 1: 7}, batch_size=10)
     assert up.targets == {0: 100 + uncommitted_limit(10), 1: 7 + uncommitted_limit(10)}
-    seq = {b"a3": 3, b"a5": 5, b"b1": 1}
-    up.hold({"a": b"a5", "b": b"b1"}, seq.__getitem__)
-    up.hold({"a": b"a3"}, seq.__getitem__)  # a replay cut differently: an older seq after a newer one
+    up.hold({"a": b"a5", "b": b"b1"}, {"a": 5, "b": 1})
+    up.hold({"a": b"a3"}, {"a": 3})  # a replay cut differently: an older seq after a newer one
     assert up.records() == {"a": b"a5", "b": b"b1"}
 
 
 def test_catch_up_keeps_the_oldest_event_time_behind_its_held_records():
     up = CatchUp.after({0: 0}, batch_size=10)
-    seq = {b"a1": 1, b"a2": 2}
     assert up.oldest_ms is None
-    up.hold({"a": b"a1"}, seq.__getitem__, 5_000)
-    up.hold({}, seq.__getitem__, 1_000)  # a batch of dead letters only: nothing of it is held
-    up.hold({"a": b"a2"}, seq.__getitem__, 7_000)
-    up.hold({"a": b"a2"}, seq.__getitem__, None)  # no timestamps (CreateTime -1): nothing to go by
+    up.hold({"a": b"a1"}, {"a": 1}, 5_000)
+    up.hold({}, {}, 1_000)  # a batch of dead letters only: nothing of it is held
+    up.hold({"a": b"a2"}, {"a": 2}, 7_000)
+    up.hold({"a": b"a2"}, {"a": 2}, None)  # no timestamps (CreateTime -1): nothing to go by
     assert up.oldest_ms == 5_000
-    up.hold({"a": b"a2"}, seq.__getitem__, 4_000)
+    up.hold({"a": b"a2"}, {"a": 2}, 4_000)
     assert up.oldest_ms == 4_000
 
 

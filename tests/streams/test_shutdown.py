@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from streams.shutdown import exit_code, exit_despite_threads, lingering
+from streams.ops.shutdown import exit_code, exit_despite_threads, lingering
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def stuck():
 def test_a_thread_that_does_not_end_is_named_and_the_process_exits_with_faust_s_code(stuck, caplog) -> None:
     exits: list[int] = []
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="streams.shutdown"):
+    with caplog.at_level(logging.WARNING, logger="streams.ops.shutdown"):
         exit_despite_threads(3, grace_s=0.3, exit=exits.append)
     assert exits == [3]
     assert 0.3 <= time.monotonic() - started < 3, "waits the grace period, then no longer"
@@ -66,7 +66,7 @@ def test_a_real_process_with_a_stuck_thread_ends_with_the_code() -> None:
     """Without the guard this child would never end: Python's exit joins every non-daemon thread."""
     child = textwrap.dedent("""
         import logging, threading
-        from streams.shutdown import exit_despite_threads
+        from streams.ops.shutdown import exit_despite_threads
         logging.basicConfig()
         threading.Thread(target=threading.Event().wait, name="never-ends").start()
         exit_despite_threads(7, grace_s=0.5)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from dreamstream import codec
-from streams import state as state_mod
-from streams.state import HEADER, MAGIC, flat_size, new_state, parts
+from streams.domain import state as state_mod
+from streams.domain.state import HEADER, MAGIC, flat_size, new_state, parts
 
 DIMS = (6, 3, 4)  # D, K, H: unequal, so a part cut at the wrong place has the wrong shape
 
@@ -74,7 +74,7 @@ def test_rows_written_before_the_flat_layout_are_still_read():
 
 def test_row_size_is_the_encoded_length_without_encoding() -> None:
     """The flush cuts its rows into ~1 MB requests by row_size before encoding them, a chunk at a time."""
-    from streams.state import encode, new_state, row_size
+    from streams.domain.state import encode, new_state, row_size
 
     st = new_state(8, 2, 4)
     assert row_size(st) == len(encode(st))

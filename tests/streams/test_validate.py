@@ -7,7 +7,7 @@ import msgpack
 from hypothesis import given, settings, strategies as st
 
 from dreamstream import codec
-from streams.validate import MAX_EVENT_BYTES, decode_message
+from streams.domain.validate import MAX_EVENT_BYTES, decode_message
 
 NOW = 1_700_000_000_000
 
@@ -128,7 +128,7 @@ edge_events = st.fixed_dictionaries({
 @given(edge_events, st.one_of(st.none(), st.just(b"u1"), st.binary(max_size=6), st.text(max_size=6).map(str.encode)))
 def test_the_fast_path_accepts_only_what_the_full_checks_accept_as_the_same_event(obj, key):
     """parse_event's shortcut (_typical) must never let through what _checked refuses, nor build another Event."""
-    from streams.validate import _checked, _typical
+    from streams.domain.validate import _checked, _typical
 
     if "user" in obj and key == b"u1":
         key = codec.key_bytes(obj["user"]) if isinstance(obj["user"], (str, int)) else key  # often a matching key
@@ -141,7 +141,7 @@ def test_the_fast_path_accepts_only_what_the_full_checks_accept_as_the_same_even
 
 def test_the_fast_path_takes_the_everyday_event():
     """If it declined typical events the shortcut would be dead code that costs a call."""
-    from streams.validate import _typical
+    from streams.domain.validate import _typical
 
     assert _typical(ev(kind="impression"), b"u1", NOW, 3, 42, 0) is not None
     assert _typical(ev(watch_ms=1.5), None, NOW, 3, 42, 0) is not None

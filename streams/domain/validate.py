@@ -42,6 +42,7 @@ class Event(NamedTuple):
     partition: int
     offset: int
     index: int = 0
+    raw: bytes | None = None  # the event's own bytes (the message, or its array element packed): a dead letter's value
 
     @property
     def position(self) -> tuple[int, int]:
@@ -80,16 +81,19 @@ def _number(value: Any, field: str, low: float, high: float, low_open: bool = Fa
     return number
 
 
-def parse_event(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int) -> Event:
+def parse_event(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int,
+                raw: bytes | None = None) -> Event:
     """One event map -> ``Event``; raises ``ValueError`` saying what is wrong."""
-    return _typical(obj, key, now_ms, partition, offset, index) or _checked(obj, key, now_ms, partition, offset, index)
+    return (_typical(obj, key, now_ms, partition, offset, index, raw)
+            or _checked(obj, key, now_ms, partition, offset, index, raw))
 
 
 _FAST_ID_CHARS = MAX_ID_BYTES // 4  # a str id this short is within MAX_ID_BYTES whatever its characters
 _NUMBER = (int, float)
 
 
-def _typical(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int) -> Event | None:
+def _typical(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int,
+             raw: bytes | None = None) -> Event | None:
     """The everyday event in a few exact type checks, or None: then :func:`_checked` decides and explains.
 
     Why two paths: the full checks, each able to say what is wrong, cost
@@ -112,10 +116,11 @@ def _typical(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: i
         return None
     if key is not None and (not user.isascii() or key != user.encode("ascii")):
         return None
-    return Event(user, video, ts, float(watch_ms), float(duration_ms), kind, partition, offset, index)
+    return Event(user, video, ts, float(watch_ms), float(duration_ms), kind, partition, offset, index, raw)
 
 
-def _checked(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int) -> Event:
+def _checked(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: int, index: int,
+             raw: bytes | None = None) -> Event:
     """Every check, one at a time, each failing with a reason a person can act on."""
     if not isinstance(obj, dict):
         raise ValueError(f"an event must be a map, got {type(obj).__name__}")
@@ -138,7 +143,7 @@ def _checked(obj: Any, key: bytes | None, now_ms: int, partition: int, offset: i
         raise ValueError(f"field 'kind' must be one of {'/'.join(KINDS)}, got {kind!r}")
     if key is not None and key != codec.key_bytes(user):
         raise ValueError(f"message key {key[:64]!r} does not match the event's user {user[:64]!r}")
-    return Event(user, video, ts, watch_ms, duration_ms, kind, partition, offset, index)
+    return Event(user, video, ts, watch_ms, duration_ms, kind, partition, offset, index, raw)
 
 
 def decode_message(
@@ -164,7 +169,7 @@ def decode_message(
         if len(value) > MAX_EVENT_BYTES:
             return [], [Rejection(f"event of {len(value)} bytes is over the {MAX_EVENT_BYTES}-byte limit", bytes(value))]
         try:
-            return [parse_event(obj, key, now_ms, partition, offset, 0)], []
+            return [parse_event(obj, key, now_ms, partition, offset, 0, bytes(value))], []
         except ValueError as err:
             return [], [Rejection(str(err), bytes(value))]
     if not isinstance(obj, list):
@@ -179,7 +184,7 @@ def decode_message(
             rejections.append(Rejection(f"array element {index}: event of {len(packed)} bytes is over the {MAX_EVENT_BYTES}-byte limit", packed))
             continue
         try:
-            events.append(parse_event(element, key, now_ms, partition, offset, index))
+            events.append(parse_event(element, key, now_ms, partition, offset, index, packed))
         except ValueError as err:
             rejections.append(Rejection(f"array element {index}: {err}", packed))
     return events, rejections

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from dreamstream.logs import flush_logs
 from dreamstream.settings import Settings
 
-log = logging.getLogger("streams.watchdog")
+log = logging.getLogger("streams.ops.watchdog")
 
 EXIT_STALLED = 70  # EX_SOFTWARE: distinct from crashes (1) and signals (128+n)
 HANG_HOOK = "DSTEST_HANG_AFTER_BATCHES"  # test-only: make processing hang after N batches

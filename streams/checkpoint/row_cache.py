@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.state import UserState
+from streams.domain.state import UserState
 
 MAX_CACHED_ROWS = 32_768  # flush early beyond this many users (~140 MB of rows): bounds memory on huge user bases
 
@@ -64,7 +64,7 @@ class RowCache:
         """A batch's deliveries are with the producer and its rows are here: its offsets are covered.
 
         ``last``: each partition's last offset in the batch
-        (``streams.feed.last_offsets``). A partition never goes back: were it
+        (``streams.kafka.feed.last_offsets``). A partition never goes back: were it
         read again from an earlier offset, the commit stays where it was.
         """
         self.dirty.update(self.staged)

@@ -1,7 +1,7 @@
 """Replaying the events since the last commit without sending a user's records backwards.
 
 Records leave as soon as a batch is applied, while its rows wait in the row
-cache for the next flush (``streams.row_cache``). After a crash the next
+cache for the next flush (``streams.checkpoint.row_cache``). After a crash the next
 owner replays everything since the last commit, cut into batches that need
 not match the ones the crashed worker used; a user whose replayed events
 straddle that cut would get a record with an older ``seq`` after the newer
@@ -21,7 +21,7 @@ catching up nothing is committed: the held records are not on the broker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 UNCOMMITTED_BATCHES = 4  # a worker runs at most this many batch sizes (+ one batch) per partition ahead of its commit
 
@@ -46,12 +46,13 @@ class CatchUp:
         limit = uncommitted_limit(batch_size)
         return cls({p: offset + limit for p, offset in committed.items()})
 
-    def hold(self, records: dict[str, bytes], seq_of: Callable[[bytes], int], oldest_ms: int | None = None) -> None:
-        """Keep each user's newest record (by ``seq``) instead of sending it; ``oldest_ms``: its batch's oldest event."""
+    def hold(self, records: Mapping[str, bytes], seqs: Mapping[str, int], oldest_ms: int | None = None) -> None:
+        """Keep each user's newest record (by its ``seq``, from ``seqs``) instead of sending it; ``oldest_ms``: the
+        batch's oldest event."""
         if records and oldest_ms is not None:
             self.oldest_ms = oldest_ms if self.oldest_ms is None else min(self.oldest_ms, oldest_ms)
         for user, record in records.items():
-            seq = seq_of(record)
+            seq = seqs[user]
             have = self.held.get(user)
             if have is None or seq >= have[0]:
                 self.held[user] = (seq, record)

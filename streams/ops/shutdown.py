@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from dreamstream.logs import flush_logs
 
-log = logging.getLogger("streams.shutdown")
+log = logging.getLogger("streams.ops.shutdown")
 
 
 def run_worker(app: Any, log_level: str, grace_s: float) -> None:

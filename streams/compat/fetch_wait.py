@@ -7,7 +7,7 @@ one is in flight, so while Faust's consumer still read watch-events, an
 event arriving on a quiet partition waited up to the full 1.5 s before the
 worker saw it.
 
-Since the worker reads watch-events with its own feed (``streams.feed``,
+Since the worker reads watch-events with its own feed (``streams.kafka.feed``,
 which uses ``DREAMSTREAM_FETCH_MAX_WAIT_MS``), Faust's consumer only reads
 item-features and, on standbys, changelogs, none of them latency-critical.
 A short wait there only cost CPU: an idle consumer thread at 10 ms answered
@@ -20,6 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.compat import shim
+
+SHIM = shim(__name__, "faust-streaming", ("0.11", "0.16"),
+             "Faust exposes its worker consumer's fetch_max_wait_ms as a setting")
 
 FAUST_FETCH_WAIT_MS = 250
 

@@ -3,7 +3,7 @@
 The worker needs Faust subscribed to watch-events - that is what makes the
 Faust group assign its partitions, and with them the user table's changelog
 partitions, recovery and standbys - but reads the records itself
-(``streams.feed``). Faust has no setting for "assign but do not consume":
+(``streams.kafka.feed``). Faust has no setting for "assign but do not consume":
 it pauses every partition during a rebalance and resumes the stream
 partitions when recovery is done. Its pause is bookkeeping (the set of
 "active" partitions its fetch loop asks aiokafka for), so the held topics
@@ -17,6 +17,11 @@ from typing import Any
 
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from streams.compat import shim
+
+SHIM = shim(__name__, "faust-streaming", ("0.11", "0.16"),
+             "Faust can assign a subscribed topic without fetching it (a setting or a public hook for its active partitions)")
 
 HELD: set[str] = set()
 _ORIGINAL = Consumer._get_active_partitions

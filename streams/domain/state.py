@@ -83,6 +83,9 @@ class UserState:
     offset: int = -1
     index: int = -1
     record: bytes = field(default=b"", repr=False)  # last published user-embeddings value
+    # OPAL's readout (interests [K, D], weights [K]) inside ``record``, when this process computed the row: kept so
+    # the next batch need not parse the record again; not encoded (a decoded row reads it from its record)
+    readout: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def applied(self, partition: int, offset: int, index: int) -> bool:
         """True when the event at this position was already applied (a replay)."""

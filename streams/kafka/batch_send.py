@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from dreamstream.index.kafka_partition import kafka_partition
+from dreamstream.kafka.partitioner import kafka_partition
+from streams.compat.aiokafka_metadata import wait_for_topic
 
 # The largest record batch the worker's producers build: Kafka's default ``message.max.bytes`` (1,048,588)
 # less its margin, so a stock broker takes every batch. Large on purpose: aiokafka's ``send_batch`` waits
@@ -59,7 +60,7 @@ async def send_records(producer: Any, topic: str, records: Iterable[tuple[bytes 
     for key, value, partition in records:
         if partition is None:
             if all_partitions is None:
-                await producer.client._wait_on_metadata(topic)
+                await wait_for_topic(producer, topic)
                 all_partitions = partitions_of(producer, topic)
             partition = (all_partitions[kafka_partition(key, len(all_partitions))] if key is not None
                          else random.choice(all_partitions))  # keyless (a dead letter of a keyless message): any partition

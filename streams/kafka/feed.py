@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 
 from dreamstream.settings import Settings
 
-log = logging.getLogger("streams.feed")
+log = logging.getLogger("streams.kafka.feed")
 
 
 def last_offsets(records: list[Any]) -> dict[int, int]:

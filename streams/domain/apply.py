@@ -1,0 +1,191 @@
+"""Apply a batch of valid events to user states with the bundle's ONNX steps: the worker's math.
+
+Pure: states and events in, new states and records out; no broker, no
+table, so it is tested against an independent numpy computation.
+
+A batch is stepped in *waves* (``streams.domain.batch_plan``): wave ``w``
+holds the ``w``-th event of every user that has one, and is one
+``session.run`` per step over all its users. States are gathered once per batch into dense arrays (one row
+per touched user), waves index into those rows, and the rows are scattered
+back into per-user states once at the end.
+
+Per event (design, "Update math"), with decay ``g`` over the event-time gap
+since the user's last applied event:
+
+* watch: DreamUMM ``s <- g*s + r*v`` and the OPAL step (GRU of the assigned
+  interest, global GRU, ``soft <- g*soft + p (x) v``); candidate sum decays;
+* impression: the user vector does not move (``s``, ``soft`` and the
+  candidate sum decay by ``g``), the candidate sum gains ``w_imp * v``.
+
+A replayed event (at or before the row's stored position) is skipped;
+a user whose events in this batch were all replays gets its stored record
+again, so a record lost in a crash is re-sent with the same bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from dreamstream import dreamumm_ref
+from dreamstream.engagement import IMPRESSION, decay
+from dreamstream.settings import Settings
+from streams.domain import records
+from streams.domain.batch_plan import plan, waves
+from streams.domain.onnx_steps import run_step
+from streams.domain.state import NO_TS, UserState, flat_size, new_state, parts
+from streams.domain.validate import Event
+
+
+class StepBundle(Protocol):
+    """What apply needs of a model bundle (``dreamstream.bundle.Bundle`` is one)."""
+
+    version: str
+    manifest: Any  # .dim, .interests, .hidden
+    sessions: Mapping[str, Any]  # onnxruntime sessions by contract name
+    hyper_categories: np.ndarray  # OPAL's C [K, D]: the readout of an interest that has seen nothing
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: new states and records of touched users, and what it did not apply."""
+
+    states: dict[str, UserState] = field(default_factory=dict)
+    records: dict[str, bytes] = field(default_factory=dict)
+    seqs: dict[str, int] = field(default_factory=dict)  # each record's ``seq`` (catch-up keeps the newest per user)
+    applied: int = 0
+    replays: int = 0
+    unknown: list[Event] = field(default_factory=list)
+    waves: int = 0
+
+
+def _gather(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """The arrays stacked into one float32 [n, *shape] array.
+
+    Why not ``np.stack``: it makes a view of every array before joining them,
+    ~0.5-0.7 µs an array. With live traffic a batch gathers a state per user
+    and an item vector per event, and that was ~9% of the worker's time.
+    Joining the flat arrays and reshaping gives the same array 3.5x faster.
+    """
+    if not arrays:
+        return np.zeros((0, *shape), np.float32)
+    return np.concatenate(arrays).astype(np.float32, copy=False).reshape(len(arrays), *shape)
+
+
+def _event_columns(events: Sequence[Event], settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: its time, its engagement weight [n, 1] (read for watches only) and whether it is an impression."""
+    ts = np.array([ev.ts for ev in events], np.int64)
+    weight = settings.engagement.weight([ev.watch_ms for ev in events], [ev.duration_ms for ev in events])[:, None]
+    return ts, weight, np.array([ev.kind == IMPRESSION for ev in events], bool)
+
+
+def user_vectors(states: np.ndarray, cands: np.ndarray, positives: np.ndarray, settings: Settings
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Published vectors [n, D] and cold flags [n]: DreamUMM ``s/|s|``, blended by Candidate-DreamUMM while cold."""
+    u = dreamumm_ref.normalize(states)
+    return dreamumm_ref.candidate_blend(u, dreamumm_ref.normalize(cands), positives, settings.cold_min_positive)
+
+
+def apply_batch(
+    states: Mapping[str, UserState | None],
+    events: Sequence[Event],
+    items: Mapping[str, np.ndarray],
+    bundle: StepBundle,
+    settings: Settings,
+) -> BatchResult:
+    """Apply ``events`` (in log order, see :func:`in_stream_order`) to ``states``; see the module docstring."""
+    d, k, h = bundle.manifest.dim, bundle.manifest.interests, bundle.manifest.hidden
+    result = BatchResult()
+    p = plan(states, events, items, new_state(d, k, h))
+    result.replays, result.unknown = p.replays, p.unknown  # new users share one empty state: only read below
+    users, bases = p.users, p.bases
+    n = len(users)
+    X = _gather([b.flat for b in bases], (flat_size(d, k, h),))  # every state of the batch, one row per user
+    S, Hd, G, O, C = parts(X, d, k, h)  # views: stepping them steps X
+    last_ts = np.array([b.last_ts for b in bases], np.int64)
+    seq = np.array([b.seq for b in bases], np.int64)
+    pos = np.array([b.positives for b in bases], np.int64)
+    imp = np.array([b.impressions for b in bases], np.int64)
+    interests = np.zeros((n, k, d), np.float32)  # the last OPAL readout of each row in this batch
+    weights = np.zeros((n, k), np.float32)
+    stepped = np.zeros(n, bool)  # rows OPAL stepped in this batch (the others keep their stored readout)
+
+    ts_all, r_all, imp_all = _event_columns(p.events, settings)
+    V_all = _gather(p.vectors, (d,))
+    wave_list = waves(p.ranks)
+    result.waves = len(wave_list)
+    for sel in wave_list:
+        idx, ts = p.rows[sel], ts_all[sel]
+        prev = last_ts[idx]
+        g = np.where(prev == NO_TS, 1.0, decay(ts - prev, settings.half_life_s)).astype(np.float32)
+        V, is_imp = V_all[sel], imp_all[sel]
+        watch = ~is_imp
+        # impressions: nothing moves but decay; the candidate sum gains the impressed video
+        if is_imp.any():
+            ii, gi = idx[is_imp], g[is_imp]
+            S[ii] *= gi[:, None]
+            O[ii] *= gi[:, None, None]
+            C[ii] = gi[:, None] * C[ii] + settings.impression_weight * V[is_imp]
+            imp[ii] += 1
+        if watch.any():
+            wi, gw, r, Vw = idx[watch], g[watch][:, None], r_all[sel][watch], V[watch]
+            S[wi] = run_step(bundle.sessions["dreamumm_step"], ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
+            C[wi] *= gw
+            liked = r[:, 0] > 0
+            pos[wi] += liked
+            # OPAL follows what the user engaged with, as it was trained (positive events only); a quick
+            # skip moves the DreamUMM vector away but only ages the OPAL soft interests
+            O[wi[~liked]] *= gw[~liked][:, :, None]
+            if liked.any():
+                pi, gp = wi[liked], gw[liked]
+                hid, glo, soft, inter, wts = run_step(
+                    bundle.sessions["opal_step"], ["hidden_out", "global_out", "soft_out", "interests", "weights"],
+                    item=Vw[liked], hidden=Hd[pi], glob=G[pi], soft=O[pi], decay=gp,
+                )
+                Hd[pi], G[pi], O[pi] = hid, glo, soft
+                interests[pi], weights[pi], stepped[pi] = inter, wts, True
+        last_ts[idx] = np.maximum(prev, ts)
+        seq[idx] += 1
+        result.applied += len(sel)
+
+    done = [i for i in range(n) if p.lasts[i] is not None]
+    for i in range(n):
+        if p.lasts[i] is None and bases[i].record:  # every event a replay (or unknown): re-send what is stored
+            result.records[users[i]] = bases[i].record
+            result.seqs[users[i]] = bases[i].seq
+    if not done:
+        return result
+    rows = np.array(done, np.int64)
+    vectors, colds = user_vectors(S[rows], C[rows], pos[rows], settings)  # one batched call, not one per user
+    for i in rows[~stepped[rows]]:  # OPAL did not step these in this batch: they keep their readout
+        interests[i], weights[i] = _stored_readout(bases[i], bundle)
+    seqs, tss = seq[rows].tolist(), last_ts[rows].tolist()
+    done_users = [users[i] for i in done]
+    packed = records.user_records(done_users, seqs, tss, bundle.version, vectors, interests[rows], weights[rows],
+                                  colds.tolist())
+    dims = (d, k, h)
+    counters = zip(done, done_users, seqs, tss, pos[rows].tolist(), imp[rows].tolist(), packed)
+    for i, u, n_seq, ts, n_pos, n_imp, record in counters:
+        last = p.lasts[i]
+        # X[i] is a view into this call's array, which nothing writes after the return
+        result.states[u] = UserState(X[i], dims, n_seq, ts, n_pos, n_imp, last.partition, last.offset, last.index, record,
+                                     (interests[i], weights[i]))
+        result.records[u] = record
+        result.seqs[u] = n_seq
+    return result
+
+
+def _stored_readout(old: UserState, bundle: StepBundle) -> tuple[np.ndarray, np.ndarray]:
+    """Interests and weights of a user OPAL did not step in this batch: the stored record's, else the prior.
+
+    A row this worker computed carries its readout; one read from the table
+    (after a restart or a rebalance) has it only inside its record.
+    """
+    if old.readout is not None:
+        return old.readout
+    if old.record and old.seq > old.impressions:  # it has seen a watch: its record holds OPAL's readout
+        rec = records.read_record(old.record)
+        return rec["interests"], np.asarray(rec["interest_weights"], np.float32)
+    k = bundle.manifest.interests
+    return bundle.hyper_categories, np.full(k, 1.0 / k, np.float32)

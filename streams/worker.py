@@ -220,26 +220,8 @@ class Worker:
 
     # --- what a person watching it sees ---------------------------------------
     def _observe(self, batch: list[Any], result: BatchResult, marks: tuple[float, ...], last: dict[int, int]) -> None:
-        """Metrics and a debug line for one batch; ``marks``: start, decoded, applied, sent; ``last``: each
-        partition's last offset in it."""
-        t0, t1, t2, t3 = marks
-        m = self.metrics
-        m.events.inc(result.applied)
-        m.replays.inc(result.replays)
-        m.records.inc(len(result.records))
-        m.batch_size.observe(len(batch))
-        m.step_seconds.observe(t2 - t1)
-        m.batch_seconds.observe(t3 - t0)
-        m.fetch_wait_seconds.observe(self.fetch_wait_s)
-        m.cached_rows.set(len(self.checkpoint.cache.dirty))
-        for partition, offset in last.items():
-            high = self.feed.highwater(partition)
-            if high is not None:
-                m.lag.labels(partition=str(partition)).set(max(0, high - offset - 1))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("batch messages=%d applied=%d replays=%d records=%d waves=%d fetch_wait_ms=%.1f decode_ms=%.1f "
-                      "apply_ms=%.1f send_ms=%.1f", len(batch), result.applied, result.replays, len(result.records),
-                      result.waves, self.fetch_wait_s * 1e3, *((b - a) * 1e3 for a, b in zip(marks, marks[1:])))
+        lags = {p: high - offset - 1 for p, offset in last.items() if (high := self.feed.highwater(p)) is not None}
+        self.metrics.observe_batch(len(batch), result, marks, self.fetch_wait_s, len(self.checkpoint.cache.dirty), lags)
 
     def _observe_flush(self, seconds: float) -> None:
         """A flush is done: its time, and the rows the table now holds."""
@@ -247,12 +229,7 @@ class Worker:
         self.metrics.users.set(len(self.rows))
 
     def _observe_age(self, oldest_ms: int | None) -> float | None:
-        """How old the oldest event behind records just sent was: the staleness ranking services see."""
-        if oldest_ms is None:
-            return None
-        age_s = max(0.0, time.time() - oldest_ms / 1000)
-        self.metrics.event_age_seconds.observe(age_s)
-        return age_s
+        return self.metrics.observe_age(oldest_ms)
 
     def _report_progress(self, every_s: float = 10.0) -> None:
         """One INFO line every ``every_s``: what a person tailing the log wants to know is moving."""

@@ -41,7 +41,8 @@ def busy_share(before: tuple[float, float] | None, after: tuple[float, float] | 
     """Share of all cores the box was busy between two :func:`machine_busy_seconds` readings; None if unknown."""
     if not before or not after or after[1] <= before[1]:
         return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+    share = (after[0] - before[0]) / (after[1] - before[1])
+    return min(1.0, max(0.0, share))  # float sums of /proc ticks can overshoot 1 by ~1e-12 on a saturated box
 
 
 @dataclass

@@ -27,7 +27,7 @@ def _onnx_cost(bundle, batch: int, repeats: int = 200) -> tuple[float, float]:
     a busy box, the best round what the arithmetic costs when nothing else
     runs (``timeit``'s reading: other processes only ever add time).
     """
-    from streams.domain.apply import run_chunked
+    from streams.domain.onnx_steps import run_chunked
 
     m = bundle.manifest
     rng = np.random.default_rng(0)

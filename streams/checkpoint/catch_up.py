@@ -15,7 +15,7 @@ sends the held records once the whole stretch is applied. Each of them is
 at least as new as anything published before. How far the previous run
 can have got is bounded because a worker never runs more than
 ``uncommitted_limit`` messages per partition ahead of its last commit
-(it waits for its flush instead, see ``Worker.flush_when_due``). While
+(it waits for its flush instead, see ``Checkpoint.maybe_flush``). While
 catching up nothing is committed: the held records are not on the broker.
 """
 from __future__ import annotations

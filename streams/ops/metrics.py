@@ -5,9 +5,14 @@ A private registry (not the process-global one) so two apps in one process
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger("streams.worker")
 
 
 @dataclass
@@ -47,6 +52,37 @@ class WorkerMetrics:
         self.stalled = Gauge("dreamstream_stalled", "1 while the watchdog sees lag with no progress for DREAMSTREAM_WATCHDOG_S.", registry=r)
         self.stalls = Counter("dreamstream_stalls", "Stalls the watchdog detected.", registry=r)
         self.model = Gauge("dreamstream_model_info", "The bundle version being served (value 1).", ["version"], registry=r)
+
+    def observe_batch(self, messages: int, result: Any, marks: tuple[float, ...], fetch_wait_s: float, cached_rows: int,
+                      lags: dict[int, int]) -> None:
+        """One batch: counts, timings, lag per partition and a debug line.
+
+        ``marks``: start, decoded, applied, sent; ``lags``: per partition,
+        messages between the batch's last offset and the end its fetch saw.
+        """
+        t0, t1, t2, t3 = marks
+        self.events.inc(result.applied)
+        self.replays.inc(result.replays)
+        self.records.inc(len(result.records))
+        self.batch_size.observe(messages)
+        self.step_seconds.observe(t2 - t1)
+        self.batch_seconds.observe(t3 - t0)
+        self.fetch_wait_seconds.observe(fetch_wait_s)
+        self.cached_rows.set(cached_rows)
+        for partition, lag in lags.items():
+            self.lag.labels(partition=str(partition)).set(max(0, lag))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch messages=%d applied=%d replays=%d records=%d waves=%d fetch_wait_ms=%.1f decode_ms=%.1f "
+                      "apply_ms=%.1f send_ms=%.1f", messages, result.applied, result.replays, len(result.records),
+                      result.waves, fetch_wait_s * 1e3, *((b - a) * 1e3 for a, b in zip(marks, marks[1:])))
+
+    def observe_age(self, oldest_ms: int | None) -> float | None:
+        """How old the oldest event behind records just sent was: the staleness ranking services see."""
+        if oldest_ms is None:
+            return None
+        age_s = max(0.0, time.time() - oldest_ms / 1000)
+        self.event_age_seconds.observe(age_s)
+        return age_s
 
     def serve_model(self, version: str) -> None:
         self.model.clear()

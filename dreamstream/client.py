@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -216,20 +217,31 @@ def user_queries(user_record: Mapping[str, Any], dim: int, user_share: float) ->
     interests = _as_matrix(user_record.get("interests"), dim, "interests")
     if len(interests) == 0:
         return user, np.ones(1)
-    weights = list(user_record.get("interest_weights") or [1.0] * len(interests))
-    if len(weights) != len(interests):
-        raise ValueError(f"user record has {len(interests)} interests but {len(weights)} interest_weights")
+    weights = user_record.get("interest_weights") or [1.0] * len(interests)
+    if not isinstance(weights, (list, tuple)) or len(weights) != len(interests):
+        raise ValueError(f"user record has {len(interests)} interests but interest_weights is {weights!r:.80}")
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(f"user record's interest_weights must be finite non-negative numbers, got {weights!r:.200}")
     return np.vstack([user, interests]), query_weights(weights, user_share)
 
 
 def _as_matrix(value: Any, dim: int, field: str) -> np.ndarray:
+    """A record's vector field as float32 [n, dim]; ``ValueError`` (never silently wrong results) when it is not one."""
     if value is None:
         return np.zeros((0, dim), dtype=np.float32)
     if isinstance(value, (bytes, bytearray, memoryview)):
         if len(value) % (4 * dim):
-            raise ValueError(f"user record's {field} has {len(value)} bytes, not a multiple of {dim} float32s")
-        return bin_to_vec(bytes(value), dim)
-    return np.asarray(value, dtype=np.float32).reshape(-1, dim)
+            raise ValueError(f"user record's {field} has {len(value)} bytes, not a multiple of {dim} float32s "
+                             f"(is the index from another model?)")
+        matrix = bin_to_vec(bytes(value), dim)
+    else:
+        try:
+            matrix = np.asarray(value, dtype=np.float32).reshape(-1, dim)
+        except (TypeError, ValueError):
+            raise ValueError(f"user record's {field} is not {dim}-d float32 vectors") from None
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"user record's {field} has NaN or infinite values")
+    return matrix
 
 
 def user_partition(user: Any, partitions: int) -> int:

@@ -44,6 +44,21 @@ def item_vector_record(video: Any, vector: np.ndarray, model: str, ts: int) -> d
     return {"video": str(video), "vector": vec_to_bin(vector), "model": model, "ts": int(ts)}
 
 
-def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> dict[str, Any]:
-    """A value of ``watch-events-dlq``: the reason and the original bytes, so it can be re-driven."""
-    return {"reason": reason, "topic": topic, "partition": int(partition), "offset": int(offset), "key": key, "value": value}
+MAX_LETTER_VALUE_BYTES = 256 * 1024  # a letter's copy of its input, at most: far under any topic's max.message.bytes
+
+
+def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+                ) -> dict[str, Any]:
+    """A value of ``watch-events-dlq``: the reason and the original bytes, so it can be re-driven.
+
+    A value over :data:`MAX_LETTER_VALUE_BYTES` is cut to that size and the
+    letter says ``truncated: <original size>``: a letter the DLQ refuses
+    would stop the worker's commits, and the whole original stays
+    addressable by its topic, partition and offset.
+    """
+    letter = {"reason": reason, "topic": topic, "partition": int(partition), "offset": int(offset), "key": key,
+              "value": value}
+    if value is not None and len(value) > MAX_LETTER_VALUE_BYTES:
+        letter["value"] = bytes(value[:MAX_LETTER_VALUE_BYTES])
+        letter["truncated"] = len(value)
+    return letter

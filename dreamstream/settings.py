@@ -47,6 +47,10 @@ class Settings(BaseSettings):
                             "fleet (docs/production.md); it cannot change without a new deployment.")
     item_partitions: int = Field(1, ge=1, description="Partitions of item-vectors and item-features.")
     replication: int = Field(1, ge=1, description="Replication factor for topics created by `dreamstream topics`.")
+    dlq_retention_days: float = Field(
+        30.0, gt=0, description="How long watch-events-dlq keeps a dead letter (its retention.ms when `dreamstream topics` "
+                                "creates it): long enough to notice, fix the cause and `replay --dlq`.",
+    )
 
     # --- update math -----------------------------------------------------
     half_life_s: float = Field(

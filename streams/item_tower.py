@@ -7,14 +7,20 @@ topic. Features that cannot be parsed become dead letters with the reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Callable
 
+
 from dreamstream import codec
+from dreamstream.vectors import checked_vector
 from streams.domain.item_features import embed, parse_features, tower_dims
 from streams.kafka.batch_send import send_records
 from streams.kafka.output import DeadLetter, Output
+from streams.kafka.transient import TRANSIENT
 from streams.ops.metrics import WorkerMetrics
 from streams.ops.reload import BundleHolder
+
+log = logging.getLogger("streams.worker")
 
 
 class ItemTower:
@@ -26,23 +32,62 @@ class ItemTower:
         self.output, self.metrics = output, metrics
 
     async def embed_batch(self, batch: list[Any]) -> None:
+        """Embed, check and publish one batch; returns only once every vector and letter is acknowledged.
+
+        Faust's ``take_events`` acknowledges the batch when this returns *or
+        raises*, so a failed send is retried here until the broker takes it
+        (vectors are idempotent on a compacted topic; a letter may repeat)
+        instead of raising into an acknowledgement of lost features.
+        """
         bundle = self.holder.bundle
         text_dim, visual_dim = tower_dims(bundle)
         good, letters = [], []
         for event in batch:
             m = event.message
             try:
-                good.append(parse_features(m.value, text_dim, visual_dim))
+                good.append((parse_features(m.value, text_dim, visual_dim), m))
             except ValueError as err:
-                letters.append(DeadLetter(f"item-features: {err}", m.topic, m.partition, m.offset, m.key, m.value))
+                letters.append(_letter(m, f"item-features: {err}", "item-features"))
+        rows = self._embedded(bundle, good, letters)
+        while True:
+            try:
+                await self._send(rows, letters)
+                break
+            except TRANSIENT as err:
+                log.warning("item tower: sending %d vectors and %d letters failed (%r); retrying in 1s", len(rows),
+                            len(letters), err)
+                await asyncio.sleep(1.0)
+        self.metrics.items.inc(len(rows))
+
+    def _embedded(self, bundle: Any, good: list, letters: list[DeadLetter]) -> list[tuple[bytes, bytes, None]]:
+        """item-vectors rows of the parsed features; a vector the tower got wrong (or a tower error) is a letter."""
+        if not good:
+            return []
+        try:
+            vectors = embed(bundle, [g[1] for g, _ in good], [g[2] for g, _ in good])
+        except Exception as err:  # a broken bundle must not stop the agent: the features wait in the DLQ
+            letters.extend(_letter(m, f"item tower failed: {err!r}"[:500], "item-tower-output") for _, m in good)
+            return []
+        rows = []
+        for ((video, _, _, ts), m), vec in zip(good, vectors):
+            try:
+                vec = checked_vector(vec, int(bundle.manifest.dim))
+            except ValueError as err:
+                letters.append(_letter(m, f"item tower output for video {video[:64]!r}: {err}", "item-tower-output"))
+                continue
+            record = codec.item_vector_record(video, vec, bundle.version, ts)
+            rows.append((codec.key_bytes(video), codec.pack(record), None))
+        return rows
+
+    async def _send(self, rows: list[tuple[bytes, bytes, None]], letters: list[DeadLetter]) -> None:
         futures = []
-        if good:
-            vectors = embed(bundle, [g[1] for g in good], [g[2] for g in good])
-            rows = [(codec.key_bytes(video), codec.pack(codec.item_vector_record(video, vec, bundle.version, ts)), None)
-                    for (video, _, _, ts), vec in zip(good, vectors)]
+        if rows:
             futures.extend(sent.future for sent in await send_records(self.producer(), self.items_topic, rows))
-            self.metrics.items.inc(len(good))
         if letters:
             futures.extend(await self.output.send({}, letters))
         if futures:
             await asyncio.gather(*futures)
+
+
+def _letter(m: Any, reason: str, label: str) -> DeadLetter:
+    return DeadLetter(reason, m.topic, m.partition, m.offset, m.key, m.value, label)

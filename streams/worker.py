@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 
 from dreamstream import codec
 from dreamstream.settings import Settings
@@ -38,12 +37,12 @@ from streams.kafka.changelog_rows import ChangelogRows
 from streams.kafka.feed import PartitionFeed, last_offsets, oldest_timestamp
 from streams.kafka.item_table import ItemTable
 from streams.kafka.output import DeadLetter, Output
+from streams.kafka.transient import TRANSIENT
 from streams.ops.gc_tuning import tune_collector
 from streams.ops.metrics import WorkerMetrics
 from streams.ops.reload import BundleHolder
 
 log = logging.getLogger("streams.worker")
-TRANSIENT = (KafkaError, OSError, asyncio.TimeoutError)  # the broker away or a rebalance: wait and redo
 
 
 class Worker:
@@ -58,7 +57,8 @@ class Worker:
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
         self.rows = ChangelogRows(self.users, settings)
-        self.items = ItemTable(settings, settings.topic(ITEM_VECTORS))
+        self.items = ItemTable(settings, settings.topic(ITEM_VECTORS), dim=lambda: self.holder.bundle.manifest.dim,
+                               on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc())
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
         output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
         self.checkpoint = Checkpoint(self.feed, output, self.rows, settings,
@@ -204,13 +204,14 @@ class Worker:
         for m in batch:
             evs, rejections = decode_message(m.key, m.value, now_ms, m.partition, m.offset)
             events.extend(evs)
-            letters.extend(DeadLetter(r.reason, m.topic, m.partition, m.offset, m.key, r.value) for r in rejections)
+            letters.extend(DeadLetter(r.reason, m.topic, m.partition, m.offset, m.key, r.value, r.label)
+                           for r in rejections)
         return events, letters
 
     def unknown_video(self, ev: Event) -> DeadLetter:
         """The dead letter of an event whose video has no vector yet: the event's own bytes, keyed by its user."""
         return DeadLetter(f"video {ev.video[:64]!r} is not in the item table (publish its vector first)",
-                          self.watch_topic, ev.partition, ev.offset, codec.key_bytes(ev.user), ev.raw)
+                          self.watch_topic, ev.partition, ev.offset, codec.key_bytes(ev.user), ev.raw, "unknown-video")
 
     def row(self, user: str) -> UserState | None:
         """A user's newest state: the checkpoint's, else the table's."""

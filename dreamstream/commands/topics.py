@@ -9,7 +9,7 @@ from dreamstream.topics import create_topics
 
 
 @click.command("topics")
-@settings_options("broker", "topic_prefix", "partitions", "item_partitions", "replication")
+@settings_options("broker", "topic_prefix", "partitions", "item_partitions", "replication", "dlq_retention_days")
 def topics(settings: Settings) -> None:
     """Create every topic of the design that does not exist yet.
 

@@ -14,10 +14,10 @@ from typing import Iterable
 
 import numpy as np
 
-from dreamstream import codec
 from dreamstream.index.store import ItemStore
 from dreamstream.settings import Settings
 from dreamstream.topics import ITEM_VECTORS
+from dreamstream.vectors import item_vector_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def apply_records(store: ItemStore, records: Iterable[tuple[bytes | None, bytes 
     into the store in one vectorised call.
     """
     final: dict[str, np.ndarray | None] = {}
+    first_dim: int | None = None  # an empty store takes the first valid vector's width; other widths are refused
     for key, value in records:
         if key is None:
             stats.rejected += 1
@@ -50,17 +51,14 @@ def apply_records(store: ItemStore, records: Iterable[tuple[bytes | None, bytes 
             final[item_id] = None
             stats.deletes += 1
             continue
+        dim = store.dim if store.dim is not None else first_dim
         try:
-            record = codec.unpack(value)
-            vector = codec.bin_to_vec(record["vector"])
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            vector = item_vector_of(value, dim)
+        except ValueError as err:  # garbage of any kind is refused, never fatal: the topic is compacted, a crash would loop
             stats.rejected += 1
-            log.warning("item-vectors record rejected key=%s reason=%s", item_id, err)
+            log.warning("item-vectors record rejected key=%s reason=%s", item_id[:64], str(err)[:200])
             continue
-        if store.dim is not None and vector.size != store.dim or not np.all(np.isfinite(vector)) or not vector.any():
-            stats.rejected += 1
-            log.warning("item-vectors record rejected key=%s reason=%d-d, zero or non-finite vector (index is %s-d)", item_id, vector.size, store.dim)
-            continue
+        first_dim = vector.size if first_dim is None else first_dim
         final[item_id] = vector
         stats.puts += 1
     puts = {k: v for k, v in final.items() if v is not None}
@@ -68,9 +66,6 @@ def apply_records(store: ItemStore, records: Iterable[tuple[bytes | None, bytes 
         if vector is None:
             store.delete(item_id)
     if puts:
-        dims = {v.size for v in puts.values()}
-        if len(dims) > 1:  # the very first poll fixed no dimension yet and disagrees with itself
-            raise ValueError(f"item-vectors holds vectors of several dimensions {sorted(dims)}; republish one model's items")
         store.put_many(list(puts), np.stack(list(puts.values())))
 
 

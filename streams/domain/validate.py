@@ -21,6 +21,12 @@ from dreamstream.engagement import IMPRESSION, KINDS, WATCH
 MAX_EVENT_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger values are refused without unpacking them
 MAX_ID_BYTES = 256
+# Most events one array message may carry: a client batches a few events per upload. Beyond it the excess is one
+# dead letter (with the count), so a hostile 4 MiB array of a million nils costs a bounded amount of work.
+MAX_EVENTS_PER_MESSAGE = 1000
+# Every label a rejection can carry: the metric's label set is fixed (the detail stays in the letter's reason).
+LABELS = ("null-value", "not-bytes", "too-large", "not-msgpack", "not-an-event", "empty-array", "too-many-events",
+          "invalid-event", "unknown-video", "item-features", "item-tower-output")
 MAX_DAY_MS = 86_400_000
 REQUIRED = ("user", "video", "ts", "watch_ms", "duration_ms")
 
@@ -52,10 +58,11 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """One input that cannot be applied, with the bytes to put in the dead letter."""
+    """One input that cannot be applied, with the bytes to put in the dead letter and a label from :data:`LABELS`."""
 
     reason: str
     value: bytes | None
+    label: str = "invalid-event"
 
 
 def _ident(value: Any, field: str) -> str:
@@ -156,32 +163,38 @@ def decode_message(
     carry the original bytes.
     """
     if value is None:
-        return [], [Rejection("value is null (a tombstone is not an event)", value)]
+        return [], [Rejection("value is null (a tombstone is not an event)", value, "null-value")]
     if not isinstance(value, (bytes, bytearray)):
-        return [], [Rejection(f"value is {type(value).__name__}, not bytes", None)]
+        return [], [Rejection(f"value is {type(value).__name__}, not bytes", None, "not-bytes")]
     if len(value) > MAX_MESSAGE_BYTES:
-        return [], [Rejection(f"message of {len(value)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit", bytes(value))]
+        return [], [Rejection(f"message of {len(value)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit", bytes(value), "too-large")]
     try:
         obj = codec.unpack(bytes(value))
     except Exception as err:  # msgpack raises several unrelated types on garbage
-        return [], [Rejection(f"value is not msgpack: {type(err).__name__}: {str(err)[:200]}", bytes(value))]
+        return [], [Rejection(f"value is not msgpack: {type(err).__name__}: {str(err)[:200]}", bytes(value), "not-msgpack")]
     if isinstance(obj, dict):
         if len(value) > MAX_EVENT_BYTES:
-            return [], [Rejection(f"event of {len(value)} bytes is over the {MAX_EVENT_BYTES}-byte limit", bytes(value))]
+            return [], [Rejection(f"event of {len(value)} bytes is over the {MAX_EVENT_BYTES}-byte limit", bytes(value), "too-large")]
         try:
             return [parse_event(obj, key, now_ms, partition, offset, 0, bytes(value))], []
         except ValueError as err:
             return [], [Rejection(str(err), bytes(value))]
     if not isinstance(obj, list):
-        return [], [Rejection(f"value must be a map or an array of maps, got {type(obj).__name__}", bytes(value))]
+        return [], [Rejection(f"value must be a map or an array of maps, got {type(obj).__name__}", bytes(value), "not-an-event")]
     if not obj:
-        return [], [Rejection("value is an empty array: no event to apply", bytes(value))]
+        return [], [Rejection("value is an empty array: no event to apply", bytes(value), "empty-array")]
     events: list[Event] = []
     rejections: list[Rejection] = []
+    if len(obj) > MAX_EVENTS_PER_MESSAGE:
+        excess = len(obj) - MAX_EVENTS_PER_MESSAGE
+        rejections.append(Rejection(f"array of {len(obj)} events is over the {MAX_EVENTS_PER_MESSAGE}-event limit: its "
+                                    f"last {excess} (from element {MAX_EVENTS_PER_MESSAGE}) are not applied; send them in "
+                                    f"smaller messages", codec.pack(obj[MAX_EVENTS_PER_MESSAGE:]), "too-many-events"))
+        obj = obj[:MAX_EVENTS_PER_MESSAGE]
     for index, element in enumerate(obj):
         packed = codec.pack(element)
         if len(packed) > MAX_EVENT_BYTES:
-            rejections.append(Rejection(f"array element {index}: event of {len(packed)} bytes is over the {MAX_EVENT_BYTES}-byte limit", packed))
+            rejections.append(Rejection(f"array element {index}: event of {len(packed)} bytes is over the {MAX_EVENT_BYTES}-byte limit", packed, "too-large"))
             continue
         try:
             events.append(parse_event(element, key, now_ms, partition, offset, index, packed))

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from dreamstream import codec
 from dreamstream.settings import Settings
+from dreamstream.vectors import UnreadableRecord, item_vector_of
 from streams.compat.aiokafka_metadata import refresh_metadata
 from streams.kafka.log_reader import caught_up, read_from_start
 
@@ -32,9 +32,12 @@ log = logging.getLogger(__name__)
 class ItemTable:
     """``get(video) -> float32 [D] | None``, kept up to date from ``item-vectors``."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, dim: Callable[[], int | None] = lambda: None,
+                 on_refused: Callable[[str], None] = lambda reason: None) -> None:
         self.settings = settings
         self.topic = topic
+        self.dim = dim  # the served bundle's D: a vector of another width is refused
+        self.on_refused = on_refused  # counts a refused record (the worker's metric)
         self.vectors: dict[str, np.ndarray] = {}
         self.ready = asyncio.Event()
         self.caught_up_s: float | None = None
@@ -54,9 +57,13 @@ class ItemTable:
             self.vectors.pop(video, None)
             return
         try:
-            self.vectors[video] = codec.bin_to_vec(codec.unpack(value)["vector"])
-        except Exception:
-            log.warning("unreadable item-vectors value for video=%r; ignoring it", video[:64])
+            vector = item_vector_of(value, self.dim())
+        except ValueError as err:  # garbage of any kind: refused, never stored, never fatal
+            self.on_refused("unreadable" if isinstance(err, UnreadableRecord) else "bad-vector")
+            log.warning("item-vectors record refused video=%r: %s; the previous vector (if any) is kept", video[:64],
+                        str(err)[:200])
+            return
+        self.vectors[video] = vector
 
     async def follow(self) -> None:
         """Read item-vectors from the beginning, set ``ready`` at the end offsets, then keep following."""

@@ -10,12 +10,13 @@ which consumers drop by ``seq`` (``streams.checkpoint``).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 from dreamstream import codec
 from streams.kafka.batch_send import send_records
-from streams.ops.metrics import WorkerMetrics, reason_label
+from streams.ops.metrics import WorkerMetrics
 
 log = logging.getLogger("streams.worker")
 
@@ -30,6 +31,7 @@ class DeadLetter:
     offset: int
     key: bytes | None
     value: bytes | None
+    label: str  # one of streams.domain.validate.LABELS: the metric's label (the detail stays in ``reason``)
 
     def packed(self) -> bytes:
         return codec.pack(codec.dead_letter(self.reason, self.topic, self.partition, self.offset, self.key, self.value))
@@ -50,8 +52,10 @@ class Output:
         if letters:
             rows = [(letter.key, letter.packed(), None) for letter in letters]
             deliveries.extend(sent.future for sent in await send_records(producer, self.dlq_topic, rows))
-            for letter in letters:
-                self.metrics.dead_letters.labels(reason=reason_label(letter.reason)).inc()
-                log.warning("dead letter topic=%s partition=%s offset=%s reason=%r", letter.topic, letter.partition,
-                            letter.offset, letter.reason)
+            counts = Counter(letter.label for letter in letters)
+            for label, n in counts.items():
+                self.metrics.dead_letters.labels(reason=label).inc(n)
+            first = letters[0]  # one line per batch, not per letter: a hostile message can hold a thousand of them
+            log.warning("dead letters=%d by_reason=%s first: topic=%s partition=%s offset=%s reason=%r", len(letters),
+                        dict(counts), first.topic, first.partition, first.offset, first.reason[:300])
         return deliveries

@@ -25,8 +25,12 @@ class WorkerMetrics:
         r = self.registry
         self.events = Counter("dreamstream_events", "Events applied to user states.", registry=r)
         self.replays = Counter("dreamstream_replayed_events", "Replayed events skipped (already applied).", registry=r)
-        self.dead_letters = Counter("dreamstream_dead_letters", "Inputs rejected to the dead-letter topic.", ["reason"], registry=r)
+        self.dead_letters = Counter("dreamstream_dead_letters", "Inputs rejected to the dead-letter topic, by reason label "
+                                    "(a fixed list: streams.domain.validate.LABELS).", ["reason"], registry=r)
         self.records = Counter("dreamstream_user_records", "user-embeddings records published.", registry=r)
+        self.items_refused = Counter("dreamstream_item_vectors_refused", "item-vectors records the item table refused "
+                                     "(unreadable, or a bad-vector: wrong width, non-finite, absurd norm).", ["reason"],
+                                     registry=r)
         self.items = Counter("dreamstream_item_vectors", "Item vectors embedded by the item tower.", registry=r)
         self.batch_size = Histogram("dreamstream_batch_events", "Messages per batch taken from watch-events.",
                                     buckets=(1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384), registry=r)
@@ -90,9 +94,3 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def reason_label(reason: str) -> str:
-    """A low-cardinality label from a free-text reason (its first words, before any value)."""
-    head = reason.split(":", 1)[0] if not reason.startswith("array element") else reason.split(": ", 2)[1].split(":")[0]
-    return " ".join(head.split()[:4])[:48]

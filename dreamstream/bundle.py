@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dreamstream.checksums import sha256_file
+from dreamstream.checksums import inside, sha256_file
 
 OPSET = 17
 TOLERANCE = 1e-4  # max abs difference ONNX vs PyTorch accepted at export
@@ -132,7 +132,10 @@ def verify_checksums(manifest: Manifest) -> None:
     if missing:
         raise BundleError(f"{manifest.path} lists no checksum for {missing}: re-export the bundle")
     for name, entry in manifest.files.items():
-        file = manifest.root / name
+        try:
+            file = inside(manifest.root, name)
+        except ValueError as err:
+            raise BundleError(f"{manifest.path}: {err}; refusing the bundle") from None
         if not file.exists():
             raise BundleError(f"{file} is missing from bundle {manifest.version}: re-export or copy the whole folder")
         got = sha256(file)

@@ -21,3 +21,19 @@ def sha256_file(path: Path) -> str:
 def sha256_bytes(data: bytes) -> str:
     """The hex sha256 of bytes already in memory."""
     return hashlib.sha256(data).hexdigest()
+
+
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name`` for a file name read from a manifest or pointer; ``ValueError`` when it would leave ``folder``.
+
+    A manifest (a bundle's, an index version's) or ``CURRENT`` is data, and
+    data may be hostile: ``../../etc/passwd`` or an absolute path must not
+    make a process read (or checksum) a file outside the folder it serves.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name or Path(name).is_absolute():
+        raise ValueError(f"file name {name!r:.100} is empty or absolute")
+    folder = Path(folder)
+    path = folder / name
+    if ".." in Path(name).parts or not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"file name {name!r:.100} points outside {folder}")
+    return path

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dreamstream.index.builder import BuiltVersion
-from dreamstream.index.manifest import fsync_dir, write_bytes_synced
+from dreamstream.index.manifest import IndexCorruptError, fsync_dir, write_bytes_synced
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ def read_current(index_dir: Path) -> str | None:
         name = (Path(index_dir) / CURRENT).read_text("utf-8").strip()
     except FileNotFoundError:
         return None
+    if name and (name != Path(name).name or name in (".", "..")):  # a version is a folder right under index_dir
+        raise IndexCorruptError(f"{Path(index_dir) / CURRENT} names {name!r:.100}, which is not a version folder of "
+                                f"{index_dir}; republish the index")
     return name or None
 
 

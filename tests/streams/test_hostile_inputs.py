@@ -129,3 +129,36 @@ def test_the_item_tower_dead_letters_a_non_finite_output_instead_of_publishing_i
     rows = tower._embedded(bundle, features, letters)
     assert [codec.unpack(v)["video"] for _, v, _ in rows] == ["v0"]
     assert len(letters) == 1 and letters[0].label == "item-tower-output" and letters[0].offset == 1
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "/etc/passwd", "a/../../x", ""])
+def test_file_names_from_manifests_stay_inside_their_folder(tmp_path, name: str) -> None:
+    from dreamstream.checksums import inside
+
+    with pytest.raises(ValueError):
+        inside(tmp_path / "v1", name)
+    assert inside(tmp_path / "v1", "shard-0.faiss") == tmp_path / "v1" / "shard-0.faiss"
+
+
+def test_current_naming_a_path_outside_the_index_dir_is_refused(tmp_path) -> None:
+    from dreamstream.index.manifest import IndexCorruptError
+    from dreamstream.index.publish import read_current
+
+    (tmp_path / "CURRENT").write_text("../../elsewhere")
+    with pytest.raises(IndexCorruptError, match="not a version folder"):
+        read_current(tmp_path)
+
+
+def test_a_bundle_manifest_listing_a_file_outside_its_folder_is_refused(bundle_dir, tmp_path) -> None:
+    import json
+    import shutil
+
+    from dreamstream.bundle import BundleError, verify_bundle
+
+    copy = tmp_path / bundle_dir.name
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["../../secret"] = {"sha256": "0" * 64}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="outside"):
+        verify_bundle(copy)

@@ -101,6 +101,9 @@ class EmbeddedBroker:
 
     port: int = 9092
     durable_dir: Path | None = None
+    # Where clients are told to connect (metadata's advertised listener): a TLS-terminating proxy in front of this
+    # broker (stunnel, see tests/streams/test_tls_end_to_end.py) advertises its own port. None: this broker's port.
+    advertised_port: int | None = None
     s3_port: int | None = None
     log_dir: Path | None = None
     startup_timeout_s: float = 30.0
@@ -127,7 +130,8 @@ class EmbeddedBroker:
             env.update(S3_CREDENTIALS, AWS_ENDPOINT=f"http://127.0.0.1:{self.s3_port}")
             storage = f"s3://{S3_BUCKET}/"
         listener = f"tcp://127.0.0.1:{self.port}"
-        cmd = [tansu_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
+        cmd = [tansu_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", advertised,
                "--storage-engine", storage]
         env.setdefault("RUST_LOG", "warn")
         proc = self._spawn(cmd, env, "tansu")

@@ -39,6 +39,23 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path("var/state"), description="Folder for worker table state (RocksDB) and the indexer's item store.")
     store: str = Field("memory://", description="Faust table store: memory:// (tests, demo) or rocksdb:// (production).")
 
+    # --- Kafka security (docs/production.md#security): passed to every Kafka client the project creates -----
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL.")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) that signed the brokers' certificates "
+                                          "(SSL/SASL_SSL; unset: the system's CAs).")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) when the brokers verify clients.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+    kafka_ssl_password_file: Path | None = Field(None, description="File holding the client key's password, if any.")
+    kafka_ssl_check_hostname: bool = Field(True, description="Verify that a broker's certificate names the host "
+                                           "connected to. Switch off only for a test CA without host names.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_PLAINTEXT/SASL_SSL).")
+    kafka_sasl_username: str = Field("", description="SASL user name (PLAIN, SCRAM).")
+    kafka_sasl_password_file: Path | None = Field(None, description="File holding the SASL password (PLAIN, SCRAM), "
+                                                  "e.g. a mounted Secret; for OAUTHBEARER, the bearer token (re-read "
+                                                  "on every login).")
+
     # --- topics -----------------------------------------------------------
     # 4, not more, because the embedded broker's every fetch pays for every partition it reads: at 34,000
     # events/s on 2 cores p99 was 121-125 ms with 4 against 258-357 ms with 8 (docs/measurements.md).
@@ -90,7 +107,8 @@ class Settings(BaseSettings):
     )
     web_port: int = Field(6066, ge=0, description="Port of the worker's web server (/metrics); 0 = no web server.")
     web_bind: str = Field(
-        "127.0.0.1", description="Address the worker's web server listens on; 0.0.0.0 in containers so probes and Prometheus reach it."
+        "127.0.0.1", description="Address the worker's web server and the indexer's metrics endpoint listen on; 0.0.0.0 in "
+                                "containers so probes and Prometheus reach them (a NetworkPolicy then limits who may)."
     )
     metrics_port: int = Field(0, ge=0, description="Port of the indexer's Prometheus endpoint; 0 = none.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")

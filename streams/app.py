@@ -12,8 +12,10 @@ from typing import Any
 
 import faust
 
+from dreamstream.kafka.security import faust_credentials
 from dreamstream.settings import Settings
 from streams.compat import check_versions
+from streams.compat.faust_web import WEB_SETTINGS, lock_down as lock_down_web
 from streams.compat.tansu_rows import faust_settings
 from streams.kafka.batch_send import MAX_BATCH_BYTES
 
@@ -22,6 +24,7 @@ def app_config(settings: Settings) -> dict[str, Any]:
     """Faust settings derived from ours (also used by the bench's plain agent)."""
     return dict(
         broker=settings.broker,
+        broker_credentials=faust_credentials(settings),  # TLS / SASL (dreamstream.kafka.security)
         store=settings.store,
         datadir=str(settings.state_dir / "faust"),
         topic_partitions=settings.partitions,
@@ -29,6 +32,7 @@ def app_config(settings: Settings) -> dict[str, Any]:
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
         web_bind=settings.web_bind,
+        **WEB_SETTINGS,  # only /metrics (and Faust's status at /): no /router, /table, /graph pages (streams.compat.faust_web)
         consumer_auto_offset_reset="earliest",
         # measured on tansu: defaults take ~30 s to get partitions, these ~5 s
         broker_session_timeout=settings.session_timeout_s,
@@ -61,6 +65,7 @@ def create_app(settings: Settings) -> faust.App:
     install_fetch_cancel()  # consumers stopped while the broker is away must not raise CancelledError
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
+    lock_down_web(app)  # Faust's table and router pages stay off whatever the Faust release
     worker = register(app, settings)
     from streams.ops.watchdog import install as install_watchdog
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from dreamstream import codec
 from dreamstream.bench import harness as h
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from dreamstream.topics import USER_EMBEDDINGS, WATCH_EVENTS, create_topics
 
@@ -114,7 +115,7 @@ async def _feed(settings: Settings, rate: float, users: int, items: list[str], s
 async def _read(settings: Settings, tracker: _Tracker, stop: threading.Event) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    cons = AIOKafkaConsumer(settings.topic(USER_EMBEDDINGS), bootstrap_servers=settings.bootstrap_servers,
+    cons = AIOKafkaConsumer(settings.topic(USER_EMBEDDINGS), **aiokafka_options(settings),
                             auto_offset_reset="earliest", enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20)
     await cons.start()
     try:

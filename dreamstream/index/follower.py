@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from dreamstream.index.store import ItemStore
+from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
 from dreamstream.topics import ITEM_VECTORS
 from dreamstream.vectors import item_vector_of
@@ -78,7 +79,7 @@ class ItemFollower:
         self.store = store
         self.topic = settings.topic(ITEM_VECTORS)
         self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_python_options(settings),
             enable_auto_commit=False,
             group_id=None,
             max_poll_records=20_000,

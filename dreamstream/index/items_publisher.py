@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from dreamstream import codec
 from dreamstream.kafka.partitioner import kafka_partition
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from dreamstream.topics import ITEM_VECTORS
 
@@ -27,7 +28,7 @@ async def _send_records(settings: Settings, records: Iterable[tuple[bytes, bytes
 
     topic = settings.topic(ITEM_VECTORS)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **aiokafka_options(settings),
         client_id="dreamstream-publish-items",
         acks=1,
         linger_ms=20,

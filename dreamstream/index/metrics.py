@@ -1,13 +1,16 @@
 """Prometheus metrics of the indexer, in their own registry so tests can build several indexers."""
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
 class IndexMetrics:
     """Build time, item count, versions published / refused, recall of the last build."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: str = "127.0.0.1") -> None:
+        self.bind = bind  # address serve() listens on (the indexer passes settings.web_bind)
         self.registry = CollectorRegistry()
         self.build_seconds = Histogram(
             "dreamstream_index_build_seconds", "Time to build one index version.",
@@ -19,7 +22,13 @@ class IndexMetrics:
         self.recall = Gauge("dreamstream_index_recall_at_10", "Recall@10 against exact search measured on the last build.", registry=self.registry)
         self.records = Counter("dreamstream_index_records", "item-vectors records applied, by kind.", ["kind"], registry=self.registry)
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on ``port`` (no-op when 0)."""
-        if port:
-            start_http_server(port, registry=self.registry)
+    def serve(self, port: int, bind: str | None = None) -> WSGIServer | None:
+        """Expose /metrics on ``bind``:``port`` (``bind`` defaults to :attr:`bind`); no-op when ``port`` is 0.
+
+        Returns the server (``.server_address``; ``.shutdown()`` stops it); prometheus_client's own default
+        address would be 0.0.0.0, i.e. every interface whatever the settings say.
+        """
+        if not port:
+            return None
+        server, _thread = start_http_server(port, addr=bind or self.bind, registry=self.registry)
+        return server

@@ -18,6 +18,7 @@ from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifes
 from dreamstream.index.metrics import IndexMetrics
 from dreamstream.index.publish import discard, install, prune, read_current
 from dreamstream.index.store import ItemStore
+from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
 from dreamstream.topics import INDEX_VERSIONS
 
@@ -64,7 +65,7 @@ class Indexer:
         self.settings = settings
         self.index_dir = Path(settings.index_dir)
         self.params = params or build_params(settings)
-        self.metrics = metrics or IndexMetrics()
+        self.metrics = metrics or IndexMetrics(bind=settings.web_bind)  # /metrics listens where DREAMSTREAM_WEB_BIND says
         self.store = ItemStore(settings.index_shards)
         self.follower = ItemFollower(settings, self.store)
         self._start_ends = self.follower.consumer.end_offsets(self.follower.partitions)
@@ -133,7 +134,7 @@ class Indexer:
         from kafka import KafkaProducer
 
         if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, client_id="dreamstream-indexer")
+            self._producer = KafkaProducer(**kafka_python_options(self.settings), client_id="dreamstream-indexer")
         record = {
             "version": manifest.version,
             "path": str((self.index_dir / manifest.version).resolve()),

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from streams.compat import shim
 from streams.compat.faust_tables import changelog_topic, drop_buffered_rows, put_row, recovered_through
@@ -44,7 +45,7 @@ async def complete_rows(app: Any, table: Any, settings: Settings, partitions: se
     t0 = time.monotonic()
     topic = changelog_topic(table)
     log.info("completing user rows partitions=%s", sorted(partitions))
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**aiokafka_options(settings), group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     read = 0

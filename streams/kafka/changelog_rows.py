@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from streams.checkpoint.flush_pacing import byte_chunks
 from streams.compat.faust_tables import changelog_topic, mark_persisted, put_row
@@ -39,7 +40,7 @@ class ChangelogRows:
         from aiokafka import AIOKafkaProducer
 
         s = self.settings
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=0,
+        self.producer = AIOKafkaProducer(**aiokafka_options(s), acks="all", linger_ms=0,
                                          max_batch_size=MAX_BATCH_BYTES, max_request_size=32 * 1024 * 1024,
                                          request_timeout_ms=40_000, client_id=f"{s.topic_prefix}dreamstream-changelog")
         await self.producer.start()

@@ -31,6 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 
 log = logging.getLogger("streams.kafka.feed")
@@ -75,7 +76,7 @@ class PartitionFeed:
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **aiokafka_options(self.settings),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

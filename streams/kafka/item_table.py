@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from dreamstream.vectors import UnreadableRecord, item_vector_of
 from streams.compat.aiokafka_metadata import refresh_metadata
@@ -70,7 +71,7 @@ class ItemTable:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         t0 = time.monotonic()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+        consumer = AIOKafkaConsumer(**aiokafka_options(self.settings), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await consumer.start()
         try:

@@ -95,6 +95,7 @@ def test_indexer_keeps_its_index_on_a_named_volume(compose):
     indexer = compose["services"]["indexer"]
     settings = settings_from_env(indexer["environment"])
     assert settings.metrics_port > 0
+    assert settings.web_bind == "0.0.0.0", "Prometheus scrapes the indexer over the compose network"
     named = {v.split(":")[0]: v.split(":")[1] for v in indexer["volumes"]}
     assert named["index"] == str(settings.index_dir) and "index" in compose["volumes"]
     tools_index = [v for v in compose["services"]["tools"]["volumes"] if v.startswith("index:")]
@@ -135,3 +136,34 @@ def test_dockerfile_installs_the_package_without_training_deps():
     env = dict(re.findall(r"(DREAMSTREAM_[A-Z_]+)=(\S+)", text))
     settings_from_env(env)
     assert re.search(r'^ENTRYPOINT \["dreamstream"\]', text, flags=re.M)
+
+
+def published(service: dict) -> list[tuple[str | None, str, str]]:
+    """(host address, host port, container port) of each published port, short or long syntax."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((port.get("host_ip"), str(port.get("published")), str(port["target"])))
+        else:
+            parts = str(port).rsplit("/", 1)[0].split(":")
+            out.append((parts[0] if len(parts) == 3 else None, parts[-2] if len(parts) > 1 else "", parts[-1]))
+    return out
+
+
+def test_published_ports_listen_on_the_hosts_loopback_only(compose):
+    ports = {name: published(svc) for name, svc in compose["services"].items()}
+    assert ports["kafka"] == [("127.0.0.1", "9094", "9094")]  # the plaintext HOST listener
+    assert ports["prometheus"] == [("127.0.0.1", "9090", "9090")]
+    for name, entries in ports.items():
+        for host_ip, host_port, _ in entries:
+            assert host_ip == "127.0.0.1", f"{name} publishes {host_port} on every interface"
+            assert host_port, f"{name}: a random host port still needs an address"
+    for name in ("worker", "indexer"):
+        assert not ports[name] and compose["services"][name]["expose"], f"{name}'s metrics stay on the compose network"
+    kafka_env = compose["services"]["kafka"]["environment"]
+    assert "HOST://localhost:9094" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_the_loopback_check_reads_both_port_syntaxes():
+    assert published({"ports": ["9094:9094", "127.0.0.1:1:2/tcp", {"target": 3, "published": 4, "host_ip": "::1"}]}) == [
+        (None, "9094", "9094"), ("127.0.0.1", "1", "2"), ("::1", "4", "3")]

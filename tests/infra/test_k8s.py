@@ -13,6 +13,11 @@ from dreamstream.settings import Settings
 K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 KUBE_VERSION = "1.30"
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
+KAFKA_SECRET = "dreamstream-kafka"
+KAFKA_DIR = "/etc/dreamstream/kafka"
+KAFKA_FILES = {"sasl-password", "ca.crt", "tls.crt", "tls.key"}
+PROMETHEUS_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
+PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
 
 
 def by_kind(docs, kind: str, name: str | None = None) -> list[dict]:
@@ -21,6 +26,20 @@ def by_kind(docs, kind: str, name: str | None = None) -> list[dict]:
 
 def containers(doc: dict) -> list[dict]:
     return doc["spec"]["template"]["spec"]["containers"]
+
+
+def pod_spec(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]
+
+
+def workloads(docs) -> list[tuple[Path, dict]]:
+    return [(path, d) for path, d in docs if d["kind"] in WORKLOADS]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Does a LabelSelector (matchLabels only; {} selects everything) select these labels?"""
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels selectors are checked here: {selector}"
+    return selector.get("matchLabels", {}).items() <= labels.items()
 
 
 def configmap_settings(docs) -> Settings:
@@ -38,7 +57,7 @@ def test_every_object_has_the_required_keys(k8s_docs):
         assert doc["metadata"].get("name"), path
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace") == "dreamstream", path
-            assert "spec" in doc or "data" in doc, path
+            assert "spec" in doc or "data" in doc or "stringData" in doc, path
 
 
 def test_objects_validate_against_the_kubernetes_schema(k8s_docs):
@@ -134,3 +153,110 @@ def test_topics_job_runs_dreamstream_topics(k8s_docs):
     (c,) = containers(job)
     assert c["args"] == ["topics"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+
+
+def test_the_namespace_enforces_the_restricted_pod_security_standard(k8s_docs):
+    (ns,) = by_kind(k8s_docs, "Namespace")
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels.get("pod-security.kubernetes.io/enforce-version", "latest") == "latest"
+
+
+def test_every_container_is_locked_down(k8s_docs):
+    """allowPrivilegeEscalation false, read-only root (with /tmp on an emptyDir), no capability, non-root, seccomp."""
+    seen = 0
+    for path, doc in workloads(k8s_docs):
+        spec = pod_spec(doc)
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), path.name
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        claims = {t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", [])}
+        for c in spec["containers"] + spec.get("initContainers", []):
+            where = f"{path.name}: container {c['name']}"
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("runAsNonRoot") is True, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc["capabilities"].get("add"), where
+            assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, where
+            assert not sc.get("privileged") and sc.get("runAsUser", spec.get("securityContext", {}).get("runAsUser")) != 0
+            assert not [p for p in c.get("ports", []) if "hostPort" in p], where
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert set(mounts.values()) <= set(volumes) | claims, f"{where} mounts a volume the pod does not have"
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{where}: a read-only root needs a writable /tmp"
+            seen += 1
+    assert seen >= 4  # worker, indexer, topics, the ranking example
+
+
+def test_worker_and_indexer_state_stays_writable(k8s_docs):
+    """Their only writes besides /tmp go to volumes: the worker's state, the indexer's index and state."""
+    settings = configmap_settings(k8s_docs)
+    for name, writable in (("dreamstream-worker", {settings.state_dir}),
+                           ("dreamstream-indexer", {settings.state_dir, settings.index_dir})):
+        (c,) = containers(by_kind(k8s_docs, "StatefulSet", name)[0])
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        for folder in writable:
+            assert str(folder) in mounts and not mounts[str(folder)].get("readOnly"), (name, folder)
+
+
+def test_kafka_credentials_are_mounted_from_a_secret(k8s_docs):
+    """Every pod that talks to Kafka mounts the dreamstream-kafka Secret read-only at /etc/dreamstream/kafka."""
+    for path, doc in workloads(k8s_docs):
+        spec = pod_spec(doc)
+        secret_volumes = {v["name"]: v["secret"] for v in spec.get("volumes", []) if "secret" in v}
+        names = [n for n, sec in secret_volumes.items() if sec["secretName"] == KAFKA_SECRET]
+        assert len(names) == 1, f"{path.name}: no volume of Secret {KAFKA_SECRET}"
+        volume = secret_volumes[names[0]]
+        assert volume.get("defaultMode", 0o644) & 0o007 == 0, f"{path.name}: credentials readable by any user"
+        assert "items" not in volume, "every key is mounted, as a file named after it"
+        for c in spec["containers"]:
+            (mount,) = [m for m in c.get("volumeMounts", []) if m["name"] == names[0]]
+            assert mount["mountPath"] == KAFKA_DIR and mount["readOnly"] is True, f"{path.name}: {c['name']}"
+        if volume.get("optional") is not False:  # group-readable files need the pod's fsGroup
+            assert spec["securityContext"].get("fsGroup") == spec["securityContext"].get("runAsUser"), path.name
+    ((path, secret),) = [(p, d) for p, d in k8s_docs if d["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == KAFKA_SECRET and secret["type"] == "Opaque"
+    assert set(secret.get("stringData", {})) | set(secret.get("data", {})) == KAFKA_FILES
+    assert path.parent.name == "examples", "credentials are created by the operator, never applied from the repository"
+    assert all("REPLACE-ME" in v for v in secret["stringData"].values()), "the example carries placeholders only"
+
+
+def policies_selecting(docs, labels: dict) -> list[dict]:
+    return [p for p in by_kind(docs, "NetworkPolicy") if selects(p["spec"]["podSelector"], labels)
+            and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+
+
+def test_ingress_to_dreamstream_pods_is_denied_by_default(k8s_docs):
+    (deny,) = [p for p in by_kind(k8s_docs, "NetworkPolicy") if not p["spec"].get("ingress")]
+    assert deny["spec"]["podSelector"] == {} and deny["spec"]["policyTypes"] == ["Ingress"]
+    for path, doc in workloads(k8s_docs):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert deny in policies_selecting(k8s_docs, labels), f"{path.name}: its pods are not isolated"
+
+
+def test_only_prometheus_reaches_the_metrics_ports(k8s_docs):
+    """Worker and indexer: exactly one ingress peer (Prometheus: namespace AND pod label) on exactly their metrics port."""
+    settings = configmap_settings(k8s_docs)
+    ports = {"dreamstream-worker": settings.web_port, "dreamstream-indexer": settings.metrics_port}
+    for path, doc in workloads(k8s_docs):
+        name = doc["metadata"]["name"]
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        rules = [r for p in policies_selecting(k8s_docs, labels) for r in p["spec"].get("ingress", [])]
+        if name not in ports:
+            assert not rules, f"{path.name}: {name} accepts ingress"
+            continue
+        (c,) = containers(doc)
+        assert ports[name] in {p["containerPort"] for p in c["ports"]}
+        assert rules, f"Prometheus cannot reach {name}"
+        for rule in rules:
+            assert rule["ports"] == [{"protocol": "TCP", "port": ports[name]}], (name, rule)
+            for peer in rule["from"]:
+                assert set(peer) == {"namespaceSelector", "podSelector"}, f"{name}: {peer} is more than Prometheus"
+                assert peer["namespaceSelector"] == {"matchLabels": PROMETHEUS_NAMESPACE}
+                assert peer["podSelector"] == {"matchLabels": PROMETHEUS_POD}
+
+
+def test_no_service_is_exposed_outside_the_cluster(k8s_docs):
+    for svc in by_kind(k8s_docs, "Service"):
+        assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", svc["metadata"]["name"]
+        assert not svc["spec"].get("externalIPs"), svc["metadata"]["name"]
+    assert not by_kind(k8s_docs, "Ingress")

@@ -224,10 +224,12 @@ class Worker:
         lags = {p: high - offset - 1 for p, offset in last.items() if (high := self.feed.highwater(p)) is not None}
         self.metrics.observe_batch(len(batch), result, marks, self.fetch_wait_s, len(self.checkpoint.cache.dirty), lags)
 
-    def _observe_flush(self, seconds: float) -> None:
-        """A flush is done: its time, and the rows the table now holds."""
+    def _observe_flush(self, seconds: float, committed: bool) -> None:
+        """A flush is done: its time, the rows the table now holds, and the commit (the watchdog's progress)."""
         self.metrics.flush_seconds.observe(seconds)
         self.metrics.users.set(len(self.rows))
+        if committed:
+            self.metrics.commits.inc()
 
     def _observe_age(self, oldest_ms: int | None) -> float | None:
         return self.metrics.observe_age(oldest_ms)

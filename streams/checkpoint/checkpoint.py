@@ -79,7 +79,7 @@ class Checkpoint:
     """Staged output, the flush in flight and the catch-up of one worker; see the module docstring."""
 
     def __init__(self, feed: Feed, output: Output, rows: RowStore, settings: Settings,
-                 observe_flush: Callable[[float], None] | None = None,
+                 observe_flush: Callable[[float, bool], None] | None = None,
                  observe_age: Callable[[int | None], float | None] | None = None) -> None:
         self.feed, self.output, self.rows, self.settings = feed, output, rows, settings
         self.cache = RowCache()
@@ -87,7 +87,7 @@ class Checkpoint:
         self.flushing: asyncio.Future | None = None
         self.pacer = FlushPacer(settings.flush_spread * settings.commit_interval_s)
         self.last_flush = time.monotonic()
-        self.observe_flush = observe_flush or (lambda seconds: None)
+        self.observe_flush = observe_flush or (lambda seconds, committed: None)
         self.observe_age = observe_age or (lambda oldest_ms: None)
 
     # --- reading ----------------------------------------------------------------
@@ -207,8 +207,8 @@ class Checkpoint:
         self.cache.end_flush()
         if f.deliveries:
             await asyncio.gather(*f.deliveries)
-        await self.feed.commit(f.offsets)
-        self.observe_flush(time.perf_counter() - t0)
+        committed = await self.feed.commit(f.offsets)
+        self.observe_flush(time.perf_counter() - t0, committed)
 
 
 def _retrieve(task: asyncio.Future) -> None:

@@ -50,6 +50,9 @@ class WorkerMetrics:
         self.flush_seconds = Histogram("dreamstream_flush_seconds", "Row-cache flush: encode, changelog acknowledgement, "
                                        "deliveries, offset commit (runs beside the batches).",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.commits = Counter("dreamstream_commits", "Flushes that committed watch-events offsets: everything below them "
+                               "is durable (rows, records, dead letters). Flat while lag grows = output is stuck.",
+                               registry=r)
         self.cached_rows = Gauge("dreamstream_cached_rows", "User rows computed and not yet flushed to the changelog.", registry=r)
         self.lag = Gauge("dreamstream_consumer_lag", "Messages behind the end of watch-events, per partition.", ["partition"], registry=r)
         self.users = Gauge("dreamstream_users", "User-state rows held by this worker.", registry=r)

@@ -5,8 +5,11 @@ consumer that silently stops (a hung await, a wedged fetcher, a lost
 assignment that never comes back) while its lag climbs; the process looks
 alive to every liveness probe. The watchdog compares two numbers once per
 tick: the input lag of the partitions this worker owns (high watermark minus
-committed offset) and a progress count (batches processed plus committed
-offsets). Lag above zero with no progress for ``DREAMSTREAM_WATCHDOG_S``
+committed offset) and a progress count: committed offsets only. Batches
+that are processed but never committed are not progress: a dead-letter
+topic that refuses letters (missing, or a letter over its size limit) left
+a worker applying batches and redoing them from the last commit forever,
+and a watchdog counting batches never fired. Lag above zero with no progress for ``DREAMSTREAM_WATCHDOG_S``
 seconds is a stall: the ``dreamstream_stalled`` gauge goes to 1,
 ``dreamstream_stalls`` counts it, an error is logged with the lag, and with
 ``DREAMSTREAM_WATCHDOG_ACTION=exit`` (the default) the process exits with
@@ -102,10 +105,10 @@ class Watchdog:
             log.debug("watchdog: end offsets unavailable (%r)", err)
 
     def progress(self) -> tuple[int, int]:
-        """(lag, progress): progress moves with every processed batch and every commit."""
+        """(lag, progress): progress moves with every commit (the committed offsets' sum and the commits count)."""
         lag, committed = consumer_position(self.worker.feed, self.ends)
-        batches = self.worker.metrics.registry.get_sample_value("dreamstream_batch_events_count") or 0
-        return lag, int(batches) + committed
+        commits = self.worker.metrics.registry.get_sample_value("dreamstream_commits_total") or 0
+        return lag, int(commits) + committed
 
     def busy(self) -> bool:
         return bool(getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False)
@@ -122,7 +125,7 @@ class Watchdog:
         self.worker.metrics.stalled.set(1 if stalled else 0)
         if stalled and not was:
             self.worker.metrics.stalls.inc()
-            log.error("consumer stalled: lag=%d (was %d) with nothing applied or committed for %.1fs "
+            log.error("consumer stalled: lag=%d (was %d) with nothing committed for %.1fs "
                       "(DREAMSTREAM_WATCHDOG_S=%s); action=%s", lag, self.detector.lag_at_start,
                       self.detector.stalled_for(), self.settings.watchdog_s, self.settings.watchdog_action)
             if self.settings.watchdog_action == "exit":

@@ -6,10 +6,11 @@ and ``dreamstream worker`` never imports it at all.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
-from dreamstream.topics import PartitionCountMismatch
+from dreamstream.errors import user_message
 
 # name -> (module:function, one-line summary shown by `dreamstream --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,11 +36,27 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported only when they run."""
 
     def invoke(self, ctx: click.Context) -> object:
-        """Run the command; a deployment that contradicts its settings ends with the message alone, no traceback."""
+        """Run the command; a failure a person can fix ends with one line on stderr and exit 1, no traceback.
+
+        The one place that decides it (:func:`dreamstream.errors.user_message`):
+        :class:`~dreamstream.errors.UserError`, an unreachable broker, a missing
+        file, a bad bundle or dataset, no index version. click's own errors pass
+        through as they are. ``--debug`` (``DREAMSTREAM_DEBUG=1``) keeps the
+        traceback; anything unrecognised is a bug and always keeps it.
+        """
         try:
             return super().invoke(ctx)
-        except PartitionCountMismatch as err:
-            raise click.ClickException(str(err)) from None
+        except click.ClickException:
+            raise
+        except Exception as err:
+            message = user_message(err, _broker_given(ctx.meta.get(_ARGS, [])))
+            if message is None or ctx.params.get("debug"):
+                raise
+            raise click.ClickException(message) from None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        ctx.meta[_ARGS] = list(args)  # the subcommand's arguments, for the broker an error message names
+        return super().resolve_command(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -60,6 +77,26 @@ class LazyGroup(click.Group):
         return command
 
 
+_ARGS = "dreamstream.args"
+
+
+def _broker_given(args: list[str]) -> str:
+    """The broker the command was pointed at: --broker, else DREAMSTREAM_BROKER, else the default setting."""
+    broker = None
+    for i, arg in enumerate(args):
+        if arg == "--broker" and i + 1 < len(args):
+            broker = args[i + 1]
+        elif arg.startswith("--broker="):
+            broker = arg.split("=", 1)[1]
+    if broker is None:
+        broker = os.environ.get("DREAMSTREAM_BROKER")
+    if broker is None:
+        from dreamstream.settings import Settings
+
+        broker = Settings.model_fields["broker"].default
+    return broker if "://" in broker else "kafka://" + broker
+
+
 def _missing(name: str, summary: str) -> click.Command:
     @click.command(name, help=summary, short_help=summary)
     def not_built() -> None:
@@ -70,11 +107,18 @@ def _missing(name: str, summary: str) -> click.Command:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dreamstream")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="DREAMSTREAM_DEBUG",
+              help="Show the full traceback when a command fails [env DREAMSTREAM_DEBUG=1].")
+def main(debug: bool) -> None:
     """dreamstream keeps every user's interest embedding fresh in real time.
 
     Watch events come in on Kafka; the worker updates each user's DreamUMM
     vector and OPAL interests with ONNX models and publishes them; the
     indexer keeps sharded Faiss indexes of the DREAM item vectors for
     retrieval. Every flag also reads a DREAMSTREAM_* environment variable.
+
+    A failure you can fix (no broker, a missing path, no index yet) prints
+    one line saying what to do and exits 1; --debug shows the traceback.
     """
+    if debug:  # also for dreamstream.errors.debugging() and the processes a command starts
+        os.environ["DREAMSTREAM_DEBUG"] = "1"

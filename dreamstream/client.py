@@ -32,9 +32,11 @@ from typing import Any, Hashable, Iterable, Mapping
 import faiss
 import numpy as np
 
+from dreamstream.checksums import inside
 from dreamstream.codec import bin_to_vec
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
+from dreamstream.kafka.security import kafka_python_options
 from dreamstream.merge import merge_by_score, query_weights
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,12 @@ def load_version(index_dir: Path, name: str) -> LoadedVersion:
     manifest = read_manifest(folder)
     indexes, ids = [], []
     for entry in manifest.shards:
-        data = read_verified(folder / entry.file, entry.sha256)
-        id_list = json.loads(read_verified(folder / entry.ids, entry.ids_sha256))
+        try:
+            shard_file, ids_file = inside(folder, entry.file), inside(folder, entry.ids)
+        except ValueError as err:
+            raise IndexCorruptError(f"{folder}/manifest.json: {err}; refusing index version {name}") from None
+        data = read_verified(shard_file, entry.sha256)
+        id_list = json.loads(read_verified(ids_file, entry.ids_sha256))
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         if index.ntotal != entry.count or len(id_list) != entry.count:
             raise IndexCorruptError(f"{folder / entry.file} holds {index.ntotal} vectors and {len(id_list)} ids, manifest says {entry.count}")
@@ -264,13 +270,17 @@ def latest_user_record(settings: Any, user: Any, timeout_s: float = 10.0, whole_
     from dreamstream.codec import key_bytes, unpack
     from dreamstream.topics import USER_EMBEDDINGS
 
+    from dreamstream.errors import TopicMissing, broker_bootstrap
+
     topic = settings.topic(USER_EMBEDDINGS)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None,
-                             client_id="dreamstream-retrieve", max_poll_records=10_000)
+    with broker_bootstrap(settings.broker):  # no broker: BrokerUnreachable naming it, not the client's timeout
+        consumer = KafkaConsumer(**kafka_python_options(settings), enable_auto_commit=False, group_id=None,
+                                 client_id="dreamstream-retrieve", max_poll_records=10_000)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise RuntimeError(f"topic {topic} does not exist; is the worker running with this --topic-prefix?")
+            raise TopicMissing(f"topic {topic} does not exist on {settings.broker}; is the worker running with this "
+                               "--topic-prefix? (`dreamstream topics` creates it)")
         chosen = sorted(partitions) if whole_topic else [user_partition(user, len(partitions))]
         tps = [TopicPartition(topic, p) for p in chosen]
         consumer.assign(tps)

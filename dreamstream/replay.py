@@ -30,6 +30,8 @@ import numpy as np
 
 from dreamstream import codec
 from dreamstream.engagement import SYNTH_DURATION_MS, watch_times  # noqa: F401  (re-exported for callers)
+from dreamstream.errors import broker_bootstrap
+from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
 from dreamstream.topics import DLQ, WATCH_EVENTS
 
@@ -214,8 +216,9 @@ def producer(settings: Settings):
     """
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=settings.bootstrap_servers, client_id="dreamstream-replay",
-                         acks="all", linger_ms=20, batch_size=256 * 1024, max_request_size=8 * 1024 * 1024)
+    with broker_bootstrap(settings.broker):
+        return KafkaProducer(**kafka_python_options(settings), client_id="dreamstream-replay",
+                             acks="all", linger_ms=20, batch_size=256 * 1024, max_request_size=8 * 1024 * 1024)
 
 
 def replay_dataset(settings: Settings, ds: "Dataset", rows: np.ndarray, pace: Pace = Pace(),
@@ -258,8 +261,9 @@ def redrive_dead_letters(settings: Settings, reason_contains: str | None = None,
     from tqdm import tqdm
 
     dlq = settings.topic(DLQ)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.topic(REDRIVE_GROUP),
-                             client_id="dreamstream-redrive", enable_auto_commit=False, auto_offset_reset="earliest")
+    with broker_bootstrap(settings.broker):
+        consumer = KafkaConsumer(**kafka_python_options(settings), group_id=settings.topic(REDRIVE_GROUP),
+                                 client_id="dreamstream-redrive", enable_auto_commit=False, auto_offset_reset="earliest")
     prod = producer(settings)
     count = 0
     try:

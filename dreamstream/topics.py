@@ -11,6 +11,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from dreamstream.errors import broker_bootstrap, broker_unreachable
+from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(WATCH_EVENTS, p, {}),
         TopicSpec(USER_EMBEDDINGS, p, COMPACT),
-        TopicSpec(DLQ, 1, {}),
+        TopicSpec(DLQ, 1, {"cleanup.policy": "delete",
+                           "retention.ms": str(int(settings.dlq_retention_days * 86_400_000))}),
         TopicSpec(ITEM_FEATURES, ip, {}),
         TopicSpec(ITEM_VECTORS, ip, COMPACT),
         TopicSpec(INDEX_VERSIONS, 1, COMPACT),
@@ -48,21 +51,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_client(settings: Settings, timeout_s: float = 30.0):
-    """A kafka-python admin client, retried until the broker answers."""
+    """A kafka-python admin client, retried until the broker answers (else :class:`~dreamstream.errors.BrokerUnreachable`)."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="dreamstream-admin")
-        except (KafkaError, OSError):  # NoBrokersAvailable in kafka-python 2, renamed in 3
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"no Kafka broker answers at {settings.broker}; start one with `dreamstream broker` "
-                    "or point --broker / DREAMSTREAM_BROKER at your cluster"
-                ) from None
-            time.sleep(0.3)
+    with broker_bootstrap(settings.broker):
+        while True:
+            try:
+                return KafkaAdminClient(**kafka_python_options(settings), client_id="dreamstream-admin")
+            except (KafkaError, OSError):  # NoBrokersAvailable in kafka-python 2, renamed in 3
+                if time.monotonic() > deadline:
+                    raise broker_unreachable(settings.broker) from None
+                time.sleep(0.3)
 
 
 # Topics whose partition must be the user's partition under --partitions: the

@@ -126,6 +126,11 @@ def evaluate_checkpoint(data_dir: Path, ckpt: Path, upto: str = "test", user_sha
     from models.opal import final_interests, load_opal, user_sequences
 
     engagement = engagement or Engagement()
+    if not (ckpt / "config.json").is_file():
+        from dreamstream.errors import UserError
+
+        raise UserError(f"{ckpt} is not a checkpoint (no config.json); point --checkpoint at the --out folder of "
+                        "`dreamstream train`")
     config = json.loads((ckpt / "config.json").read_text())
     ds = load_dataset(data_dir, config.get("data", {}).get("name"))
     if ds.n_items != config["data"]["n_items"]:

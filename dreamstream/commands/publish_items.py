@@ -25,17 +25,18 @@ def publish_items(settings: Settings, bundle: Path | None, delete: tuple[str, ..
     indexer drops those items from its next version.
     """
     setup_logging(settings.log_level)
+    if not delete:  # the bundle first: a wrong path fails at once, before any wait for the broker
+        try:
+            folder = bundle or latest_bundle(settings.model_dir)
+            ids, vectors, model = load_bundle_items(folder)
+        except (FileNotFoundError, ValueError) as err:
+            raise click.ClickException(str(err)) from None
     create_topics(settings)
     started = time.perf_counter()
     if delete:
         count = publish_tombstones(settings, delete)
         click.echo(f"published {count} tombstones to {settings.topic('item-vectors')} in {time.perf_counter() - started:.1f}s")
         return
-    try:
-        folder = bundle or latest_bundle(settings.model_dir)
-        ids, vectors, model = load_bundle_items(folder)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
     count = publish_vectors(settings, ids, vectors, model)
     took = time.perf_counter() - started
     click.echo(f"published {count} items of bundle {folder} to {settings.topic('item-vectors')} in {took:.1f}s ({count / max(took, 1e-9):,.0f}/s)")

@@ -17,10 +17,11 @@ from dreamstream.settings import Settings
 @settings_options("broker", "topic_prefix", "index_dir")
 def retrieve(settings: Settings, user: str, k: int, exclude: tuple[str, ...], whole_topic: bool) -> None:
     """Read USER's latest record from user-embeddings and print the top-k videos of the current index."""
-    record = latest_user_record(settings, user, whole_topic=whole_topic)
-    if record is None:
-        raise click.ClickException(f"user {user!r} has no record on {settings.topic('user-embeddings')} (try --whole-topic)")
+    # the index first: a missing index fails at once, before any wait for the broker
     with Retriever(settings.index_dir, follow=False) as retriever:
+        record = latest_user_record(settings, user, whole_topic=whole_topic)
+        if record is None:
+            raise click.ClickException(f"user {user!r} has no record on {settings.topic('user-embeddings')} (try --whole-topic)")
         results = retriever.search(record, k, exclude=exclude)
         version = retriever.version.name
     weights = ", ".join(f"{w:.2f}" for w in record.get("interest_weights") or [])

@@ -52,9 +52,9 @@ def _opt(*decls: str, **kwargs):
 
 @click.command("train")
 @settings_options("data_dir", "half_life_s")
-@_opt("--data", type=click.Path(path_type=Path), default=None,
-      help="Dataset folder (RecBole atomic files). Default: --data-dir; the synthetic set is generated there "
-           "when it holds no .inter file.")
+@_opt("--data", metavar="PATH|synthetic", default=None,
+      help="Dataset folder (RecBole atomic files); default --data-dir. It must exist: 'synthetic' instead generates "
+           "the synthetic set (seed --seed) into --data-dir, or reuses the one there.")
 @_opt("--name", default=None, help="Stem of the .inter file when the folder holds several.")
 @_opt("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("var/checkpoint"),
       help="Checkpoint folder to write.")
@@ -86,12 +86,13 @@ def _opt(*decls: str, **kwargs):
 @_opt("--progress/--no-progress", default=True, help="Show tqdm progress bars.")
 @_opt("--threads", type=int, default=1,
       help="Torch intra-op threads. 1 is fastest on a shared small machine; raise it on a dedicated one.")
-def train(settings: Settings, data: Path | None, name: str | None, out: Path, epochs: int, seed: int,
+def train(settings: Settings, data: str | None, name: str | None, out: Path, epochs: int, seed: int,
           valid_fraction: float, dim: int, batch_size: int, lr: float | None, patience: int, tau: float | None,
           layers: int | None, knn_k: int | None, w_s3: float | None, w_intra: float | None, w_inter: float | None,
           temperature: float | None, modal: bool, s3: bool, intra: bool, inter: bool, filter_gate: bool,
           item_graph: bool, tower_steps: int, opal: bool, progress: bool, threads: int) -> None:
     """Train DREAM's item space for the served user vector, its item tower, then OPAL; write a checkpoint to --out."""
+    data_dir, name = training_data(data, name, settings.data_dir, seed, click.echo)  # before torch: a typo fails at once
     import torch
 
     from models.dream import DreamConfig
@@ -105,7 +106,6 @@ def train(settings: Settings, data: Path | None, name: str | None, out: Path, ep
                                **{k: v for k, v in overrides.items() if v is not None})
     train_config = ReadoutConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, progress=progress,
                                  half_life_s=settings.half_life_s, **({"lr": lr} if lr is not None else {}))
-    data_dir = data or settings.data_dir
     metrics = run_training(data_dir, name, out, dream_config, train_config, valid_fraction=valid_fraction,
                            tower_steps=tower_steps, with_opal=opal, engagement=settings.engagement, echo=click.echo)
     click.echo(format_table(metrics))
@@ -129,7 +129,6 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
     from models.dream import distil_item_tower, save_item_tower, tower_inputs
     from models.dream_fit import fit_dream
 
-    ensure_dataset(data_dir, train_config.seed, echo)
     ds = ensure_text_features(load_dataset(data_dir, name), echo)
     log = EventLog.from_dataset(ds, dataset_weights(ds, engagement))
     protocol = prequential(log, len(log), valid_fraction)
@@ -199,14 +198,50 @@ def _train_opal(items: np.ndarray, split, ds, train_config, out: Path, metrics: 
     return metrics
 
 
-def ensure_dataset(data_dir: Path, seed: int, echo=print) -> None:
-    """Generate the default synthetic dataset into ``data_dir`` when it holds no ``.inter`` file."""
-    if data_dir.is_dir() and any(data_dir.glob("*.inter")):
-        return
-    from dreamstream.data.datagen import SynthConfig, generate
+SYNTHETIC = "synthetic"
 
-    echo(f"{data_dir} holds no .inter file: generating the synthetic dataset there (seed {seed})")
+
+def training_data(data: str | None, name: str | None, data_dir: Path, seed: int, echo=print) -> tuple[Path, str | None]:
+    """The dataset folder (and name) to train on: ``--data``, else ``--data-dir``; it must hold a dataset.
+
+    A typo in a path is an error naming it, never a silently generated
+    dataset: synthetic data only when asked for with ``--data synthetic``
+    (generated into ``data_dir``, or reused when it is already there).
+    """
+    from dreamstream.errors import UserError
+
+    if data == SYNTHETIC:
+        return ensure_synthetic(data_dir, seed, echo), SYNTHETIC
+    folder = Path(data) if data is not None else data_dir
+    given = "--data" if data is not None else "--data-dir"
+    if folder.suffix == ".inter" and folder.is_file():
+        return folder, name
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such dataset folder; point {given} at a folder holding <name>.inter, "
+                        f"write one with `dreamstream datagen --out {folder}`, or train on generated data with "
+                        f"--data {SYNTHETIC}")
+    if not any(folder.glob("*.inter")):
+        raise UserError(f"{folder} holds no .inter file; point {given} at a RecBole dataset folder, write one with "
+                        f"`dreamstream datagen --out {folder}`, or train on generated data with --data {SYNTHETIC}")
+    return folder, name
+
+
+def ensure_synthetic(data_dir: Path, seed: int, echo=print) -> Path:
+    """``data_dir`` holding the default synthetic dataset: generated (with ``seed``) unless it is already there."""
+    from dreamstream.data.datagen import NAME, SynthConfig, generate
+    from dreamstream.errors import UserError
+
+    if (data_dir / f"{NAME}.inter").is_file():
+        echo(f"--data {SYNTHETIC}: using the synthetic dataset already in {data_dir} "
+             f"(`dreamstream datagen --out {data_dir}` rewrites it)")
+        return data_dir
+    others = sorted(p.name for p in data_dir.glob("*.inter")) if data_dir.is_dir() else []
+    if others:
+        raise UserError(f"--data {SYNTHETIC} would write the synthetic dataset beside {', '.join(others)} in "
+                        f"{data_dir}; point --data-dir at an empty folder, or train on that data with --data {data_dir}")
+    echo(f"--data {SYNTHETIC}: generating the synthetic dataset in {data_dir} (seed {seed})")
     generate(data_dir, SynthConfig(seed=seed))
+    return data_dir
 
 
 def text_feature_cache(ds) -> Path:

@@ -24,11 +24,16 @@ def worker(settings: Settings) -> None:
     --model-dir (and switches to newer ones as they appear), then runs until
     SIGTERM/SIGINT. Metrics on http://WEB_BIND:WEB_PORT/metrics.
     """
+    from dreamstream.bundle import latest_version
+    from dreamstream.errors import UserError
     from dreamstream.logs import setup_logging
     from dreamstream.topics import create_topics
     from streams.app import create_app
     from streams.ops.shutdown import run_worker
 
+    if latest_version(settings.model_dir) is None:  # at once, before any wait for the broker
+        raise UserError(f"no model bundle in {settings.model_dir}; run `dreamstream export` (or point "
+                        "--model-dir / DREAMSTREAM_MODEL_DIR at a folder of bundles)")
     setup_logging(settings.log_level)
     create_topics(settings)
     app = create_app(settings)

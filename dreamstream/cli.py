@@ -5,6 +5,7 @@ and ``dreamstream worker`` never imports it at all.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 
@@ -122,3 +123,34 @@ def main(debug: bool) -> None:
     """
     if debug:  # also for dreamstream.errors.debugging() and the processes a command starts
         os.environ["DREAMSTREAM_DEBUG"] = "1"
+    for warning in unknown_variables(os.environ):
+        click.echo(f"warning: {warning}", err=True)
+
+
+EXTRA_VARIABLES = {"DREAMSTREAM_CACHE", "DREAMSTREAM_DEBUG"}  # read outside Settings (a cache folder, --debug)
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """A sentence per ``DREAMSTREAM_*`` variable nothing reads (a typo would otherwise be silently ignored).
+
+    Known: every setting (``DREAMSTREAM_<FIELD>``), the extras above, and
+    every command option's variable (read from the command modules' source
+    by :func:`dreamstream.settings_doc.command_variables`, only when a name
+    is not already known: it costs a parse of every command module).
+    """
+    from dreamstream.settings import Settings
+
+    known = {f"DREAMSTREAM_{name.upper()}" for name in Settings.model_fields} | EXTRA_VARIABLES
+    left = [name for name in sorted(environ) if name.startswith("DREAMSTREAM_") and name not in known]
+    if left:
+        from dreamstream.settings_doc import command_variables
+
+        known |= {v.variable for v in command_variables()}
+    out = []
+    for name in left:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"{name} is not a dreamstream setting{hint}; it is ignored")
+    return out

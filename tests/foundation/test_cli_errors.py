@@ -190,3 +190,24 @@ def test_train_generates_synthetic_data_only_when_asked(tmp_path: Path, monkeypa
     with pytest.raises(UserError, match="beside ml.inter"):
         training_data("synthetic", None, other, seed=0, echo=lambda _: None)
     assert training_data(str(other), None, tmp_path / "unused", seed=0) == (other, None)
+
+
+def test_an_unknown_dreamstream_variable_is_reported_with_the_closest_setting() -> None:
+    from dreamstream.cli import unknown_variables
+
+    warnings = unknown_variables({"DREAMSTREAM_BATCHSIZE": "3", "DREAMSTREAM_BATCH_SIZE": "4", "DREAMSTREAM_USER": "u",
+                                  "DREAMSTREAM_EVALUATE_SEEDS": "1", "DREAMSTREAM_CACHE": "/tmp", "HOME": "/root"})
+    assert warnings == ["DREAMSTREAM_BATCHSIZE is not a dreamstream setting (did you mean DREAMSTREAM_BATCH_SIZE?); "
+                        "it is ignored"]
+
+
+def test_the_cli_prints_the_warning_and_still_runs() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([str(Path(sys.executable).parent / "dreamstream"), "topics", "--help"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "DREAMSTREAM_PARTITONS": "8"})
+    assert done.returncode == 0 and "DREAMSTREAM_PARTITONS is not a dreamstream setting" in done.stderr
+    assert "did you mean DREAMSTREAM_PARTITIONS?" in done.stderr

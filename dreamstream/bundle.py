@@ -103,6 +103,16 @@ class Manifest:
     def root(self) -> Path:
         return self.path.parent
 
+    @property
+    def item_space(self) -> str:
+        """The identity of the bundle's item space: the checksums of its item vectors and their ids.
+
+        Two bundles with the same item space (a re-export, a re-quantised
+        step function, a new OPAL head) can replace each other under live
+        user states; any other pair cannot (``dreamstream rollout``).
+        """
+        return ":".join(str(self.files.get(name, {}).get("sha256", ""))[:16] for name in (ITEMS, ITEM_IDS))
+
     def sizes(self) -> dict[str, int]:
         """The values of the contract's shape symbols (``B`` excluded)."""
         return {"D": self.dim, "K": self.interests, "H": self.hidden, "Dt": self.text_dim, "Dv": self.visual_dim, "1": 1}

@@ -38,6 +38,7 @@ from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifes
 from dreamstream.index.publish import read_current
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.merge import merge_by_score, query_weights
+from dreamstream.serving import Serving, namespace_dir, read_serving
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,19 @@ def load_version(index_dir: Path, name: str) -> LoadedVersion:
     return LoadedVersion(name, manifest, tuple(indexes), tuple(ids))
 
 
+class ModelMismatch(ValueError):
+    """A user record whose model namespace (item space) has no index loaded: searching it would mix two spaces."""
+
+
 class Retriever:
-    """Candidates for users from the current index version, following CURRENT as it moves."""
+    """Candidates for users from the current index version of their model, following SERVING and CURRENT as they move.
+
+    The index dir's ``SERVING`` pointer (:mod:`dreamstream.serving`) names the
+    model namespace readers use, and the previous one through a rollout;
+    each namespace's ``CURRENT`` names its index version. A record is
+    searched only with the index of its own namespace (the record's
+    ``space``): never a user vector of one model against the items of another.
+    """
 
     def __init__(
         self,
@@ -115,7 +127,7 @@ class Retriever:
         user_share: float = 0.7,
         wait_s: float = 0.0,
     ) -> None:
-        """Load CURRENT now (waiting up to ``wait_s`` for one to appear); follow it in a thread when ``follow``.
+        """Load the serving namespace's CURRENT now (waiting up to ``wait_s``); follow both pointers in a thread.
 
         ``user_share`` is the part of the ``k`` slots reserved for the user
         vector; the interests share the rest by ``interest_weights``. 0.7 sits
@@ -127,15 +139,18 @@ class Retriever:
         self.check_interval_s = check_interval_ms / 1000.0
         self.user_share = user_share
         self.last_error: Exception | None = None
-        self._refused: str | None = None
-        self._version: LoadedVersion | None = None
+        self._refused: dict[str, str] = {}  # namespace -> the CURRENT it refused (retried when CURRENT moves on)
+        self.serving = Serving()
+        self._versions: dict[str, LoadedVersion] = {}  # namespace -> loaded version (serving, and previous)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one loader at a time; searches never take it
         deadline = time.monotonic() + wait_s
         while not self.refresh() and time.monotonic() < deadline:
             time.sleep(min(0.1, self.check_interval_s))
-        if self._version is None:
-            raise IndexNotReadyError(f"no index version under {self.index_dir} (no CURRENT file); is `dreamstream indexer` running?")
+        if self.serving.namespace not in self._versions:
+            where = namespace_dir(self.index_dir, self.serving.namespace)
+            raise IndexNotReadyError(f"no index version under {where} (no CURRENT file); is `dreamstream indexer` running"
+                                     + (f" for namespace {self.serving.namespace}?" if self.serving.namespace else "?"))
         self._thread: threading.Thread | None = None
         if follow:
             self._thread = threading.Thread(target=self._follow, name="retriever-follow", daemon=True)
@@ -143,46 +158,74 @@ class Retriever:
 
     @property
     def version(self) -> LoadedVersion:
-        """The version searches use right now."""
-        assert self._version is not None
-        return self._version
+        """The serving namespace's version, the one searches of its records use right now."""
+        return self._versions[self.serving.namespace]
+
+    def version_for(self, space: str) -> LoadedVersion:
+        """The loaded version of a namespace; :class:`ModelMismatch` when that namespace is not loaded."""
+        found = self._versions.get(space)
+        if found is None:
+            loaded = ", ".join(repr(s) for s in self._versions) or "none"
+            raise ModelMismatch(f"the record is in model namespace {space!r}, but {self.index_dir} serves "
+                                f"{self.serving.namespace!r} (loaded: {loaded}); read the user's record from the serving "
+                                f"namespace's user-embeddings topic (dreamstream.serving)")
+        return found
 
     def refresh(self) -> bool:
-        """Load CURRENT if it names a new version. True when a version is loaded (new or old).
+        """Follow SERVING, then load each kept namespace's CURRENT if it moved. True when the serving one is loaded.
 
-        Raises :class:`IndexCorruptError` when the new version fails
+        Raises :class:`IndexCorruptError` when a new version fails
         verification; the previous version stays in service.
         """
         with self._lock:
-            name = read_current(self.index_dir)
-            if name is None:
-                return self._version is not None
-            if self._version is not None and name == self._version.name:
-                return True
-            try:
-                loaded = load_version(self.index_dir, name)
-            except FileNotFoundError as err:  # pruned under us: the next check sees the newer CURRENT
-                raise IndexCorruptError(f"version {name} vanished while loading ({err.filename})") from None
-            except IndexCorruptError as err:
-                self.last_error = err
-                self._refused = name
-                raise
-            self._version = loaded  # the atomic swap: one reference assignment
-            self.last_error = None
-            log.info("index version=%s items=%d loaded", name, loaded.manifest.items)
-            return True
+            serving = read_serving(self.index_dir)
+            error: IndexCorruptError | None = None
+            for space in serving.spaces():
+                try:
+                    self._load(space)
+                except IndexCorruptError as err:
+                    error = err
+            self.serving = serving
+            for space in [s for s in self._versions if s not in serving.spaces()]:
+                del self._versions[space]  # retired from the pointer: unload
+            if error is not None:
+                raise error
+            return serving.namespace in self._versions
+
+    def _load(self, space: str) -> None:
+        folder = namespace_dir(self.index_dir, space)
+        name = read_current(folder)
+        have = self._versions.get(space)
+        if name is None or (have is not None and have.name == name):
+            return
+        try:
+            loaded = load_version(folder, name)
+        except FileNotFoundError as err:  # pruned under us: the next check sees the newer CURRENT
+            raise IndexCorruptError(f"version {name} vanished while loading ({err.filename})") from None
+        except IndexCorruptError as err:
+            self.last_error = err
+            self._refused[space] = name
+            raise
+        if loaded.manifest.space != space:
+            err = IndexCorruptError(f"{folder / name} was built for namespace {loaded.manifest.space!r}, not {space!r}")
+            self.last_error, self._refused[space] = err, name
+            raise err
+        self._versions[space] = loaded  # the atomic swap: one reference assignment
+        self.last_error = None
+        log.info("index version=%s namespace=%r items=%d loaded", name, space, loaded.manifest.items)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.check_interval_s):
-            if read_current(self.index_dir) == self._refused:
-                continue  # already refused; retry only when CURRENT moves on
             try:
+                if all(read_current(namespace_dir(self.index_dir, s)) == self._refused.get(s)
+                       for s in read_serving(self.index_dir).spaces()):
+                    continue  # already refused; retry only when a CURRENT moves on
                 self.refresh()
             except Exception as err:  # keep serving the previous version, say why
                 log.error("index reload failed, previous version keeps serving: %s", err)
 
     def close(self) -> None:
-        """Stop following CURRENT."""
+        """Stop following the pointers."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -206,7 +249,7 @@ class Retriever:
         :func:`dreamstream.merge.merge_by_score` fills the quotas and drops
         duplicates.
         """
-        version = self.version
+        version = self.version_for(str(user_record.get("space") or ""))  # never a record against another model's index
         queries, weights = user_queries(user_record, version.dim, self.user_share)
         blocked = {str(e) for e in exclude}
         ids, scores = version.search(queries, k + len(blocked))

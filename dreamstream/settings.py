@@ -33,6 +33,17 @@ class Settings(BaseSettings):
                             "broker is on a loopback address, else kafka). Set kafka for a local Kafka.",
     )
     topic_prefix: str = Field("", description="Prefix put before every topic name (e.g. 'prod.').")
+    namespace: str = Field(
+        "", pattern=r"^[A-Za-z0-9._-]{0,80}$",
+        description="The model rollout (item space) this process serves, normally the bundle version it started with "
+                    "(`dreamstream rollout`). Its state and outputs live apart: its own consumer group and changelog, "
+                    "user-embeddings.<namespace>, item-vectors.<namespace>, watch-events-dlq.<namespace>, "
+                    "<index dir>/<namespace>/. Empty: the default namespace (topics without a suffix).",
+    )
+    start_from: str = Field(
+        "", description="Where a namespace that has never read watch-events starts: empty = the earliest retained "
+                        "record, else an ISO time (2026-11-01T00:00Z) or epoch milliseconds (`dreamstream backfill --from`).",
+    )
     model_dir: Path = Field(Path("var/models"), description="Folder of exported ONNX bundles, one sub-folder per version.")
     index_dir: Path = Field(Path("var/index"), description="Folder the indexer writes Faiss index versions into.")
     data_dir: Path = Field(Path("var/data"), description="Folder of a RecBole atomic dataset (.inter, .item, *_feat.npy).")
@@ -144,6 +155,13 @@ class Settings(BaseSettings):
     index_nlist: int = Field(0, ge=0, description="IVF lists per large shard; 0 = about 2·sqrt(items in the shard).")
     index_nprobe: int = Field(0, ge=0, description="IVF lists searched per query; 0 = smallest that reaches the recall floor at build time.")
 
+    @field_validator("start_from")
+    @classmethod
+    def _start_from(cls, value: str) -> str:
+        if value:
+            parse_time_ms(value)
+        return value
+
     @field_validator("broker")
     @classmethod
     def _broker_url(cls, value: str) -> str:
@@ -175,5 +193,52 @@ class Settings(BaseSettings):
         return Engagement(self.skip_ratio, self.skip_weight, self.replay_cap, self.impression_weight)
 
     def topic(self, name: str) -> str:
-        """The full name of one of the design's topics, with the configured prefix."""
+        """The full name of one of the design's topics: the prefix, and a model namespace's suffix on its own outputs.
+
+        Inputs (watch-events, item-features) are shared by every namespace;
+        what depends on the item space (user embeddings, item vectors, dead
+        letters, index versions) is per namespace (``docs/production.md``,
+        "Rolling out a new model").
+        """
+        if self.namespace and name in PER_NAMESPACE_TOPICS:
+            return f"{self.topic_prefix}{name}.{self.namespace}"
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def app_id(self) -> str:
+        """The worker's Faust app id: its consumer groups and changelog topic names derive from it."""
+        return f"{self.topic_prefix}dreamstream" + (f".{self.namespace}" if self.namespace else "")
+
+    @property
+    def namespace_index_dir(self) -> Path:
+        """Where this namespace's index versions live: the index dir itself for the default namespace."""
+        return self.index_dir / self.namespace if self.namespace else self.index_dir
+
+    def in_namespace(self, namespace: str) -> "Settings":
+        """The same settings for another namespace (a rollout's new version, or the one it replaces)."""
+        return self.model_copy(update={"namespace": namespace})
+
+    @property
+    def start_from_ms(self) -> int | None:
+        """``start_from`` as epoch milliseconds (None: the earliest retained record)."""
+        return parse_time_ms(self.start_from) if self.start_from else None
+
+
+# The design's topics whose records depend on the item space: one per model namespace (Settings.topic).
+PER_NAMESPACE_TOPICS = ("user-embeddings", "item-vectors", "watch-events-dlq", "index-versions")
+
+
+def parse_time_ms(text: str) -> int:
+    """An ISO time (``2026-11-01T00:00Z``, offsets allowed; no zone = UTC) or epoch milliseconds -> epoch ms."""
+    from datetime import datetime, timezone
+
+    text = str(text).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO time like 2026-11-01T00:00Z nor epoch milliseconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)

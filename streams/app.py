@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> faust.App:
     install_fetch_wait(FAUST_FETCH_WAIT_MS)
     install_fetch_cancel()  # consumers stopped while the broker is away must not raise CancelledError
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(f"{settings.topic_prefix}dreamstream", **app_config(settings))
+    app = faust.App(settings.app_id, **app_config(settings))
     lock_down_web(app)  # Faust's table and router pages stay off whatever the Faust release
     worker = register(app, settings)
     from streams.ops.watchdog import install as install_watchdog

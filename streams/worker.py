@@ -51,7 +51,8 @@ class Worker:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app, self.settings = app, settings
         self.metrics = WorkerMetrics()
-        self.holder = BundleHolder(settings.model_dir, on_switch=lambda b: self.metrics.serve_model(b.version))
+        self.holder = BundleHolder(settings.model_dir, on_switch=lambda b: self.metrics.serve_model(b.version),
+                                   namespace=settings.namespace)
         self.holder.load_latest()
         self.watch_topic = settings.topic(WATCH_EVENTS)
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,

@@ -140,6 +140,7 @@ def build_version(
     params: BuildParams,
     rebuild: set[int] | None = None,
     previous: Manifest | None = None,
+    space: str = "",
     progress: bool = False,
 ) -> BuiltVersion:
     """Write every shard of a new version into a temporary folder and fsync it.
@@ -166,6 +167,7 @@ def build_version(
         rebuilt.append(shard)
     manifest = Manifest(
         version=name,
+        space=space,
         dim=int(store.dim or 0),
         metric=METRIC,
         shards=entries,

@@ -48,6 +48,7 @@ class Manifest:
     built_at: float
     build_s: float = 0.0
     rebuilt: list[int] = field(default_factory=list)
+    space: str = ""  # the model namespace whose item vectors it holds ("" = the default namespace)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -37,7 +37,8 @@ def read_current(index_dir: Path) -> str | None:
     return name or None
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` so a reader sees the old bytes or the new ones, never half (a temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     write_bytes_synced(tmp, data)
     os.replace(tmp, path)
@@ -59,8 +60,8 @@ def install(built: BuiltVersion, index_dir: Path) -> Path:
     os.rename(built.folder, final)
     fsync_dir(index_dir)
     history = read_history(index_dir) + [{"version": built.manifest.version, "published_at": time.time()}]
-    _replace_atomically(index_dir / HISTORY, json.dumps(history).encode("utf-8"))
-    _replace_atomically(index_dir / CURRENT, (built.manifest.version + "\n").encode("utf-8"))
+    replace_atomically(index_dir / HISTORY, json.dumps(history).encode("utf-8"))
+    replace_atomically(index_dir / CURRENT, (built.manifest.version + "\n").encode("utf-8"))
     return final
 
 
@@ -96,6 +97,6 @@ def prune(index_dir: Path, grace_s: float, now: float | None = None) -> list[str
             removed.append(name)
     if removed:
         kept = [h for h in history if h["version"] not in removed]
-        _replace_atomically(index_dir / HISTORY, json.dumps(kept).encode("utf-8"))
+        replace_atomically(index_dir / HISTORY, json.dumps(kept).encode("utf-8"))
         log.info("pruned versions=%s", removed)
     return removed

@@ -63,7 +63,7 @@ class Indexer:
 
     def __init__(self, settings: Settings, params: BuildParams | None = None, metrics: IndexMetrics | None = None) -> None:
         self.settings = settings
-        self.index_dir = Path(settings.index_dir)
+        self.index_dir = Path(settings.namespace_index_dir)  # <index dir>/<namespace>/ for a rollout's namespace
         self.params = params or build_params(settings)
         self.metrics = metrics or IndexMetrics(bind=settings.web_bind)  # /metrics listens where DREAMSTREAM_WEB_BIND says
         self.store = ItemStore(settings.index_shards)
@@ -104,7 +104,8 @@ class Indexer:
         self._changed = False
         previous = self._current_manifest()
         started = time.perf_counter()
-        built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous)
+        built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
+                              space=self.settings.namespace)
         outcome = publish_version(built, self.index_dir, self.params.recall_floor)
         self.metrics.build_seconds.observe(time.perf_counter() - started)
         self.metrics.recall.set(built.manifest.recall)

@@ -163,7 +163,7 @@ def apply_batch(
     seqs, tss = seq[rows].tolist(), last_ts[rows].tolist()
     done_users = [users[i] for i in done]
     packed = records.user_records(done_users, seqs, tss, bundle.version, vectors, interests[rows], weights[rows],
-                                  colds.tolist())
+                                  colds.tolist(), settings.namespace)
     dims = (d, k, h)
     counters = zip(done, done_users, seqs, tss, pos[rows].tolist(), imp[rows].tolist(), packed)
     for i, u, n_seq, ts, n_pos, n_imp, record in counters:

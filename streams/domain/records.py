@@ -13,23 +13,28 @@ _pack = msgpack.Packer(use_bin_type=True).pack  # the options of codec.pack; a r
 
 
 def user_record(
-    user: str, seq: int, ts: int, model: str, vector: np.ndarray, interests: np.ndarray, weights: np.ndarray, cold: bool
+    user: str, seq: int, ts: int, model: str, vector: np.ndarray, interests: np.ndarray, weights: np.ndarray, cold: bool,
+    space: str = "",
 ) -> bytes:
-    """Pack ``{user, seq, ts, model, vector, interests, interest_ids, interest_weights, cold}``.
+    """Pack ``{user, seq, ts, model, space, vector, interests, interest_ids, interest_weights, cold}``.
+
+    ``space``: the model namespace whose item space the vectors live in (the
+    client searches a record only with an index of the same space).
 
     ``ts`` is the event time of the last applied event (not the wall clock),
     so re-sending a record after a crash produces the same bytes.
     """
-    return user_records([user], [seq], [ts], model, vector[None], interests[None], np.asarray(weights)[None], [cold])[0]
+    return user_records([user], [seq], [ts], model, vector[None], interests[None], np.asarray(weights)[None], [cold],
+                        space)[0]
 
 
 def user_records(users: Sequence[str], seqs: Sequence[int], tss: Sequence[int], model: str, vectors: np.ndarray,
-                 interests: np.ndarray, weights: np.ndarray, colds: Sequence[bool]) -> list[bytes]:
+                 interests: np.ndarray, weights: np.ndarray, colds: Sequence[bool], space: str = "") -> list[bytes]:
     """The records of a batch's users (vectors [n,D], interests [n,K,D], weights [n,K]), byte for byte what
     ``codec.pack`` makes of each record's map.
 
     Why not ``codec.pack`` per user: with live traffic nearly every event
-    gets its own record, and building and packing a nine-key map per user
+    gets its own record, and building and packing a ten-key map per user
     was ~15% of ``apply_batch``. Everything but the user, seq, ts and cold
     flag has the same layout for the whole batch, so the arrays are
     converted once and each record is a join of byte slices.
@@ -43,10 +48,10 @@ def user_records(users: Sequence[str], seqs: Sequence[int], tss: Sequence[int], 
     wts = doubles.tobytes()
     vec_head = _pack("vector") + _bin_header(d * 4)
     inter_head = _pack("interests") + _bin_header(k * d * 4)
-    middle = _pack("model") + _pack(model)
+    middle = _pack("model") + _pack(model) + _pack("space") + _pack(space)
     tail_head = _pack("interest_ids") + _pack(list(range(k))) + _pack("interest_weights") + _array_header(k)
     cold_key = _pack("cold")
-    head, seq_key, ts_key = b"\x89" + _pack("user"), _pack("seq"), _pack("ts")  # 0x89: a map of nine entries
+    head, seq_key, ts_key = b"\x8a" + _pack("user"), _pack("seq"), _pack("ts")  # 0x8a: a map of ten entries
     vb, ib, wb = d * 4, k * d * 4, k * 9
     return [
         b"".join((head, _pack(users[i]), seq_key, _pack(int(seqs[i])), ts_key, _pack(int(tss[i])), middle,

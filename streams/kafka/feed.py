@@ -113,8 +113,7 @@ class PartitionFeed:
         for tp in tps:
             committed = await consumer.committed(tp)
             if committed is None:
-                await consumer.seek_to_beginning(tp)
-                positions[tp.partition] = await consumer.position(tp)
+                positions[tp.partition] = await self._start(tp)
             else:
                 consumer.seek(tp, committed)
                 positions[tp.partition] = resumed[tp.partition] = committed
@@ -125,6 +124,30 @@ class PartitionFeed:
         self.committed = dict(positions)
         log.info("feed assigned topic=%s positions=%s resumed=%s", self.topic, positions, sorted(resumed))
         return resumed
+
+    async def _start(self, tp: TopicPartition) -> int:
+        """Where a partition nobody read before starts: its earliest record, or ``DREAMSTREAM_START_FROM``.
+
+        On Kafka the start time is looked up with offsets-for-times. tansu
+        answers that with offset 0 whatever the time (seen here), so on the
+        development broker the partition is read from its start up to the
+        first record at or after the time (:func:`first_offset_at`). Either
+        way the start is an offset, committed at once by :meth:`assign`, so
+        a restart resumes there.
+        """
+        consumer = self._started()
+        start_ms = self.settings.start_from_ms
+        await consumer.seek_to_beginning(tp)
+        if start_ms is not None:
+            if self.settings.dev_broker:
+                consumer.seek(tp, await first_offset_at(consumer, tp, start_ms))
+            else:
+                found = (await consumer.offsets_for_times({tp: start_ms})).get(tp)
+                if found is None:
+                    await consumer.seek_to_end(tp)  # nothing that recent yet: start at the end
+                else:
+                    consumer.seek(tp, found.offset)
+        return await consumer.position(tp)
 
     def release(self) -> None:
         """Stop reading every partition (revocation): nothing fetched before is handed out afterwards."""
@@ -194,3 +217,21 @@ class PartitionFeed:
         if self.consumer is None:
             raise RuntimeError("the watch-events feed is not started")
         return self.consumer
+
+
+async def first_offset_at(consumer: AIOKafkaConsumer, tp: TopicPartition, start_ms: int) -> int:
+    """The offset of the partition's first record with a Kafka timestamp at or after ``start_ms``, found by reading.
+
+    What offsets-for-times answers on Kafka; for the development broker,
+    whose answer is always 0. Reads from the partition's start; no such
+    record yet: the end (the high watermark).
+    """
+    await consumer.seek_to_beginning(tp)
+    while True:
+        fetched = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+        for record in fetched.get(tp, []):
+            if record.timestamp is not None and record.timestamp >= start_ms:
+                return record.offset
+        high = consumer.highwater(tp)
+        if not fetched.get(tp) and high is not None and await consumer.position(tp) >= high:
+            return high

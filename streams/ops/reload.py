@@ -20,17 +20,25 @@ log = logging.getLogger(__name__)
 class BundleHolder:
     """The current bundle plus the versions already refused (not retried until they change)."""
 
-    def __init__(self, model_dir: Path, on_switch: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, model_dir: Path, on_switch: Callable[[Any], None] | None = None, namespace: str = "") -> None:
         self.model_dir = Path(model_dir)
+        self.namespace = namespace  # a rollout's namespace starts with the bundle of that name, not the newest
         self.bundle: Any = None
         self.refused: set[str] = set()
         self.on_switch = on_switch
 
     def load_latest(self) -> Any:
         """Blocking: load the newest valid version (used at start-up, before any event)."""
+        from dreamstream import bundle as bundles
+        from dreamstream.bundle import BundleError
+
+        pinned = self.model_dir / self.namespace if self.namespace else None
+        if pinned is not None and pinned.is_dir():
+            self.bundle = bundles.load_bundle(pinned)
+            log.info("serving model bundle version=%s (namespace %s)", self.bundle.version, self.namespace)
         self._maybe_switch()
         if self.bundle is None:
-            raise RuntimeError(
+            raise BundleError(
                 f"no valid model bundle in {self.model_dir}; run `dreamstream export` (or point "
                 "--model-dir / DREAMSTREAM_MODEL_DIR at a folder of bundles)"
             )
@@ -53,6 +61,7 @@ class BundleHolder:
             new = bundles.load_bundle(path)  # checksums and ONNX signatures verified
             if self.bundle is not None:
                 _same_shapes(self.bundle, new)
+                _same_item_space(self.bundle, new)
         except Exception as err:  # a bad bundle must never stop the worker
             self.refused.add(version)
             log.error("refusing model bundle version=%s path=%s reason=%r; still serving version=%s",
@@ -70,3 +79,11 @@ def _same_shapes(old: Any, new: Any) -> None:
         if getattr(old.manifest, name) != getattr(new.manifest, name):
             raise ValueError(f"{name} changed from {getattr(old.manifest, name)} to {getattr(new.manifest, name)}; "
                              "user states cannot be carried over - start a fresh worker group for it")
+
+
+def _same_item_space(old: Any, new: Any) -> None:
+    """User states are sums of the old bundle's item vectors: only a bundle with the same item vectors may follow."""
+    if old.manifest.item_space != new.manifest.item_space:
+        raise ValueError(f"bundle {new.version} has a new item space (its item vectors differ from {old.version}'s); "
+                         f"a live worker cannot carry user states into it. Roll it out instead: "
+                         f"`dreamstream rollout start {new.version}` (docs/production.md)")

@@ -191,7 +191,7 @@ def test_batched_records_are_byte_for_byte_what_msgpack_makes_of_the_map() -> No
         weights, colds = rng.random((n, k)).astype(np.float32), [True, False, False, True, False]
         got = user_records(users, seqs, tss, "v20261124-1", vectors, interests, weights, colds)
         for i in range(n):
-            want = codec.pack({"user": users[i], "seq": seqs[i], "ts": tss[i], "model": "v20261124-1",
+            want = codec.pack({"user": users[i], "seq": seqs[i], "ts": tss[i], "model": "v20261124-1", "space": "",
                                "vector": codec.vec_to_bin(vectors[i]), "interests": codec.vec_to_bin(interests[i]),
                                "interest_ids": list(range(k)), "interest_weights": weights[i].tolist(), "cold": colds[i]})
             assert got[i] == want, (k, d, i)

@@ -26,6 +26,12 @@ def _option_for(name: str) -> Callable[[Callable], Callable]:
     return click.option(flag, name, type=_CLICK_TYPES.get(field.annotation, str), default=None, help=help_text)
 
 
+# Every command that talks to Kafka takes these (docs/production.md#security).
+KAFKA_SECURITY = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                  "kafka_ssl_password_file", "kafka_ssl_check_hostname", "kafka_sasl_mechanism", "kafka_sasl_username",
+                  "kafka_sasl_password_file")
+
+
 def settings_options(*names: str) -> Callable[[Callable], Callable]:
     """Add one flag per named setting and pass the command a built ``settings=``.
 

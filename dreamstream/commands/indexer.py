@@ -6,7 +6,7 @@ import threading
 
 import click
 
-from dreamstream.cli_options import settings_options
+from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.index.service import Indexer, build_params
 from dreamstream.logs import setup_logging
 from dreamstream.settings import Settings
@@ -19,6 +19,7 @@ from dreamstream.topics import create_topics
 @settings_options(
     "broker", "topic_prefix", "index_dir", "state_dir", "item_partitions", "index_shards", "index_interval_s",
     "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "metrics_port", "log_level",
+    "web_bind", "namespace", *KAFKA_SECURITY,
 )
 def indexer(settings: Settings, threads: int) -> None:
     """Follow item-vectors and publish a new index version whenever items changed.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dreamstream.cli_options import settings_options
+from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.index.items_publisher import latest_bundle, load_bundle_items, publish_tombstones, publish_vectors
 from dreamstream.logs import setup_logging
 from dreamstream.settings import Settings
@@ -17,7 +17,7 @@ from dreamstream.topics import create_topics
 @click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), envvar="DREAMSTREAM_BUNDLE",
               help="Bundle folder holding items.npy and item_ids.json [env DREAMSTREAM_BUNDLE; default: newest in --model-dir].")
 @click.option("--delete", "delete", multiple=True, metavar="ID", help="Publish a tombstone for this video id instead (repeatable).")
-@settings_options("broker", "topic_prefix", "model_dir", "item_partitions", "log_level")
+@settings_options("broker", "topic_prefix", "model_dir", "item_partitions", "log_level", "namespace", *KAFKA_SECURITY)
 def publish_items(settings: Settings, bundle: Path | None, delete: tuple[str, ...]) -> None:
     """Put every item vector of a bundle on item-vectors (compacted, key = video id).
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import click
 
-from dreamstream.cli_options import settings_options
+from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.logs import setup_logging
 from dreamstream.settings import Settings
 
 
 @click.command("replay")
-@settings_options("broker", "topic_prefix", "data_dir", "log_level", "skip_ratio", "skip_weight", "replay_cap")
+@settings_options("broker", "topic_prefix", "data_dir", "log_level", "skip_ratio", "skip_weight", "replay_cap",
+                  "namespace", *KAFKA_SECURITY)
 @click.option("--rate", type=float, default=None, envvar="DREAMSTREAM_REPLAY_RATE",
               help="Events per second, whatever the recorded times. [env DREAMSTREAM_REPLAY_RATE]")
 @click.option("--speedup", type=float, default=None, envvar="DREAMSTREAM_REPLAY_SPEEDUP",

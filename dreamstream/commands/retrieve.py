@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from dreamstream.cli_options import settings_options
+from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.client import Retriever, latest_user_record
 from dreamstream.settings import Settings
 
@@ -14,16 +14,17 @@ from dreamstream.settings import Settings
 @click.option("--exclude", multiple=True, metavar="VIDEO", help="Video ids to leave out (e.g. recently watched); repeatable.")
 @click.option("--whole-topic", is_flag=True, envvar="DREAMSTREAM_WHOLE_TOPIC",
               help="Scan every partition of user-embeddings, not just the user's (murmur2) one [env DREAMSTREAM_WHOLE_TOPIC].")
-@settings_options("broker", "topic_prefix", "index_dir")
+@settings_options("broker", "topic_prefix", "index_dir", *KAFKA_SECURITY)
 def retrieve(settings: Settings, user: str, k: int, exclude: tuple[str, ...], whole_topic: bool) -> None:
-    """Read USER's latest record from user-embeddings and print the top-k videos of the current index."""
+    """Read USER's latest record from the serving namespace's user-embeddings and print the top-k videos of its index."""
     # the index first: a missing index fails at once, before any wait for the broker
     with Retriever(settings.index_dir, follow=False) as retriever:
-        record = latest_user_record(settings, user, whole_topic=whole_topic)
+        serving = settings.in_namespace(retriever.serving.namespace)  # SERVING names the records' topic too
+        record = latest_user_record(serving, user, whole_topic=whole_topic)
         if record is None:
-            raise click.ClickException(f"user {user!r} has no record on {settings.topic('user-embeddings')} (try --whole-topic)")
+            raise click.ClickException(f"user {user!r} has no record on {serving.topic('user-embeddings')} (try --whole-topic)")
         results = retriever.search(record, k, exclude=exclude)
-        version = retriever.version.name
+        version = retriever.version_for(str(record.get("space") or "")).name
     weights = ", ".join(f"{w:.2f}" for w in record.get("interest_weights") or [])
     click.echo(f"user {user}  seq {record.get('seq')}  model {record.get('model')}  cold {record.get('cold')}  "
                f"interest weights [{weights}]  index {version}")

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import click
 
-from dreamstream.cli_options import settings_options
+from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.settings import Settings
 from dreamstream.topics import create_topics
 
 
 @click.command("topics")
-@settings_options("broker", "topic_prefix", "partitions", "item_partitions", "replication", "dlq_retention_days")
+@settings_options("broker", "topic_prefix", "partitions", "item_partitions", "replication", "dlq_retention_days",
+                  "namespace", *KAFKA_SECURITY)
 def topics(settings: Settings) -> None:
     """Create every topic of the design that does not exist yet.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from dreamstream.cli_options import settings_options
+from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.settings import Settings
 
 WORKER_SETTINGS = (
@@ -11,7 +11,7 @@ WORKER_SETTINGS = (
     "half_life_s", "skip_ratio", "skip_weight", "replay_cap", "impression_weight", "cold_min_positive",
     "batch_size", "batch_timeout_s", "fetch_max_wait_ms", "commit_interval_s", "web_port", "web_bind", "log_level",
     "session_timeout_s", "heartbeat_interval_s", "rebalance_timeout_s", "standby_replicas", "watchdog_s", "watchdog_action",
-    "shutdown_grace_s",
+    "shutdown_grace_s", "namespace", "start_from", "dlq_retention_days", *KAFKA_SECURITY,
 )
 
 

@@ -24,11 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish-items": ("dreamstream.commands.publish_items:publish_items", "Put a bundle's item vectors on item-vectors (or tombstones)."),
     "worker": ("dreamstream.commands.worker:worker", "Run the Faust stream worker that keeps user embeddings fresh."),
     "indexer": ("dreamstream.commands.indexer:indexer", "Run the sidecar that builds sharded Faiss index versions."),
+    "monitor": ("dreamstream.commands.monitor:monitor", "Measure live HitRate@k per model namespace (judges a rollout on live traffic)."),
     "retrieve": ("dreamstream.commands.retrieve:retrieve", "Retrieve candidates for a user from the current index."),
     "bench-index": ("dreamstream.commands.bench_index:bench_index", "Measure index build time, recall, search latency and memory at scale."),
     "replay": ("dreamstream.commands.replay:replay", "Replay a dataset (or dead letters) onto watch-events."),
     "bench-recovery": ("dreamstream.commands.bench_recovery:bench_recovery", "Time a worker's recovery of many users' state (memory, RocksDB, standby)."),
     "bench": ("dreamstream.commands.bench:bench", "Measure worker throughput and latency against a plain Faust agent."),
+    "backfill": ("dreamstream.commands.rollout:backfill", "Rebuild user state in a model namespace from the watch-events log."),
+    "rollout": ("dreamstream.commands.rollout:rollout_group", "Roll out a model with a new item space: start, status, switch, rollback."),
     "demo": ("dreamstream.commands.demo:demo", "Run the whole system end to end and print what it achieved."),
 }
 

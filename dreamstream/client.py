@@ -250,12 +250,18 @@ class Retriever:
         duplicates.
         """
         version = self.version_for(str(user_record.get("space") or ""))  # never a record against another model's index
-        queries, weights = user_queries(user_record, version.dim, self.user_share)
-        blocked = {str(e) for e in exclude}
-        ids, scores = version.search(queries, k + len(blocked))
-        per_query_ids = [[i for i in row if i is not None] for row in ids]
-        per_query_scores = [row[: len(i)] for row, i in zip(scores, per_query_ids)]
-        return merge_by_score(per_query_ids, per_query_scores, weights, k, exclude=blocked)
+        return rank(version, user_record, k, self.user_share, exclude)
+
+
+def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, user_share: float,
+         exclude: Iterable[Hashable] = ()) -> list[tuple[str, float]]:
+    """The served ranking of one record in one loaded index version (the caller pairs them: see Retriever.search)."""
+    queries, weights = user_queries(user_record, version.dim, user_share)
+    blocked = {str(e) for e in exclude}
+    ids, scores = version.search(queries, k + len(blocked))
+    per_query_ids = [[i for i in row if i is not None] for row in ids]
+    per_query_scores = [row[: len(i)] for row, i in zip(scores, per_query_ids)]
+    return merge_by_score(per_query_ids, per_query_scores, weights, k, exclude=blocked)
 
 
 def user_queries(user_record: Mapping[str, Any], dim: int, user_share: float) -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from dreamstream import codec
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
-from dreamstream.topics import DLQ, ITEM_VECTORS, USER_EMBEDDINGS
+from dreamstream.topics import ITEM_VECTORS, USER_EMBEDDINGS
 
 
 def synthetic_events(n_events: int, n_users: int, item_ids: Sequence[str], seed: int = 0,
@@ -47,7 +48,7 @@ async def open_producer(settings: Settings) -> Any:
     """A producer for load generation and test input: acks=1, batches up to 256 KiB."""
     from aiokafka import AIOKafkaProducer
 
-    prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=256 * 1024,
+    prod = AIOKafkaProducer(**aiokafka_options(settings), linger_ms=5, max_batch_size=256 * 1024,
                             acks=1, request_timeout_ms=30_000)
     await prod.start()
     return prod
@@ -223,7 +224,7 @@ async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float
     from streams.ops.gc_tuning import fewer_young_passes
 
     col = collected or Collected()
-    cons = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
+    cons = AIOKafkaConsumer(topic, **aiokafka_options(settings), auto_offset_reset="earliest",
                             enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20)
     await cons.start()
     try:
@@ -248,11 +249,6 @@ def read_records(settings: Settings, expected_seq: dict[str, int], timeout_s: fl
     return asyncio.run(read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s))
 
 
-def read_dead_letters(settings: Settings, expected: int, timeout_s: float) -> list[dict[str, Any]]:
-    col = asyncio.run(read_until(settings, settings.topic(DLQ), lambda c: c.count >= expected, timeout_s))
-    return [v for k, v in col.latest.items() if k.startswith("#")]
-
-
 def ensure_bundle(settings: Settings, work: Path, echo: Any = print) -> Settings:
     """Settings whose model dir holds a bundle: the given one, else a random one exported into ``work``.
 
@@ -273,7 +269,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The DREAMSTREAM_* environment that reproduces ``settings`` in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMSTREAM_") or k == "DREAMSTREAM_CACHE"}
     for name, value in settings.model_dump().items():
-        env[f"DREAMSTREAM_{name.upper()}"] = str(value)
+        if value is not None:  # unset optional settings (a CA file, say) stay unset, not the string "None"
+            env[f"DREAMSTREAM_{name.upper()}"] = str(value)
     return env
 
 

@@ -18,6 +18,10 @@ has ``seq`` 2):
   state (a restarted pod with its volume): only the changelog tail is read.
 * ``standby``: two workers with ``standby_replicas=1``; the active one is
   SIGKILLed; timed from the kill to every partition served.
+* ``rollout``: a worker of a new model namespace (``dreamstream rollout``)
+  rebuilds every user's state from the retained watch-events log, from the
+  earliest record; timed from launch until the probes, sent after all the
+  history, have their records on the namespace's user-embeddings.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from dreamstream.client import user_partition
 from dreamstream.settings import Settings
 from dreamstream.topics import WATCH_EVENTS, create_topics
 
-SCENARIOS = ("memory", "rocksdb-cold", "rocksdb-warm", "standby")
+SCENARIOS = ("memory", "rocksdb-cold", "rocksdb-warm", "standby", "rollout")
 
 
 @dataclass
@@ -120,6 +124,8 @@ def run_scenario(name: str, settings: Settings, work: Path, item: str, round_no:
         finally:
             a.stop()
             b.stop()
+    if name == "rollout":
+        return _rollout(settings, work, item, round_no, probes, timeout_s)
     update: dict[str, Any] = {"memory": {"store": "memory://", "state_dir": work / "state-memory"},
                               "rocksdb-cold": {"store": "rocksdb://", "state_dir": work / f"state-cold-{round_no}"},
                               "rocksdb-warm": {"store": "rocksdb://", "state_dir": work / "state-writer"}}[name]
@@ -130,6 +136,26 @@ def run_scenario(name: str, settings: Settings, work: Path, item: str, round_no:
     try:
         seconds, ok = _time_to_serving(settings, expected, t0, timeout_s)
         return Timing(name, seconds, ok, log)
+    finally:
+        w.stop(60)
+
+
+def _rollout(settings: Settings, work: Path, item: str, round_no: int, probes: list[str], timeout_s: float) -> Timing:
+    """A new namespace's worker rebuilding every user from the log (its items published first, as `rollout start` does)."""
+    from dreamstream.bundle import latest_version, load_bundle
+
+    ns = settings.in_namespace(f"bench-rollout-{round_no}").model_copy(
+        update={"store": "memory://", "state_dir": work / f"state-rollout-{round_no}"})
+    create_topics(ns)
+    bundle = load_bundle(latest_version(settings.model_dir))
+    h.publish_items(ns, bundle.item_ids, bundle.items, model=bundle.version)
+    _probe(settings, probes, item, 2)  # after every user's history: served once all of it is applied
+    log = work / "rollout.log"
+    t0 = time.time()
+    w = h.WorkerProcess(ns, log).start()
+    try:
+        seconds, ok = _time_to_serving(ns, {u: 2 for u in probes}, t0, timeout_s)
+        return Timing("rollout", seconds, ok, log)
     finally:
         w.stop(60)
 

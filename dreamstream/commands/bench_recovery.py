@@ -17,7 +17,7 @@ from dreamstream.settings import Settings
                   "rebalance_timeout_s", "log_level")
 @click.option("--users", "n_users", default=100_000, show_default=True, envvar="DREAMSTREAM_RECOVERY_USERS",
               help="Users whose state the worker must rebuild.")
-@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["memory", "rocksdb-cold", "rocksdb-warm", "standby"]),
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["memory", "rocksdb-cold", "rocksdb-warm", "standby", "rollout"]),
               help="Scenarios to time (repeatable; default all).")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, envvar="DREAMSTREAM_RECOVERY_JSON",
               help="Also write the numbers to this JSON file.")

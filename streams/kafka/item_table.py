@@ -26,6 +26,7 @@ from dreamstream.settings import Settings
 from dreamstream.vectors import UnreadableRecord, item_vector_of
 from streams.compat.aiokafka_metadata import refresh_metadata
 from streams.kafka.log_reader import caught_up, read_from_start
+from streams.kafka.transient import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,16 @@ class ItemTable:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         t0 = time.monotonic()
-        consumer = AIOKafkaConsumer(**aiokafka_options(self.settings), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100)
-        await consumer.start()
+        while True:  # a worker started while the broker is away waits for it (the feed and Faust do too)
+            consumer = AIOKafkaConsumer(**aiokafka_options(self.settings), group_id=None,
+                                        enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100)
+            try:
+                await consumer.start()
+                break
+            except TRANSIENT as err:
+                log.warning("item table: no broker yet (%r); retrying in 1s", err)
+                await consumer.stop()
+                await asyncio.sleep(1.0)
         try:
             parts = None
             while not parts:

@@ -71,3 +71,19 @@ def test_a_pointer_naming_a_path_is_refused(tmp_path) -> None:
     (tmp_path / "SERVING").write_text('{"namespace": "../etc"}')
     with pytest.raises(IndexCorruptError, match="not a folder name"):
         read_serving(tmp_path)
+
+
+def test_a_gated_switch_to_a_worse_namespace_is_refused(two_spaces) -> None:
+    import time
+
+    from click.testing import CliRunner
+
+    from dreamstream.cli import main
+    from dreamstream.monitor import MonitorStat, write_monitor
+
+    index_dir, _, _ = two_spaces
+    now = time.time()
+    write_monitor(index_dir, {"": MonitorStat(5000, 1600, 0.32, 5000, now), "v2": MonitorStat(5000, 1400, 0.28, 5000, now)})
+    refused = CliRunner().invoke(main, ["rollout", "switch", "v2", "--gate", "0.01", "--index-dir", str(index_dir)])
+    assert refused.exit_code == 1 and "not switching to v2" in refused.output and "refused" in refused.output
+    assert read_serving(index_dir).namespace == ""

@@ -6,12 +6,13 @@ from typing import Any, Callable
 
 import pytest
 
-from scale_support import Seen, start_reader, streams_conftest
+from e2e_support import export_random_bundle
+from scale_support import Seen, start_reader
 
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return streams_conftest.export_random_bundle(tmp_path_factory.mktemp("models"))
+    return export_random_bundle(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture

@@ -1,45 +1,30 @@
-"""Helpers of the scale-out tests: a live reader of every record, exactness of whole histories, waits.
+"""Helpers of the scale-out tests: a live reader of every record, exactness of whole histories.
 
-The bundle export and the exactness helpers are the stream tests' own
-(``tests/streams``), loaded from there rather than copied, so both suites
-judge the worker by the same reference.
+The bundle export, the exactness helpers and the waits are shared with the
+stream tests through ``tests/e2e_support.py``, so both suites judge the
+worker by the same reference.
 """
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import pytest
 
 from dreamstream import codec
 from dreamstream.bench import harness as h
 from dreamstream.bundle import load_bundle
 from dreamstream.client import user_partition
 from dreamstream.topics import USER_EMBEDDINGS, create_topics
+from e2e_support import counts, install, wait_until
 from streams.compat import fetch_cancel
 
 PARTITIONS = 8
 FAST_GROUP = dict(session_timeout_s=4.0, heartbeat_interval_s=0.5, rebalance_timeout_s=4.0)
-STREAMS_TESTS = Path(__file__).resolve().parents[1] / "streams"
-
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-streams_conftest = _load("_streams_conftest", STREAMS_TESTS / "conftest.py")
-e2e = _load("_streams_e2e", STREAMS_TESTS / "test_worker_e2e.py")  # install, reference, counts, assert_exact
 
 
 @dataclass
@@ -58,10 +43,10 @@ class Seen:
         return all(max((r[0] for r in self.records.get(u, [])), default=0) >= n for u, n in expected.items())
 
     def wait_for(self, expected: dict[str, int], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not self.has(expected):
-            time.sleep(0.2)
-        return self.has(expected)
+        try:
+            return wait_until(lambda: self.has(expected), timeout_s, "every user's expected seq", interval_s=0.2)
+        except AssertionError:
+            return False
 
     def missing(self, expected: dict[str, int], partitions: int) -> dict[int, list[tuple[str, int, int]]]:
         """Per partition, the users short of their expected seq: (user, seen, expected) - for failure messages."""
@@ -117,7 +102,7 @@ def start_reader(settings: Any) -> Seen:
 
 def assert_exact_history(seen: Seen, events: list[dict], items: dict[str, np.ndarray]) -> None:
     """End state exact, and every record on the way: seqs never go back, each vector = its reference prefix."""
-    want = e2e.counts(events)
+    want = counts(events)
     prefix: dict[str, list[np.ndarray]] = {}
     for e in events:  # the single-pass reference, kept at every prefix length
         ratio = e["watch_ms"] / e["duration_ms"]
@@ -142,7 +127,7 @@ def setup_stack(make_settings, bundle_dir: Path, **overrides):
     """Settings (8 partitions, fast group timeouts, overridable), topics, the bundle installed, items published."""
     s = make_settings(**{**dict(partitions=PARTITIONS, cold_min_positive=0, batch_size=256, batch_timeout_s=0.05,
                                 store="memory://", web_port=0, **FAST_GROUP), **overrides})
-    e2e.install(bundle_dir, s.model_dir)
+    install(bundle_dir, s.model_dir)
     create_topics(s)
     bundle = load_bundle(bundle_dir)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
@@ -154,17 +139,6 @@ def partitions_of(users: set[str], partitions: int) -> dict[int, set[str]]:
     for u in users:
         out.setdefault(user_partition(u, partitions), set()).add(u)
     return out
-
-
-def wait_log(worker: h.WorkerProcess, text: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in worker.log_text():
-            return True
-        if not worker.alive():
-            return False
-        time.sleep(0.1)
-    return False
 
 
 def log_counts(settings: Any, topic: str) -> dict[int, int]:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from scale_support import e2e
+from e2e_support import install
 
 
 @pytest.mark.slow
 def test_bench_reports_rates_ratio_onnx_cost_and_latency(bundle_dir: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
-    e2e.install(bundle_dir, models)
+    install(bundle_dir, models)
     run = subprocess.run(
         [str(Path(sys.executable).parent / "dreamstream"), "bench", "--events", "2000", "--users", "100",
          "--latency-rate", "400", "--latency-repeats", "2", "--latency-seconds", "6", "--model-dir", str(models)],

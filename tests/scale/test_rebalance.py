@@ -14,7 +14,8 @@ import pytest
 from dreamstream.bench import harness as h
 from dreamstream.broker import EmbeddedBroker, free_port
 
-from scale_support import PARTITIONS, assert_exact_history, e2e, log_counts, partitions_of, setup_stack, wait_log
+from e2e_support import counts, metric_of, wait_until
+from scale_support import PARTITIONS, assert_exact_history, log_counts, partitions_of, setup_stack
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,8 @@ class Workers:
 
     def start(self) -> h.WorkerProcess:
         i = len(self.all)
-        s = self.settings.model_copy(update={"state_dir": self.tmp_path / f"state-{i}"})
+        # each its own web port: its /metrics page tells what it did
+        s = self.settings.model_copy(update={"state_dir": self.tmp_path / f"state-{i}", "web_port": free_port()})
         w = h.WorkerProcess(s, self.tmp_path / f"worker-{i}.log").start()
         self.all.append(w)
         return w
@@ -45,7 +47,7 @@ class Workers:
                         print(f"orchestrator: {w.log_path.name} exited with {w.proc.returncode}; starting a new worker")
                         self.restarted.append(w)
                         self.start()
-                time.sleep(0.5)
+                self.done.wait(0.5)
         self.done = threading.Event()
         threading.Thread(target=loop, daemon=True).start()
 
@@ -55,11 +57,22 @@ class Workers:
         for w in self.all:
             w.stop()
 
+    def published(self, w: h.WorkerProcess, timeout_s: float = 60.0) -> None:
+        """Wait until ``w`` has published user-embeddings records (its first output), by its own metrics."""
+        wait_until(lambda: (metric_of(w.settings.web_port, "dreamstream_user_records_total") or 0) > 0 or not w.alive(),
+                   timeout_s, f"{w.log_path.stem} publishes its first records", detail=self.logs)
+        assert w.alive(), self.logs()
+
+    def applied(self, w: h.WorkerProcess) -> float:
+        return metric_of(w.settings.web_port, "dreamstream_events_total") or 0.0
+
     def logs(self) -> str:
         """Each worker's log tail; for a worker that exited by itself, first the lines where it went wrong."""
         return "\n".join(f"--- {w.log_path.name}\n{first_trouble(w.log_text()) if w in self.restarted else ''}"
                          f"{w.log_text()[-2500:]}" for w in self.all)
 
+
+OUTAGE_S = 3.0  # how long the broker is down in test_broker_restart_mid_stream
 
 TROUBLE = ("Traceback", "crashed", "CRITICAL", "stalled")
 
@@ -96,31 +109,36 @@ def test_join_sigkill_join_sigterm_while_events_flow(make_settings, bundle_dir, 
     feeder = threading.Thread(target=h.produce_sync, args=(s, s.topic("watch-events"), h.event_messages(events)),
                               kwargs={"rate": 90})  # ~40 s of traffic
     feeder.start()
-    assert wait_log(a, "first output", 60), ws.logs()
+    ws.published(a)
     b = ws.start()  # join: the 8 partitions split between a and b
-    assert wait_log(b, "first output", 60), ws.logs()
-    time.sleep(2)
+    ws.published(b)
+    a0, b0 = ws.applied(a), ws.applied(b)  # both go on applying events before the crash
+    wait_until(lambda: ws.applied(a) >= a0 + 20 and ws.applied(b) >= b0 + 20, 20, "a and b both apply events",
+               detail=ws.logs)
     killed_at = time.time()
     a.kill()  # crash: a's partitions must move to b within the session timeout
     by_partition = partitions_of({e["user"] for e in events}, PARTITIONS)
-    deadline = time.monotonic() + 40
     firsts = {}
-    while time.monotonic() < deadline and len(firsts) < PARTITIONS:
+
+    def every_partition_served() -> bool:
         for p, users in by_partition.items():
             if p not in firsts and (t := seen.first_after(killed_at, users)) is not None:
                 firsts[p] = t - killed_at
-        time.sleep(0.2)
-    assert len(firsts) == PARTITIONS, (firsts, ws.logs())
+        return len(firsts) == PARTITIONS
+
+    wait_until(every_partition_served, 40, "a record of every partition after the SIGKILL", interval_s=0.2,
+               detail=lambda: (firsts, ws.logs()))
     serving_s = max(firsts.values())
     print(f"\nrebalance-to-serving after SIGKILL: {serving_s:.2f}s (per partition {sorted(firsts.values())})")
     assert serving_s < 20, (serving_s, firsts)
     c = ws.start()  # another join while events still flow
-    assert wait_log(c, "first output", 60), ws.logs()
-    time.sleep(1)
+    ws.published(c)
+    c0 = ws.applied(c)
+    wait_until(lambda: ws.applied(c) >= c0 + 20, 20, "c applies events", detail=ws.logs)
     assert feeder.is_alive(), "traffic ended before the SIGTERM: raise the event count or lower the rate"
     assert b.stop() == 0, b.log_text()[-3000:]  # clean leave: c takes everything
     feeder.join()
-    want = e2e.counts(events)
+    want = counts(events)
     assert seen.wait_for(want, 90), (seen.missing(want, PARTITIONS), ws.logs())
     print(f"workers that exited by themselves and were restarted: {len(ws.restarted)}")
     assert_exact_history(seen, events, items)
@@ -130,7 +148,8 @@ def test_broker_restart_mid_stream(make_settings, bundle_dir, workers, live_read
     durable = EmbeddedBroker(port=free_port(), durable_dir=tmp_path / "durable", log_dir=tmp_path / "broker-logs")
     durable.start()
     try:
-        s, items = setup_stack(make_settings, bundle_dir, broker=durable.url, watchdog_s=8.0)
+        # the watchdog counts commits: an outage plus reconnect and catch-up on a loaded machine took over 8 s
+        s, items = setup_stack(make_settings, bundle_dir, broker=durable.url, watchdog_s=30.0)
         events = h.synthetic_events(3000, 300, list(items), seed=12)
         msgs = h.event_messages(events)
         ws = workers(s)
@@ -139,14 +158,20 @@ def test_broker_restart_mid_stream(make_settings, bundle_dir, workers, live_read
         for _ in range(2):
             ws.start()
         h.produce_sync(s, s.topic("watch-events"), msgs[:1500])
-        assert wait_log(ws.all[0], "first output", 60) or wait_log(ws.all[1], "first output", 5), ws.logs()
-        while sum(seen.latest_seq(u) for u in e2e.counts(events[:1500])) < 300:
-            time.sleep(0.05)  # mid-stream: some records out, much still to apply
+        # the first worker past its startup and serving (else, as it may have got no partition, the second)
+        first, second = ws.all[:2]
+        try:
+            ws.published(first, 60)
+        except AssertionError:
+            ws.published(second, 5)
+        # mid-stream: some records out, much still to apply
+        wait_until(lambda: sum(seen.latest_seq(u) for u in counts(events[:1500])) >= 300, 60,
+                   "300 events applied and published before the broker restart", interval_s=0.05, detail=ws.logs)
         durable.stop()
-        time.sleep(3)
+        time.sleep(OUTAGE_S)  # not a wait: how long the broker stays down
         durable.start()  # same port, same S3 folder: the log is still there
         h.produce_sync(s, s.topic("watch-events"), msgs[1500:])
-        want = e2e.counts(events)
+        want = counts(events)
         held = log_counts(s, s.topic("watch-events"))
         lost = sum(held.values()) != len(msgs)
         reached = seen.wait_for(want, 120)

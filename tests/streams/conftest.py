@@ -1,25 +1,11 @@
 """Fixtures of the stream tests: a real ONNX bundle exported in a subprocess (streams/ never imports torch)."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def export_random_bundle(model_dir: Path, n_items: int = 400, seed: int = 0) -> Path:
-    """Run ``export.random_bundle`` in a child process; returns the version folder."""
-    code = (
-        "import sys; from export.bundle_writer import random_bundle; "
-        f"print(random_bundle({str(model_dir)!r}, n_items={n_items}, seed={seed}))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1]).parent
+from e2e_support import export_random_bundle
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +26,6 @@ def item_vectors(bundle) -> dict[str, object]:
     return dict(zip(bundle.item_ids, bundle.items))
 
 
-def manifest(bundle_dir: Path) -> dict:
-    return json.loads((bundle_dir / "manifest.json").read_text())
-
 
 @pytest.fixture(scope="session")
 def two_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -52,3 +35,26 @@ def two_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     second = export_random_bundle(root, seed=1)
     assert second.name > first.name
     return first, second
+
+
+@pytest.fixture(scope="session")
+def same_space_bundles(two_bundles, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The first bundle, and the second one's step functions over the first one's items: a new version, same item space.
+
+    What a re-export or a new OPAL head looks like, and what a live worker
+    may hot-reload (a bundle with other item vectors must be rolled out).
+    """
+    import json
+    import shutil
+
+    from dreamstream.checksums import sha256_file
+
+    first, second = two_bundles
+    folder = tmp_path_factory.mktemp("same-space") / second.name
+    shutil.copytree(second, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("items.npy", "item_ids.json"):
+        shutil.copyfile(first / name, folder / name)
+        manifest["files"][name].update(sha256=sha256_file(folder / name), bytes=(folder / name).stat().st_size)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return first, folder

@@ -1,17 +1,16 @@
 """The stream worker end to end: real broker, real `dreamstream worker` processes, real ONNX bundles.
 
 Every check compares what the worker published with an independent numpy
-computation from the item vectors published on item-vectors.
+computation from the item vectors published on item-vectors, and judges the
+worker by state only: records on the topics, the offsets its group
+committed, its /metrics page and its exit code (helpers: ``tests/e2e_support.py``).
 """
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,17 +19,12 @@ from dreamstream import codec
 from dreamstream.bench import harness as h
 from dreamstream.broker import free_port
 from dreamstream.bundle import load_bundle
-from dreamstream.topics import create_topics
+from dreamstream.client import user_partition
+from dreamstream.topics import DLQ, USER_EMBEDDINGS, create_topics
+from e2e_support import (assert_exact, committed_offsets, counts, install, log_hint, metric, metric_of, metrics_page,
+                         metrics_when, read_dead_letters, read_topic, samples, wait_until, worker_group)
 
 pytestmark = pytest.mark.slow
-
-
-def install(bundle_dir: Path, model_dir: Path) -> Path:
-    """Copy a bundle version into a model dir atomically (hidden name, then rename)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".{bundle_dir.name}.tmp"
-    shutil.copytree(bundle_dir, tmp)
-    return Path(tmp.rename(model_dir / bundle_dir.name))
 
 
 @pytest.fixture
@@ -55,47 +49,25 @@ def stack(make_settings, tmp_path, bundle_dir):
         w.stop()
 
 
-def reference(events, items) -> dict[str, np.ndarray]:
-    """DreamUMM with no decay, written out independently: s = sum_i r_i v_i."""
-    sums: dict[str, np.ndarray] = {}
-    for e in events:
-        ratio = e["watch_ms"] / e["duration_ms"]
-        r = -0.3 if ratio < 0.2 else min(ratio, 1.5)
-        sums[e["user"]] = sums.get(e["user"], 0.0) + r * items[e["video"]].astype(np.float64)
-    return sums
+def published_by(s, w: h.WorkerProcess, what: str, timeout_s: float = 40.0) -> None:
+    """Wait until the worker on ``s.web_port`` has published user-embeddings records (its first output)."""
+    wait_until(lambda: (metric_of(s.web_port, "dreamstream_user_records_total") or 0) > 0 or not w.alive(), timeout_s,
+               what, detail=lambda: w.log_text()[-3000:])
+    assert w.alive(), w.log_text()[-3000:]
 
 
-def counts(events) -> dict[str, int]:
+def old_observations(body: str | None, older_than: str = "1.0") -> float:
+    """How many event-age observations on a /metrics page were above ``older_than`` seconds."""
+    count = metric(body, "dreamstream_event_age_seconds_count") or 0.0
+    return count - (metric(body, "dreamstream_event_age_seconds_bucket", le=older_than) or 0.0)
+
+
+def latest_seqs(s) -> dict[str, int]:
+    """Every user's highest seq on user-embeddings now."""
     out: dict[str, int] = {}
-    for e in events:
-        out[e["user"]] = out.get(e["user"], 0) + 1
+    for _, _, rec in read_topic(s, s.topic(USER_EMBEDDINGS)):
+        out[rec["user"]] = max(out.get(rec["user"], 0), rec["seq"])
     return out
-
-
-def assert_exact(col: h.Collected, events, items, model: str | None = None) -> None:
-    want = counts(events)
-    ref = reference(events, items)
-    assert set(col.latest) >= set(want)
-    for user, n in want.items():
-        rec = col.latest[user]
-        assert rec["seq"] == n, (user, rec["seq"], n)
-        v = codec.bin_to_vec(rec["vector"])
-        cos = float(v @ ref[user] / np.linalg.norm(ref[user]))
-        assert cos >= 0.9999, (user, cos)
-        if model:
-            assert rec["model"] == model
-        seqs = [s for s, _ in col.arrivals[user]]
-        assert seqs == sorted(seqs), (user, seqs)  # never goes back, even across crashes
-
-
-def metrics_when(s, line: str, timeout_s: float = 15.0) -> str:
-    """The worker's /metrics page once it contains ``line`` (or at the timeout)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{s.web_port}/metrics", timeout=5).read().decode()
-        if line in body or time.monotonic() > deadline:
-            return body
-        time.sleep(0.2)
 
 
 def test_worker_exact_metrics_and_clean_shutdown(stack):
@@ -113,9 +85,10 @@ def test_worker_exact_metrics_and_clean_shutdown(stack):
     # the events were produced before the worker started, which takes seconds: every batch's oldest event is older
     assert 'dreamstream_event_age_seconds_bucket{le="1.0"} 0.0' in body, body
     assert re.search(r"dreamstream_event_age_seconds_count [1-9]", body), body
+    assert (metric(body, "dreamstream_user_records_total") or 0) >= 300, body  # its output, counted by itself
+    assert metric(body, "dreamstream_replayed_events_total") == 0.0, body  # one worker, no crash: nothing replayed
+    assert s.gc_tuning  # the worker froze its startup objects at its first output: the exact result spans the freeze
     assert w.stop() == 0, w.log_text()[-3000:]
-    assert "first output seconds_since_start" in w.log_text()
-    assert "gc tuned: froze startup objects" in w.log_text()  # and the exact result above was computed across the freeze
 
 
 def test_sigkill_three_times_mid_stream_is_exactly_once(stack):
@@ -126,13 +99,17 @@ def test_sigkill_three_times_mid_stream_is_exactly_once(stack):
     producer.start()  # ~27 s of traffic; the worker dies three times while it flows
     w = start()
     restarted: list[h.WorkerProcess] = []
+    ages: list[str | None] = []  # each restarted worker's /metrics page, read just before its kill (the last: at the end)
     killed_mid_stream = 0
-    for _ in range(3):
-        deadline = time.monotonic() + 40
-        while "first output" not in w.log_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "first output" in w.log_text(), w.log_text()[-3000:]
-        time.sleep(0.5)
+    for i in range(3):
+        published_by(s, w, f"worker {i} publishes its first records")
+        applied = metric_of(s.web_port, "dreamstream_events_total") or 0
+        # mid-stream: it applies more events (or the traffic is over)
+        wait_until(lambda: (metric_of(s.web_port, "dreamstream_events_total") or 0) >= applied + 30
+                   or not producer.is_alive(), 20, f"worker {i} applies events after its first output",
+                   detail=lambda: w.log_text()[-3000:])
+        if w in restarted:
+            ages.append(metrics_page(s.web_port))
         killed_mid_stream += producer.is_alive()
         w.kill()  # SIGKILL: no flush, no commit
         w = start()
@@ -141,19 +118,12 @@ def test_sigkill_three_times_mid_stream_is_exactly_once(stack):
     col = h.read_records(s, counts(events), timeout_s=60)
     assert_exact(col, events, items)
     assert killed_mid_stream >= 2
-    # a restarted worker holds its catch-up's records; when they go out, their age spans the restart (>= ~4 s)
-    deadline = time.monotonic() + 60
-    while "caught up records_sent" not in w.log_text() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    pattern = r"caught up records_sent=(\d+) oldest_event_age_s=(\S+)"
-    caught_up = [hit for r in restarted for hit in re.findall(pattern, r.log_text())]
-    assert any(int(sent) for sent, _ in caught_up), (caught_up, w.log_text()[-3000:])
-    assert all(float(age) >= 1.0 for sent, age in caught_up if int(sent)), caught_up
-
-
-def logged_offsets(text: str, pattern: str) -> list[dict[int, int]]:
-    """Every ``{partition: offset}`` map a worker logged after ``pattern``, in order."""
-    return [ast.literal_eval(m) for m in re.findall(pattern + r"(\{[^}]*\})", text)]
+    assert w.alive(), w.log_text()[-3000:]
+    # a restarted worker holds its catch-up's records; when they go out, their age spans the restart (>= ~4 s), and
+    # its event-age histogram observes it (the killed ones: read before their kill; the last one: live)
+    wait_until(lambda: any(old_observations(body) > 0 for body in ages + [metrics_page(s.web_port)]), 30,
+               "a restarted worker's event-age histogram observes records older than 1 s (its catch-up's)",
+               detail=lambda: (ages, metrics_page(s.web_port)))
 
 
 def test_sigterm_mid_stream_commits_what_it_applied_and_the_next_worker_starts_there(stack):
@@ -164,22 +134,33 @@ def test_sigterm_mid_stream_commits_what_it_applied_and_the_next_worker_starts_t
                                 kwargs={"rate": 150})  # ~20 s of traffic
     producer.start()
     w = start()
-    deadline = time.monotonic() + 60
-    while "first output" not in w.log_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.5)  # mid commit interval: rows and offsets are pending
+    published_by(s, w, "the worker publishes its first records", timeout_s=60)
+    # mid commit interval: rows computed and not yet flushed, their offsets not yet committed
+    wait_until(lambda: (metric_of(s.web_port, "dreamstream_cached_rows") or 0) > 0, 20, "rows pending in the row cache",
+               interval_s=0.05, detail=lambda: w.log_text()[-3000:])
     assert producer.is_alive(), "traffic ended before the SIGTERM: lower the rate"
     assert w.stop() == 0, w.log_text()[-3000:]
-    text = w.log_text()
-    assert "last flush failed" not in text and "could not commit" not in text, text[-3000:]
-    released = logged_offsets(text, "shutdown: released partitions committed=")
-    assert len(released) == 1, text[-3000:]
+    # what it committed is exactly what it applied: per partition, the committed offset (every message one event,
+    # all valid, read from offset 0) equals the events behind the newest records of the partition's users
+    watch = s.topic("watch-events")
+    committed = committed_offsets(s, watch, worker_group(s))
+    assert None not in committed.values() and sum(committed.values()) > 0, committed
+    applied: dict[int, int] = {p: 0 for p in committed}
+    for user, seq in latest_seqs(s).items():
+        applied[user_partition(user, s.partitions)] += seq
+    assert applied == committed, (applied, committed, w.log_text()[-3000:])
     nxt = start()
     producer.join()
     col = h.read_records(s, counts(events), timeout_s=90)
     assert_exact(col, events, items)
-    assigned = logged_offsets(nxt.log_text(), "feed assigned topic=\\S+ positions=")
-    assert assigned and assigned[0] == released[0], (assigned, released)
+    # the next worker starts at those offsets: it applies exactly the rest, and replays nothing
+    rest = len(events) - sum(committed.values())
+    wait_until(lambda: (metric_of(s.web_port, "dreamstream_events_total") or 0) >= rest, 30,
+               f"the next worker's dreamstream_events_total reaches {rest}", detail=lambda: metrics_page(s.web_port))
+    body = metrics_page(s.web_port)
+    assert metric(body, "dreamstream_events_total") == rest, (rest, body)
+    assert metric(body, "dreamstream_replayed_events_total") == 0.0, body
+    assert nxt.alive(), nxt.log_text()[-3000:]
 
 
 def test_hostile_inputs_go_to_the_dlq_with_reasons(stack):
@@ -217,9 +198,12 @@ def test_hostile_inputs_go_to_the_dlq_with_reasons(stack):
     h.produce_sync(s, s.topic("watch-events"), mixed)
     w = start()
     col = h.read_records(s, counts(valid), timeout_s=90)
-    letters = h.read_dead_letters(s, len(hostile) + 1, timeout_s=30)
+    letters = read_dead_letters(s, len(hostile) + 1, timeout_s=30)
     assert w.alive(), w.log_text()[-3000:]
     assert len(letters) == len(hostile) + 1
+    counted = metrics_when(s, f"dreamstream_events_total {float(len(valid))}")
+    assert sum(samples(counted, "dreamstream_dead_letters_total").values()) == len(hostile) + 1, counted
+    assert metric(counted, "dreamstream_events_total") == len(valid), counted
     reasons = [letter["reason"] for letter in letters]
     for _, value, words in hostile:
         hits = [r for r in reasons if words in r]
@@ -230,8 +214,9 @@ def test_hostile_inputs_go_to_the_dlq_with_reasons(stack):
     assert_exact(col, valid, items)
 
 
-def test_hot_reload_switches_model_and_refuses_a_corrupt_bundle(make_settings, tmp_path, two_bundles):
-    first, second = two_bundles
+def test_hot_reload_switches_model_and_refuses_a_corrupt_bundle(make_settings, tmp_path, same_space_bundles):
+    """A bundle of the same item space switches in place; a corrupt one is refused (a new item space: test_rollout_e2e)."""
+    first, second = same_space_bundles
     s = make_settings(partitions=2, web_port=free_port(), cold_min_positive=0)
     install(first, s.model_dir)
     create_topics(s)
@@ -245,13 +230,13 @@ def test_hot_reload_switches_model_and_refuses_a_corrupt_bundle(make_settings, t
         h.produce_sync(s, s.topic("watch-events"), msgs[:600])
         col = h.read_records(s, counts(events[:600]), timeout_s=90)
         assert {r["model"] for r in col.latest.values()} == {b1.version}
+        assert metric_of(s.web_port, "dreamstream_model_info", version=b1.version) == 1.0
         install(second, s.model_dir)
         # keep events flowing while the switch happens
         h.produce_sync(s, s.topic("watch-events"), msgs[600:1200], rate=300)
-        deadline = time.monotonic() + 30
-        while f"serving model bundle version={b2.version}" not in w.log_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert f"serving model bundle version={b2.version}" in w.log_text()
+        wait_until(lambda: metric_of(s.web_port, "dreamstream_model_info", version=b2.version) == 1.0, 30,
+                   f"dreamstream_model_info{{version={b2.version}}} 1", detail=lambda: w.log_text()[-3000:])
+        assert samples(metrics_page(s.web_port), "dreamstream_model_info") == {(("version", b2.version),): 1.0}
         # a corrupt newer bundle: refused, v2 keeps serving
         bad = s.model_dir / "v29990101-000000"
         shutil.copytree(second, tmp_path / "bad")
@@ -260,17 +245,24 @@ def test_hot_reload_switches_model_and_refuses_a_corrupt_bundle(make_settings, t
         data[len(data) // 2] ^= 0xFF
         onnx.write_bytes(bytes(data))
         (tmp_path / "bad").rename(bad)
-        deadline = time.monotonic() + 30
-        while "refusing model bundle version=v29990101-000000" not in w.log_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "refusing model bundle version=v29990101-000000" in w.log_text()
+        # no state shows that the worker looked at the corrupt folder: its log line is the hint to wait for
+        log_hint(w, "refusing model bundle version=v29990101-000000", 30)
         h.produce_sync(s, s.topic("watch-events"), msgs[1200:])
         col = h.read_records(s, counts(events), timeout_s=90)
-        assert w.alive()
+        assert w.alive(), w.log_text()[-3000:]
         assert_exact(col, events, items)
         late = {e["user"] for e in events[1200:]}
         assert {col.latest[u]["model"] for u in late} == {b2.version}
-        assert b1.version in {r["model"] for rs in [col.latest.values()] for r in rs} or True
+        assert samples(metrics_page(s.web_port), "dreamstream_model_info") == {(("version", b2.version),): 1.0}
+        # the whole history: b1 then b2, once, for every user (never back to b1, never the corrupt bundle)
+        history: dict[str, list[str]] = {}
+        for _, _, rec in read_topic(s, s.topic(USER_EMBEDDINGS)):
+            history.setdefault(rec["user"], []).append(rec["model"])
+        assert {m for ms in history.values() for m in ms} == {b1.version, b2.version}, history
+        for user, models in history.items():
+            switched = models.index(b2.version) if b2.version in models else len(models)
+            assert set(models[:switched]) <= {b1.version} and set(models[switched:]) <= {b2.version}, (user, models)
+        assert all(ms[0] == b1.version for u, ms in history.items() if u in counts(events[:600])), history
     finally:
         w.stop()
 
@@ -287,15 +279,31 @@ def test_redriven_dead_letter_is_applied_once_its_item_exists(stack):
     late = dict(good[-1], video="late-video", ts=good[-1]["ts"] + 1000, watch_ms=9000, duration_ms=10000)
     h.produce_sync(s, s.topic("watch-events"), h.event_messages(good + [late]))
     w = start()
-    letters = h.read_dead_letters(s, 1, timeout_s=60)
+    letters = read_dead_letters(s, 1, timeout_s=60)
     assert len(letters) == 1 and "not in the item table" in letters[0]["reason"]
     col = h.read_records(s, counts(good), timeout_s=60)
     assert_exact(col, good, items)
 
     h.publish_items(s, ["late-video"], late_vec[None, :], model="late")
-    time.sleep(1.0)  # the item table follows item-vectors live
-    assert redrive_dead_letters(s, progress=False) == 1
+    # the item table follows item-vectors live: a probe (a fresh user watching the video) shows when it has the
+    # video - its record comes out. A probe that came too early is dead-lettered as well and re-driven with the rest.
+    probes: list[dict] = []
+    deadline = time.monotonic() + 30
+    while True:
+        probe = dict(late, user=f"probe-{len(probes)}", ts=late["ts"] + 1 + len(probes))
+        probes.append(probe)
+        h.produce_sync(s, s.topic("watch-events"), h.event_messages([probe]))
+
+        def outcome() -> str | None:
+            if any(rec["user"] == probe["user"] for _, _, rec in read_topic(s, s.topic(USER_EMBEDDINGS))):
+                return "applied"
+            return "dead-lettered" if len(read_topic(s, s.topic(DLQ))) >= len(probes) + 1 else None
+
+        if wait_until(outcome, 30, f"{probe['user']} applied or dead-lettered", interval_s=0.2) == "applied":
+            break
+        assert time.monotonic() < deadline, "the item table never got late-video"
+    assert redrive_dead_letters(s, progress=False) == len(probes)  # the letter (and any probe that came too early)
     assert redrive_dead_letters(s, progress=False) == 0  # a letter is re-driven once
-    col = h.read_records(s, counts(good + [late]), timeout_s=60)
-    assert_exact(col, good + [late], {**items, "late-video": late_vec})
-    assert w.alive()
+    col = h.read_records(s, counts(good + [late] + probes), timeout_s=60)
+    assert_exact(col, good + [late] + probes, {**items, "late-video": late_vec})
+    assert w.alive(), w.log_text()[-3000:]

@@ -33,7 +33,7 @@ from dreamstream.engagement import SYNTH_DURATION_MS, watch_times  # noqa: F401 
 from dreamstream.errors import broker_bootstrap
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
-from dreamstream.topics import DLQ, WATCH_EVENTS
+from dreamstream.topics import DLQ, ITEM_FEATURES, WATCH_EVENTS
 
 if TYPE_CHECKING:  # the data package is only needed by dataset replay
     from dreamstream.data.recbole import Dataset
@@ -181,11 +181,15 @@ class ProduceRequest:
     partition: int | None = None  # set only for an unkeyed letter: back where it came from
 
 
-def redrive_request(letter: bytes | None, reason_contains: str | None = None) -> ProduceRequest | None:
+def redrive_request(letter: bytes | None, reason_contains: str | None = None,
+                    inputs: frozenset[str] | None = None) -> ProduceRequest | None:
     """The record a dead letter re-drives, or None when it does not match ``reason_contains``.
 
-    Raises :class:`ReplayError` for a value that is not a dead letter (then
-    nothing can be re-driven from it; the caller logs and moves on).
+    Raises :class:`ReplayError` for a value that is not a dead letter, one
+    whose value was cut (``truncated``: the whole original is on its topic
+    at its offset), or one naming a topic outside ``inputs`` (a letter must
+    never write into ``item-vectors`` or any topic but the inputs dead
+    letters come from); the caller logs and moves on.
     """
     try:
         data = codec.unpack(letter) if letter is not None else None
@@ -195,6 +199,12 @@ def redrive_request(letter: bytes | None, reason_contains: str | None = None) ->
         raise ReplayError("not a dead letter: need a map with at least 'topic' and 'value'")
     if reason_contains and reason_contains.lower() not in str(data.get("reason", "")).lower():
         return None
+    if inputs is not None and data["topic"] not in inputs:
+        raise ReplayError(f"letter names topic {data['topic']!r:.100}, not an input topic ({', '.join(sorted(inputs))}); "
+                          "not re-sent")
+    if data.get("truncated"):
+        raise ReplayError(f"letter holds only the first bytes of a {data['truncated']}-byte value; re-send the original "
+                          f"from {data['topic']} partition {data.get('partition')} offset {data.get('offset')} yourself")
     key, value = data.get("key"), data.get("value")
     for name, part in (("key", key), ("value", value)):
         if part is not None and not isinstance(part, (bytes, bytearray)):
@@ -266,6 +276,8 @@ def redrive_dead_letters(settings: Settings, reason_contains: str | None = None,
                                  client_id="dreamstream-redrive", enable_auto_commit=False, auto_offset_reset="earliest")
     prod = producer(settings)
     count = 0
+    sent: list = []  # (partition, letter offset, delivery future) of every letter re-sent
+    inputs = frozenset({settings.topic(WATCH_EVENTS), settings.topic(ITEM_FEATURES)})  # where dead letters come from
     try:
         parts = consumer.partitions_for_topic(dlq) or set()
         if not parts:
@@ -285,7 +297,9 @@ def redrive_dead_letters(settings: Settings, reason_contains: str | None = None,
                 for tp, records in consumer.poll(timeout_ms=500).items():
                     for record in records:
                         if record.offset < target[tp]:
-                            count += _redrive_one(prod, record, reason_contains)
+                            future = _redrive_one(prod, record, reason_contains, inputs)
+                            if future is not None:
+                                sent.append((tp, record.offset, future))
                             bar.update()
                 for tp in list(pending):
                     if consumer.position(tp) >= target[tp]:
@@ -293,7 +307,13 @@ def redrive_dead_letters(settings: Settings, reason_contains: str | None = None,
         prod.flush()
         # Commit the end as of the start, not the position: letters that arrived
         # while we ran (including ones that failed again) wait for the next run.
-        consumer.commit({tp: _offset(target[tp]) for tp in tps})
+        # And only what the broker acknowledged: a letter whose re-send failed stays.
+        commit, failures = _acknowledged(sent, target, timeout_s)
+        consumer.commit({tp: _offset(commit[tp]) for tp in tps})
+        count = len(sent) - len(failures)
+        if failures:
+            raise ReplayError(f"{len(failures)} letters could not be re-sent (first: {failures[0]}); they stay in {dlq} "
+                              "for the next run")
     finally:
         prod.close()
         consumer.close(autocommit=False)
@@ -323,16 +343,33 @@ def _read_targets(consumer, tps: list, deadline: float) -> dict:
     return {tp: max(end[tp], watermark.get(tp, 0)) for tp in tps}
 
 
-def _redrive_one(prod, record, reason_contains: str | None) -> int:
+def _redrive_one(prod, record, reason_contains: str | None, inputs: frozenset[str]):
+    """Send one letter's original; its delivery future (None: skipped, with the reason logged)."""
     try:
-        request = redrive_request(record.value, reason_contains)
+        request = redrive_request(record.value, reason_contains, inputs)
     except ReplayError as err:
         log.warning("skipping dlq record partition=%d offset=%d: %s", record.partition, record.offset, err)
-        return 0
+        return None
     if request is None:
-        return 0
-    prod.send(request.topic, key=request.key, value=request.value, partition=request.partition)
-    return 1
+        return None
+    return prod.send(request.topic, key=request.key, value=request.value, partition=request.partition)
+
+
+def _acknowledged(sent: list, target: dict, timeout_s: float) -> tuple[dict, list[str]]:
+    """Per partition, the offset up to which every re-sent letter was acknowledged; and the failures.
+
+    kafka-python's ``flush()`` only logs a failed batch, so each future is
+    asked. A partition's commit stops at its first letter whose re-send
+    failed: that letter and the ones after it are re-driven next run.
+    """
+    commit, failures = dict(target), []
+    for tp, offset, future in sent:
+        try:
+            future.get(timeout=timeout_s)
+        except Exception as err:  # the broker refused or never answered: not sent
+            commit[tp] = min(commit[tp], offset)
+            failures.append(f"{tp.topic}[{tp.partition}]@{offset}: {err!r}"[:300])
+    return commit, failures
 
 
 def _offset(position: int):

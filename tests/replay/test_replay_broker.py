@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from kafka import KafkaProducer
 
 from dreamstream import codec
@@ -75,3 +76,45 @@ def test_dead_letters_go_back_with_their_original_bytes_once(make_settings, read
     assert redrive_dead_letters(settings, progress=False) == 0
     assert redrive_dead_letters(settings, from_beginning=True, progress=False) == 2
     assert len(read_topic(settings, source, 3)) == 3
+
+
+def test_a_letter_whose_re_send_fails_is_not_committed_and_comes_back_next_run(make_settings, read_topic, monkeypatch):
+    """kafka-python's flush() only logs a failed batch: each future is checked, and the commit stops before a failure."""
+    import dreamstream.replay as replay
+
+    settings = make_settings(partitions=1)
+    create_topics(settings)
+    source = settings.topic(WATCH_EVENTS)
+    letters = [codec.dead_letter(f"unknown video v{i}", source, 0, i, b"u", codec.pack({"i": i})) for i in range(3)]
+    prod = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    for letter in letters:
+        prod.send(settings.topic(DLQ), key=letter["key"], value=codec.pack(letter))
+    prod.flush()
+    prod.close()
+
+    real = replay.producer
+
+    class Failing:
+        """The real producer, except that the second letter's delivery fails."""
+
+        def __init__(self, inner):
+            self.inner, self.sends = inner, 0
+
+        def send(self, *args, **kwargs):
+            self.sends += 1
+            future = self.inner.send(*args, **kwargs)
+            if self.sends == 2:
+                class Failed:
+                    def get(self, timeout=None):
+                        raise TimeoutError("broker did not acknowledge")
+                return Failed()
+            return future
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(replay, "producer", lambda s: Failing(real(s)))
+    with pytest.raises(replay.ReplayError, match="1 letters could not be re-sent"):
+        redrive_dead_letters(settings, progress=False)
+    monkeypatch.setattr(replay, "producer", real)
+    assert redrive_dead_letters(settings, progress=False) == 2  # the failed letter and the one after it, again

@@ -120,3 +120,15 @@ def test_redrive_request_keeps_partition_of_unkeyed_letters_and_rejects_garbage(
         redrive_request(codec.pack({"reason": "no topic"}))
     with pytest.raises(ReplayError, match="expected bin"):
         redrive_request(codec.pack({"topic": "t", "key": "text", "value": b""}))
+
+
+def test_a_letter_is_only_re_sent_to_an_input_topic_and_never_when_its_value_was_cut():
+    inputs = frozenset({"p.watch-events", "p.item-features"})
+    ok = codec.pack(codec.dead_letter("unknown video", "p.watch-events", 0, 1, b"u", b"v"))
+    assert redrive_request(ok, inputs=inputs).topic == "p.watch-events"
+    hostile = codec.pack(codec.dead_letter("x", "p.item-vectors", 0, 1, b"v1", b"\x00" * 8))
+    with pytest.raises(ReplayError, match="not an input topic"):
+        redrive_request(hostile, inputs=inputs)
+    cut = codec.pack(codec.dead_letter("too big", "p.watch-events", 3, 9, b"u", b"x" * (codec.MAX_LETTER_VALUE_BYTES + 1)))
+    with pytest.raises(ReplayError, match="partition 3 offset 9"):
+        redrive_request(cut, inputs=inputs)

@@ -37,7 +37,8 @@ from dreamstream.codec import bin_to_vec
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
 from dreamstream.kafka.security import kafka_python_options
-from dreamstream.merge import merge_by_score, query_weights
+from dreamstream.blend import INTEREST_WEIGHT, blend_scores
+from dreamstream.merge import query_weights
 from dreamstream.serving import Serving, namespace_dir, read_serving
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,26 @@ class LoadedVersion:
     @property
     def dim(self) -> int:
         return self.manifest.dim
+
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """The stored vectors [len(ids), D] of items of this version (every id must be in it)."""
+        where = self._where()
+        out = np.empty((len(ids), self.dim), np.float32)
+        for n, item in enumerate(ids):
+            shard, row = where[item]
+            out[n] = self.indexes[shard].reconstruct(int(row))
+        return out
+
+    def _where(self) -> dict[str, tuple[int, int]]:
+        """id -> (shard, row), built on first use (IVF shards get the direct map reconstruct needs)."""
+        cached = self.__dict__.get("_where_cache")
+        if cached is None:
+            cached = {item: (s, r) for s, ids in enumerate(self.ids) for r, item in enumerate(ids)}
+            for index in self.indexes:
+                if isinstance(index, faiss.IndexIVF):
+                    index.make_direct_map()
+            object.__setattr__(self, "_where_cache", cached)
+        return cached
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` over every shard: (ids [Q,k] object, scores [Q,k]); missing slots are None / -inf."""
@@ -124,20 +145,17 @@ class Retriever:
         index_dir: str | Path,
         check_interval_ms: float = 500.0,
         follow: bool = True,
-        user_share: float = 0.7,
+        interest_weight: float = INTEREST_WEIGHT,
         wait_s: float = 0.0,
     ) -> None:
         """Load the serving namespace's CURRENT now (waiting up to ``wait_s``); follow both pointers in a thread.
 
-        ``user_share`` is the part of the ``k`` slots reserved for the user
-        vector; the interests share the rest by ``interest_weights``. 0.7 sits
-        on the best plateau of ml-100k-dev validation for both protocols
-        (prequential HitRate@20 by share 0.3 / 0.5 / 0.7 / 0.9: 0.436 / 0.445 /
-        0.445 / 0.445; leave-last-out 0.341 / 0.352 / 0.351 / 0.352; docs/evaluation.md).
+        ``interest_weight``: how much OPAL's best interest re-ranks the user
+        vector's scores (:mod:`dreamstream.blend`, where the value was chosen).
         """
         self.index_dir = Path(index_dir)
         self.check_interval_s = check_interval_ms / 1000.0
-        self.user_share = user_share
+        self.interest_weight = interest_weight
         self.last_error: Exception | None = None
         self._refused: dict[str, str] = {}  # namespace -> the CURRENT it refused (retried when CURRENT moves on)
         self.serving = Serving()
@@ -244,24 +262,43 @@ class Retriever:
     def search(self, user_record: Mapping[str, Any], k: int, exclude: Iterable[Hashable] = ()) -> list[tuple[str, float]]:
         """Top ``k`` items for a decoded ``user-embeddings`` value, without ``exclude`` (e.g. recent videos).
 
-        Each query (user vector, then each interest) fetches enough
-        candidates to fill its quota even after exclusions, then
-        :func:`dreamstream.merge.merge_by_score` fills the quotas and drops
-        duplicates.
+        The user vector and each interest fetch their top ``k`` (plus the
+        exclusions); the union is ranked by :func:`rank` (the user vector's
+        score re-ranked by the best interest, :mod:`dreamstream.blend`).
         """
         version = self.version_for(str(user_record.get("space") or ""))  # never a record against another model's index
-        return rank(version, user_record, k, self.user_share, exclude)
+        return rank(version, user_record, k, self.interest_weight, exclude)
 
 
-def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, user_share: float,
+def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interest_weight: float = INTEREST_WEIGHT,
          exclude: Iterable[Hashable] = ()) -> list[tuple[str, float]]:
-    """The served ranking of one record in one loaded index version (the caller pairs them: see Retriever.search)."""
-    queries, weights = user_queries(user_record, version.dim, user_share)
+    """The served ranking of one record in one loaded index version (the caller pairs them: see Retriever.search).
+
+    The user vector and each interest fetch their top lists; the union is
+    scored by :func:`dreamstream.blend.blend_scores` on the stored vectors.
+    An item outside every list scores at most the lists' last user score
+    plus ``interest_weight`` times the best of their last interest scores;
+    while the ``k``-th candidate is below that bound the lists are fetched
+    twice as long, so the result is the whole catalogue's top ``k`` (exact
+    on flat shards; IVF shards are as exact as their searches).
+    """
+    queries, _ = user_queries(user_record, version.dim, 1.0)
     blocked = {str(e) for e in exclude}
-    ids, scores = version.search(queries, k + len(blocked))
-    per_query_ids = [[i for i in row if i is not None] for row in ids]
-    per_query_scores = [row[: len(i)] for row, i in zip(scores, per_query_ids)]
-    return merge_by_score(per_query_ids, per_query_scores, weights, k, exclude=blocked)
+    total = sum(index.ntotal for index in version.indexes)
+    fetch = k + len(blocked)
+    while True:
+        ids, scores = version.search(queries, fetch)
+        candidates = list(dict.fromkeys(str(i) for row in ids for i in row if i is not None and str(i) not in blocked))
+        if not candidates:
+            return []
+        exact = queries @ version.vectors(candidates).T  # [1 + K, C]: user vector, then interests
+        blended = blend_scores(exact[0], exact[1:] if len(exact) > 1 else None, interest_weight)
+        order = np.argsort(-blended, kind="stable")[:k]
+        last = scores[:, -1] if scores.shape[1] else np.full(len(queries), -np.inf)
+        bound = blend_scores(last[:1], last[1:, None] if len(last) > 1 else None, interest_weight)[0]
+        if fetch >= total or (len(order) == k and blended[order[-1]] >= bound):
+            return [(candidates[i], float(blended[i])) for i in order]
+        fetch = min(total, 2 * fetch)
 
 
 def user_queries(user_record: Mapping[str, Any], dim: int, user_share: float) -> tuple[np.ndarray, np.ndarray]:

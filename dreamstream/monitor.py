@@ -264,7 +264,7 @@ class Monitor:
 
 
 # --- the ranking the services use -----------------------------------------------------------------------------------
-def top_k(version: Any, record: Mapping[str, Any], k: int, user_share: float = 0.7) -> list[str]:
+def top_k(version: Any, record: Mapping[str, Any], k: int) -> list[str]:
     """The ids a ranking service retrieves for ``record`` from a loaded index version (:func:`dreamstream.client.rank`).
 
     The monitor pairs record and version itself (not through a
@@ -274,7 +274,7 @@ def top_k(version: Any, record: Mapping[str, Any], k: int, user_share: float = 0
     """
     from dreamstream.client import rank
 
-    return [str(i) for i, _ in rank(version, record, k, user_share)]
+    return [str(i) for i, _ in rank(version, record, k)]
 
 
 # --- the status file and the gate -----------------------------------------------------------------------------------

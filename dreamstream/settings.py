@@ -86,6 +86,11 @@ class Settings(BaseSettings):
                                  "`train` trains the item space for this same decay. 120 s was chosen on ml-100k-dev "
                                  "validation (docs/evaluation.md).",
     )
+    opal_half_life_s: float = Field(
+        float("inf"), gt=0, description="Half-life in seconds of OPAL's interest states; inf = no decay. The interests "
+                                        "keep long-term tastes beside the session-length user vector and re-rank its "
+                                        "candidates (dreamstream/blend.py); inf was chosen on ml-100k-dev validation.",
+    )
     skip_ratio: float = Field(0.2, ge=0, le=1, description="A watch shorter than this fraction of the video is a quick skip.")
     skip_weight: float = Field(-0.3, le=0, description="Engagement weight of a quick skip (negative pushes the user away).")
     replay_cap: float = Field(1.5, ge=1, description="Largest engagement weight a (re)play can reach, as a completion ratio.")

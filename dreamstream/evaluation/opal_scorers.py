@@ -8,19 +8,23 @@ state with :meth:`models.opal.Opal.states_after`. The queries of one user in
 a batch are prefixes of one another (the protocol replays the user's events
 in time order), so each user's longest history in the batch is unrolled once
 and every query reads the state after its own prefix; any other history is
-unrolled on its own. Decay as the worker applies it (``half_life_s``): the
-user vector's events and OPAL's soft sums decay with the gap between
-consecutive stepped events (:func:`dreamstream.dreamumm_ref.decays`).
+unrolled on its own. Decay as the worker applies it: the user vector's
+events decay with ``half_life_s`` and OPAL's soft sums with
+``opal_half_life_s`` (None: the same), by the gap between consecutive
+stepped events (:func:`dreamstream.dreamumm_ref.decays`).
 
 Modes (``OpalScorer.mode``):
 
 ``max``       item score = the best interest's inner product (the authors' retrieval, ``eval_max_score``).
 ``merge``     the client's quota merge over the interests alone (``user_share`` 0): per interest its top list,
               quotas by ``interest_weights``, :func:`dreamstream.merge.merge_by_score`.
-``served``    exactly :meth:`dreamstream.client.Retriever.search` on a user record holding the DreamUMM user
+``quota``     the client's previous ranking, kept for the comparison row: a user record holding the DreamUMM user
               vector (normalised sum of the history's item vectors) and the interests: :func:`user_queries`
               with ``user_share``, per query top lists with the history excluded, :func:`merge_by_score`.
 ``max+user``  the best inner product over {user vector, interests}.
+``served``    what :meth:`dreamstream.client.Retriever.search` serves: :func:`dreamstream.blend.blend_scores`,
+              <user vector, item> + ``blend_beta`` * the best interest's inner product, over the whole catalogue
+              (the client ranks the union of the per-query top lists, measured to be the same ranking).
 
 A merge is a ranked list, not scores: the merged top ``k`` get ``k, k-1, ...,
 1`` in merged order and every other item :data:`UNRANKED` (finite, far
@@ -45,12 +49,13 @@ import torch
 from dreamstream.client import user_queries
 from dreamstream.dreamumm_ref import decays as dreamumm_decays
 from dreamstream.dreamumm_ref import normalize
+from dreamstream.blend import INTEREST_WEIGHT, blend_scores
 from dreamstream.evaluation.baselines import Popularity
 from dreamstream.evaluation.prequential import Histories
 from dreamstream.evaluation.scorers import history_weights
 from dreamstream.merge import merge_by_score, query_weights
 
-MODES = ("max", "merge", "served", "max+user")
+MODES = ("max", "merge", "quota", "served", "max+user")
 UNRANKED = -1e9  # score of an item outside a merged list: finite, so nothing becomes NaN downstream
 
 
@@ -114,7 +119,9 @@ class OpalScorer:
     k: int = 50                   # merged list length (the protocol's largest cut-off)
     positive: np.ndarray | None = None  # bool per log event: the events OPAL steps (None: weight > 0)
     weights: np.ndarray | None = None   # float per log event: DreamUMM engagement weights (None: the log's)
-    half_life_s: float = float("inf")   # the worker's decay
+    half_life_s: float = float("inf")   # the worker's decay of the user vector
+    opal_half_life_s: float | None = None  # decay of OPAL's soft sums (None: ``half_life_s``)
+    blend_beta: float = INTEREST_WEIGHT  # the interests' weight in ``served``
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -140,8 +147,8 @@ class OpalScorer:
         if sequences:
             q = np.flatnonzero(has_positive)
             self.model.eval()
-            decays = None if math.isinf(self.half_life_s) else [dreamumm_decays(t * 1000.0, self.half_life_s)
-                                                                for t in times]
+            opal_hl = self.half_life_s if self.opal_half_life_s is None else self.opal_half_life_s
+            decays = None if math.isinf(opal_hl) else [dreamumm_decays(t * 1000.0, opal_hl) for t in times]
             got_i, got_w = interests_after(self.model, self._catalogue, sequences, reads[q], at[q], decays)
             interests[q], weights[q] = got_i.numpy(), got_w.numpy()
         if self.weights is None:
@@ -157,6 +164,11 @@ class OpalScorer:
         if self.mode == "max":
             out = self._inner(r.interests).max(axis=1)
             fallback = ~r.has_positive
+        elif self.mode == "served":
+            out = r.users @ self.items.T
+            out[r.has_positive] = blend_scores(out[r.has_positive], self._inner(r.interests[r.has_positive]),
+                                               self.blend_beta)
+            fallback = ~r.has_history
         elif self.mode == "max+user":
             queries = np.concatenate([r.users[:, None, :], r.interests], axis=1)
             out = self._inner(queries)
@@ -165,7 +177,7 @@ class OpalScorer:
             fallback = ~r.has_history
         else:
             out = self._merged(histories, r)
-            fallback = ~r.has_positive if self.mode == "merge" else ~r.has_history
+            fallback = ~r.has_positive if self.mode == "merge" else ~r.has_history  # quota
         out[fallback] = self.popularity.counts
         return out.astype(np.float32, copy=False)
 

@@ -13,9 +13,12 @@ Per event (design, "Update math"), with decay ``g`` over the event-time gap
 since the user's last applied event:
 
 * watch: DreamUMM ``s <- g*s + r*v`` and the OPAL step (GRU of the assigned
-  interest, global GRU, ``soft <- g*soft + p (x) v``); candidate sum decays;
-* impression: the user vector does not move (``s``, ``soft`` and the
-  candidate sum decay by ``g``), the candidate sum gains ``w_imp * v``.
+  interest, global GRU, ``soft <- g_o*soft + p (x) v``); candidate sum decays;
+* impression: the user vector does not move (``s`` and the candidate sum
+  decay by ``g``, ``soft`` by ``g_o``), the candidate sum gains ``w_imp * v``.
+
+``g`` decays with ``DREAMSTREAM_HALF_LIFE_S`` (the session), ``g_o`` with
+``DREAMSTREAM_OPAL_HALF_LIFE_S`` (OPAL's long-term interests; inf: 1).
 
 A replayed event (at or before the row's stored position) is skipped;
 a user whose events in this batch were all replays gets its stored record
@@ -119,26 +122,28 @@ def apply_batch(
         idx, ts = p.rows[sel], ts_all[sel]
         prev = last_ts[idx]
         g = np.where(prev == NO_TS, 1.0, decay(ts - prev, settings.half_life_s)).astype(np.float32)
+        go = np.where(prev == NO_TS, 1.0, decay(ts - prev, settings.opal_half_life_s)).astype(np.float32)  # OPAL's own
         V, is_imp = V_all[sel], imp_all[sel]
         watch = ~is_imp
         # impressions: nothing moves but decay; the candidate sum gains the impressed video
         if is_imp.any():
             ii, gi = idx[is_imp], g[is_imp]
             S[ii] *= gi[:, None]
-            O[ii] *= gi[:, None, None]
+            O[ii] *= go[is_imp][:, None, None]
             C[ii] = gi[:, None] * C[ii] + settings.impression_weight * V[is_imp]
             imp[ii] += 1
         if watch.any():
             wi, gw, r, Vw = idx[watch], g[watch][:, None], r_all[sel][watch], V[watch]
+            gow = go[watch][:, None]
             S[wi] = run_step(bundle.sessions["dreamumm_step"], ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
             C[wi] *= gw
             liked = r[:, 0] > 0
             pos[wi] += liked
             # OPAL follows what the user engaged with, as it was trained (positive events only); a quick
             # skip moves the DreamUMM vector away but only ages the OPAL soft interests
-            O[wi[~liked]] *= gw[~liked][:, :, None]
+            O[wi[~liked]] *= gow[~liked][:, :, None]
             if liked.any():
-                pi, gp = wi[liked], gw[liked]
+                pi, gp = wi[liked], gow[liked]
                 hid, glo, soft, inter, wts = run_step(
                     bundle.sessions["opal_step"], ["hidden_out", "global_out", "soft_out", "interests", "weights"],
                     item=Vw[liked], hidden=Hd[pi], glob=G[pi], soft=O[pi], decay=gp,

@@ -22,10 +22,10 @@ def test_evaluate_trains_and_reports_every_row_of_both_protocols(tmp_path: Path)
     report = json.loads(out.read_text())
     pre, loo = report["protocols"]["prequential"], report["protocols"]["leave-last-out"]
     expected = {"popularity", "item-knn", "ease", "sasrec", "lightgcn", "dream", "opal (best interest)",
-                "opal (weighted merge)", "served: dream + opal (client merge)", "dream (frozen)", "ease (frozen)",
+                "opal (weighted merge)", "served: dream + opal", "dream (frozen)", "ease (frozen)",
                 "dream + candidates (k=2)", "dream -modal line", "dream -S3", "dream -BMA", "dream -decay"}
     assert expected <= set(pre["rows"]), set(pre["rows"])
-    assert {"popularity", "dream", "sasrec", "served: dream + opal (client merge)"} <= set(loo["rows"])
+    assert {"popularity", "dream", "sasrec", "served: dream + opal"} <= set(loo["rows"])
     assert pre["rows"]["dream"]["overall"]["seeds"] == 2 and pre["rows"]["dream -S3"]["overall"]["seeds"] == 1
     for row in pre["rows"].values():
         o = row["overall"]

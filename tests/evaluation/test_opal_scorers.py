@@ -94,12 +94,12 @@ def test_max_plus_user_adds_the_dreamumm_vector(world) -> None:
 
 
 @pytest.mark.parametrize("user_share", [0.0, 0.3, 0.7])
-def test_served_mode_is_the_clients_search_of_a_published_record(world, user_share: float) -> None:
+def test_quota_mode_is_the_previous_clients_quota_merge_of_a_published_record(world, user_share: float) -> None:
     log, items, model = world
     k = 10
     rows = [_user_rows(log, u, n) for u, n in [(0, 12), (1, 6), (0, 4), (2, 1)]]
     h = _histories(log, rows)
-    scores = OpalScorer(model, items, Popularity.fit(log), mode="served", user_share=user_share, k=k).scores(h)
+    scores = OpalScorer(model, items, Popularity.fit(log), mode="quota", user_share=user_share, k=k).scores(h)
     for q, r in enumerate(rows):
         interests, weights = _stepped(model, items, log.item[r])
         _, user = user_vector(items[log.item[r]], np.ones(r.size, np.float32))
@@ -173,3 +173,31 @@ def test_item_vectors_are_used_as_given(world) -> None:
     scaled = OpalScorer(model, 2 * items, Popularity.fit(log), mode="max").scores(_histories(log, [r]))
     interests, _ = _stepped(model, 2 * items, log.item[r])
     np.testing.assert_allclose(scaled[0], (interests @ (2 * items).T).max(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_served_mode_is_what_the_client_ranks_for_the_published_record(world, tmp_path) -> None:
+    """The evaluation's served row and dreamstream.client.rank agree on every query's top k (history excluded)."""
+    from dreamstream.client import load_version, rank
+    from dreamstream.index.builder import BuildParams, build_version
+    from dreamstream.index.publish import install
+    from dreamstream.index.store import ItemStore
+
+    log, items, model = world
+    store = ItemStore(shards=2)
+    store.put_many([str(i) for i in range(N_ITEMS)], items)
+    built = build_version(store, tmp_path, BuildParams())
+    install(built, tmp_path)
+    version = load_version(tmp_path, built.manifest.version)
+    k = 10
+    rows = [_user_rows(log, u, n) for u, n in [(0, 12), (1, 6), (0, 4), (2, 1)]]
+    h = _histories(log, rows)
+    scores = OpalScorer(model, items, Popularity.fit(log), mode="served").scores(h)
+    for q, r in enumerate(rows):
+        interests, weights = _stepped(model, items, log.item[r])
+        _, user = user_vector(items[log.item[r]], np.ones(r.size, np.float32))
+        record = {"vector": user, "interests": interests, "interest_weights": weights.tolist()}
+        blocked = set(h.exclude[q].tolist())
+        served = [int(i) for i, _ in rank(version, record, k, exclude=[str(b) for b in blocked])]
+        masked = scores[q].copy()
+        masked[list(blocked)] = -np.inf
+        assert served == np.argsort(-masked, kind="stable")[:k].tolist()

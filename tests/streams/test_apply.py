@@ -86,7 +86,7 @@ def test_opal_soft_sum_and_decay_independent(bundle, item_vectors):
     """soft = sum_t g(T - t) * p_t (x) v_t: recompute from the ONNX probs, one event at a time."""
     ids = list(item_vectors)
     events = [Event("u", ids[i % 50], NOW + i * 30_000, 9000.0, 10000.0, "watch", 0, i) for i in range(12)]
-    s = settings(half_life_s=120.0)
+    s = settings(half_life_s=10.0, opal_half_life_s=120.0)  # OPAL's own half-life, not the user vector's
     st = apply_batch({}, events, item_vectors, bundle, s).states["u"]
     sess = bundle.sessions["opal_step"]
     m = bundle.manifest
@@ -155,13 +155,15 @@ def test_a_quick_skip_moves_dreamumm_but_only_ages_opal(bundle, item_vectors):
     ids = list(item_vectors)
     liked = Event("u", ids[0], NOW, 9000.0, 10000.0, "watch", 0, 0)
     skip = Event("u", ids[1], NOW + 60_000, 500.0, 10000.0, "watch", 0, 1)
-    s = settings(half_life_s=60.0)
+    s = settings(half_life_s=60.0, opal_half_life_s=60.0)
     before = apply_batch({}, [liked], item_vectors, bundle, s).states["u"]
     after = apply_batch({"u": before}, [skip], item_vectors, bundle, s).states["u"]
     np.testing.assert_array_equal(after.hidden, before.hidden)
     np.testing.assert_array_equal(after.glob, before.glob)
     np.testing.assert_allclose(after.soft, 0.5 * before.soft, rtol=1e-6)
     assert not np.allclose(after.state, before.state) and after.seq == 2 and after.positives == 1
+    kept = apply_batch({"u": before}, [skip], item_vectors, bundle, settings(half_life_s=60.0)).states["u"]
+    np.testing.assert_array_equal(kept.soft, before.soft)  # the default: OPAL's interests do not decay
 
 
 def test_records_delivered_out_of_offset_order_are_all_applied(bundle, item_vectors):

@@ -90,23 +90,23 @@ def _sasl(settings: Settings, asynchronous: bool) -> dict[str, Any]:
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for every ``AIOKafkaConsumer``/``AIOKafkaProducer``/admin client: bootstrap and security."""
-    options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers,
-                               "security_protocol": settings.kafka_security_protocol}
-    context = ssl_context(settings)
-    if context is not None:
-        options["ssl_context"] = context
-    return {**options, **_sasl(settings, asynchronous=True)}
+    return _options(settings, asynchronous=True)
 
 
 def kafka_python_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for every kafka-python ``KafkaConsumer``/``KafkaProducer``/``KafkaAdminClient``."""
+    return _options(settings, asynchronous=False)
+
+
+def _options(settings: Settings, asynchronous: bool) -> dict[str, Any]:
     options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers,
                                "security_protocol": settings.kafka_security_protocol}
     context = ssl_context(settings)
     if context is not None:
         options["ssl_context"] = context
-        options["ssl_check_hostname"] = settings.kafka_ssl_check_hostname
-    return {**options, **_sasl(settings, asynchronous=False)}
+        if not asynchronous:  # kafka-python checks host names itself; aiokafka takes the context's setting
+            options["ssl_check_hostname"] = settings.kafka_ssl_check_hostname
+    return {**options, **_sasl(settings, asynchronous)}
 
 
 def faust_credentials(settings: Settings) -> Any:

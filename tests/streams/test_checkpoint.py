@@ -209,3 +209,25 @@ def test_one_flush_at_a_time_keeps_rows_in_order(parts) -> None:
     asyncio.run(go())
     assert [e for e in journal if e.startswith("rows")] == ["rows ['a']", "rows ['a']"]
     assert rows.table[b"a"].seq == 2 and feed.committed == {0: 3}
+
+
+def test_a_dead_letter_the_dlq_refuses_stops_the_commit_and_surfaces(parts) -> None:
+    """A refused letter (a missing DLQ, one over its size limit): nothing is committed past it, and the loop hears of it."""
+    journal, feed, output, rows, cp = parts
+
+    async def refused() -> None:
+        raise OSError("watch-events-dlq refused the record")
+
+    async def go() -> None:
+        feed.next_offsets[0] = 5
+        output.send = lambda records, letters: _sent([asyncio.ensure_future(refused())])
+        await cp.stage({"a": state(0, 4)}, {}, {}, ["a letter"], {0: 4}, None)
+        with pytest.raises(OSError, match="refused"):
+            await cp.settle()
+
+    asyncio.run(go())
+    assert feed.committed == {0: 0} and not any(entry.startswith("commit") for entry in journal)
+
+
+async def _sent(futures: list) -> list:
+    return futures

@@ -26,7 +26,8 @@ from dreamstream.evaluation.protocols import Protocol
 from dreamstream.evaluation.scorers import DreamUMMScorer
 from models.dream import Dream, DreamConfig
 from models.graphs import normalized_adjacency
-from models.readout_trainer import NextItemExamples, ReadoutConfig, ReadoutFit, fit_readout, item_vectors
+from models.early_stopping import FitResult
+from models.readout_trainer import NextItemExamples, ReadoutConfig, fit_readout, item_vectors
 
 SELECT_ON = "hitrate@20"
 
@@ -35,7 +36,7 @@ SELECT_ON = "hitrate@20"
 class DreamFit:
     model: Dream
     items: np.ndarray      # float32 [I, D] unit rows
-    fit: ReadoutFit
+    fit: FitResult
 
 
 def served_validator(fit_log: EventLog, valid: QuerySet, half_life_s: float = float("inf")

@@ -20,7 +20,8 @@ from dreamstream.evaluation.scorers import DreamUMMScorer
 from models.dream_fit import served_validator
 from models.graphs import normalized_adjacency
 from models.lightgcn import LightGCN, LightGCNConfig
-from models.trainer import FitResult, TrainConfig, fit_bpr, vectors
+from models.early_stopping import FitResult
+from models.trainer import TrainConfig, fit_bpr, vectors
 
 # (layers, L2 weight, learning rate): the ranges of the LightGCN paper's search, cut to what fits the time budget
 # lr 5e-3 peaked after one epoch on ml-100k-dev (validation 0.233), so slower rates are in the grid too

@@ -53,7 +53,6 @@ reads any of its prefixes, which is how the prequential scorers
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -65,7 +64,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from models.checkpoint import load_module, save_module
+from models.early_stopping import EarlyStopping, train_step
 
 
 @dataclass(frozen=True)
@@ -448,13 +449,8 @@ def _train_epoch(model: Opal, opt: torch.optim.Optimizer, catalogue: torch.Tenso
     bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
     for s in bar:
         idx, mask, cut, targets, tmask = sample_batch(sequences, order[s:s + config.batch_size], config, rng)
-        loss, parts = model.loss(catalogue[idx], mask, catalogue, cut, targets, tmask, hard=hard)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        for name, value in {"loss": loss, **parts}.items():
-            totals[name] = totals.get(name, 0.0) + float(value.detach())
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        loss = train_step(opt, *model.loss(catalogue[idx], mask, catalogue, cut, targets, tmask, hard=hard), totals)
+        bar.set_postfix(loss=f"{loss:.3f}")
     return {name: value / max(len(batches), 1) for name, value in totals.items()}
 
 
@@ -494,7 +490,7 @@ def fit_opal(sequences: list[np.ndarray], item_vectors: np.ndarray, validate: Ca
         for stage, hard, most in (("soft", False, config.soft_epochs), ("hard", True, config.hard_epochs)):
             model.readout_hard = hard
             opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-            best_score, best_epoch, best_state, stale, epoch = -math.inf, 0, None, 0, 0
+            stopper, epoch = EarlyStopping(model, config.patience), 0
             for epoch in range(1, max(most, 1) + 1):
                 parts = _train_epoch(model, opt, catalogue, sequences, trainable, hard, rng,
                                      f"opal {stage} {epoch}/{most}", progress)
@@ -506,14 +502,10 @@ def fit_opal(sequences: list[np.ndarray], item_vectors: np.ndarray, validate: Ca
                     from tqdm.auto import tqdm
 
                     tqdm.write(f"opal {stage} epoch {epoch}: loss {parts.get('loss', float('nan')):.4f}  valid {score:.4f}")
-                if score > best_score:
-                    best_score, best_epoch, best_state, stale = score, epoch, copy.deepcopy(model.state_dict()), 0
-                else:
-                    stale += 1
-                    if stale >= config.patience:
-                        break
-            model.load_state_dict(best_state)
-            report[stage] = {"best_epoch": best_epoch, "epochs": epoch, "valid": best_score}
+                if stopper.update(epoch, score):
+                    break
+            stopper.restore()
+            report[stage] = {"best_epoch": stopper.best_epoch, "epochs": epoch, "valid": stopper.best_score}
     finally:
         model.readout_hard = True
     model.eval()

@@ -20,8 +20,7 @@ on a time cut, or leave-last-out), and the best epoch's weights are restored.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dreamstream.evaluation.events import EventLog
-from models.early_stopping import EarlyStopping
+from models.early_stopping import EarlyStopping, FitResult, train_step
 
 
 @dataclass(frozen=True)
@@ -153,16 +152,8 @@ class NextItemExamples:
                             half_life_s)
 
 
-@dataclass
-class ReadoutFit:
-    history: list[dict] = field(default_factory=list)  # per epoch: loss parts, validation score, seconds
-    best_epoch: int = 0
-    best_score: float = -1.0
-    seconds: float = 0.0
-
-
 def fit_readout(model: torch.nn.Module, examples: NextItemExamples, validate: Callable[[np.ndarray], float] | None,
-                config: ReadoutConfig, name: str = "dream") -> ReadoutFit:
+                config: ReadoutConfig, name: str = "dream") -> FitResult:
     """Train ``model`` on ``examples``; keep the weights of the best ``validate(item vectors)``.
 
     Without ``validate`` it trains for ``config.epochs`` and keeps the last weights (a refit).
@@ -170,8 +161,7 @@ def fit_readout(model: torch.nn.Module, examples: NextItemExamples, validate: Ca
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result, stopper = ReadoutFit(), EarlyStopping(model, config.patience)
-    start = time.perf_counter()
+    stopper = EarlyStopping(model, config.patience)
     n_batches = examples.n_batches(config.batch_size)
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -179,30 +169,20 @@ def fit_readout(model: torch.nn.Module, examples: NextItemExamples, validate: Ca
         bar = tqdm(examples.batches(config.batch_size, rng, config.half_life_s), total=n_batches, leave=False, dynamic_ncols=True,
                    desc=f"{name} epoch {epoch}", disable=not config.progress)
         for batch in bar:
-            loss, parts = model.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            for k, v in {"loss": loss, **parts}.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            loss = train_step(opt, *model.loss(batch), totals)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        means = {k: v / n_batches for k, v in totals.items()}
         if validate is None:
-            result.history.append({"epoch": epoch, **{k: v / n_batches for k, v in totals.items()},
-                                   "seconds": round(time.perf_counter() - start, 1)})
-            result.best_epoch = epoch
+            stopper.record({"epoch": epoch, **means})
+            stopper.keep_last(epoch)
             continue
         score = validate(item_vectors(model))
-        result.history.append({"epoch": epoch, **{k: v / n_batches for k, v in totals.items()},
-                               "valid": score, "seconds": round(time.perf_counter() - start, 1)})
+        stopper.record({"epoch": epoch, **means, "valid": score})
         if config.progress:
-            tqdm.write(f"{name} epoch {epoch}: loss {totals['loss'] / n_batches:.4f}  valid {score:.4f}")
-        stop = stopper.update(epoch, score)
-        result.best_score, result.best_epoch = stopper.best_score, stopper.best_epoch
-        if stop:
+            tqdm.write(f"{name} epoch {epoch}: loss {means['loss']:.4f}  valid {score:.4f}")
+        if stopper.update(epoch, score):
             break
-    stopper.restore()
-    result.seconds = time.perf_counter() - start
-    return result
+    return stopper.finish()
 
 
 def item_vectors(model: torch.nn.Module) -> np.ndarray:

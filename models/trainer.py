@@ -12,15 +12,14 @@ and ``embeddings() -> (users [U,D], items [I,D])``.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.early_stopping import EarlyStopping
+from models.early_stopping import EarlyStopping, FitResult
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class FitResult:
-    history: list[dict] = field(default_factory=list)  # one row per epoch: epoch, loss, parts, valid score, seconds
-    best_epoch: int = 0
-    best_score: float = -1.0
-    seconds: float = 0.0
 
 
 def vectors(model) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +95,7 @@ def fit_bpr(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, n_item
     torch.manual_seed(config.seed)
     sampler = BprSampler(users, items, n_items=n_items, seed=config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result, stopper = FitResult(), EarlyStopping(model, config.patience)
-    start = time.perf_counter()
+    stopper = EarlyStopping(model, config.patience)
     n_batches = -(-len(sampler) // config.batch_size)
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -119,15 +109,10 @@ def fit_bpr(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, n_item
             opt.step()
             running += (float(loss.detach()) - running) / step
         if validate is None:
-            result.best_epoch = epoch
+            stopper.keep_last(epoch)
             continue
         score = validate(vectors(model)[1])
-        result.history.append({"epoch": epoch, "loss": running, "valid": score,
-                               "seconds": round(time.perf_counter() - start, 1)})
-        stop = stopper.update(epoch, score)
-        result.best_score, result.best_epoch = stopper.best_score, stopper.best_epoch
-        if stop:
+        stopper.record({"epoch": epoch, "loss": running, "valid": score})
+        if stopper.update(epoch, score):
             break
-    stopper.restore()
-    result.seconds = time.perf_counter() - start
-    return result
+    return stopper.finish()

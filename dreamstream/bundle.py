@@ -243,7 +243,7 @@ class Bundle:
         hot reload's new bundle never reads an old model's rows.
         """
         m = self.manifest
-        k, d, h = m.interests, m.dim, m.hidden
+        k, d = m.interests, m.dim
         n = 64 * k
         items = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
         items /= np.linalg.norm(items, axis=1, keepdims=True)

@@ -58,6 +58,7 @@ class LoadedVersion:
     manifest: Manifest
     indexes: tuple[faiss.Index, ...]
     ids: tuple[np.ndarray, ...]  # object arrays of str, row i = Faiss id i
+    where: dict[str, tuple[int, int]]  # id -> (shard, row): :meth:`vectors` reads candidates' stored vectors
 
     @property
     def dim(self) -> int:
@@ -65,23 +66,11 @@ class LoadedVersion:
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The stored vectors [len(ids), D] of items of this version (every id must be in it)."""
-        where = self._where()
         out = np.empty((len(ids), self.dim), np.float32)
         for n, item in enumerate(ids):
-            shard, row = where[item]
+            shard, row = self.where[item]
             out[n] = self.indexes[shard].reconstruct(int(row))
         return out
-
-    def _where(self) -> dict[str, tuple[int, int]]:
-        """id -> (shard, row), built on first use (IVF shards get the direct map reconstruct needs)."""
-        cached = self.__dict__.get("_where_cache")
-        if cached is None:
-            cached = {item: (s, r) for s, ids in enumerate(self.ids) for r, item in enumerate(ids)}
-            for index in self.indexes:
-                if isinstance(index, faiss.IndexIVF):
-                    index.make_direct_map()
-            object.__setattr__(self, "_where_cache", cached)
-        return cached
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` over every shard: (ids [Q,k] object, scores [Q,k]); missing slots are None / -inf."""
@@ -121,9 +110,43 @@ def load_version(index_dir: Path, name: str) -> LoadedVersion:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         if index.ntotal != entry.count or len(id_list) != entry.count:
             raise IndexCorruptError(f"{folder / entry.file} holds {index.ntotal} vectors and {len(id_list)} ids, manifest says {entry.count}")
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()  # what reconstruct needs on an IVF shard
         indexes.append(index)
         ids.append(np.array(id_list, dtype=object))
-    return LoadedVersion(name, manifest, tuple(indexes), tuple(ids))
+    where = {item: (shard, row) for shard, shard_ids in enumerate(ids) for row, item in enumerate(shard_ids)}
+    return LoadedVersion(name, manifest, tuple(indexes), tuple(ids), where)
+
+
+def load_space(index_dir: Path, space: str, have: LoadedVersion | None = None) -> LoadedVersion | None:
+    """A namespace's CURRENT version when it is not ``have`` (None: no CURRENT yet, or unchanged).
+
+    Raises :class:`RefusedVersion` (naming it) for a version that fails
+    verification or was built for another namespace, and
+    :class:`IndexCorruptError` for one that vanished while loading (pruned
+    under us: the next check sees the newer CURRENT, so it is not refused).
+    """
+    folder = namespace_dir(index_dir, space)
+    name = read_current(folder)
+    if name is None or (have is not None and have.name == name):
+        return None
+    try:
+        loaded = load_version(folder, name)
+    except FileNotFoundError as err:
+        raise IndexCorruptError(f"version {name} vanished while loading ({err.filename})") from None
+    except IndexCorruptError as err:
+        raise RefusedVersion(name, str(err)) from None
+    if loaded.manifest.space != space:
+        raise RefusedVersion(name, f"{folder / name} was built for namespace {loaded.manifest.space!r}, not {space!r}")
+    return loaded
+
+
+class RefusedVersion(IndexCorruptError):
+    """An index version that fails its checks: ``version`` is not retried until CURRENT moves on."""
+
+    def __init__(self, version: str, message: str) -> None:
+        super().__init__(message)
+        self.version = version
 
 
 class ModelMismatch(ValueError):
@@ -211,26 +234,16 @@ class Retriever:
             return serving.namespace in self._versions
 
     def _load(self, space: str) -> None:
-        folder = namespace_dir(self.index_dir, space)
-        name = read_current(folder)
-        have = self._versions.get(space)
-        if name is None or (have is not None and have.name == name):
-            return
         try:
-            loaded = load_version(folder, name)
-        except FileNotFoundError as err:  # pruned under us: the next check sees the newer CURRENT
-            raise IndexCorruptError(f"version {name} vanished while loading ({err.filename})") from None
-        except IndexCorruptError as err:
+            loaded = load_space(self.index_dir, space, self._versions.get(space))
+        except RefusedVersion as err:
             self.last_error = err
-            self._refused[space] = name
+            self._refused[space] = err.version
             raise
-        if loaded.manifest.space != space:
-            err = IndexCorruptError(f"{folder / name} was built for namespace {loaded.manifest.space!r}, not {space!r}")
-            self.last_error, self._refused[space] = err, name
-            raise err
-        self._versions[space] = loaded  # the atomic swap: one reference assignment
-        self.last_error = None
-        log.info("index version=%s namespace=%r items=%d loaded", name, space, loaded.manifest.items)
+        if loaded is not None:
+            self._versions[space] = loaded  # the atomic swap: one reference assignment
+            self.last_error = None
+            log.info("index version=%s namespace=%r items=%d loaded", loaded.name, space, loaded.manifest.items)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.check_interval_s):

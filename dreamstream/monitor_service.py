@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from dreamstream import codec
 from dreamstream.errors import broker_bootstrap
 from dreamstream.index.manifest import IndexCorruptError
-from dreamstream.index.publish import read_current
+from dreamstream.index.metrics import serve_registry
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.monitor import (DEFAULT_WINDOW, Monitor, Outcome, WatchEvent, held_record, stats_of, to_score, top_k,
                                  write_monitor)
@@ -88,10 +88,7 @@ class MonitorMetrics:
 
     def serve(self, port: int) -> Any:
         """Expose /metrics on ``bind``:``port``; None when ``port`` is 0. ``.shutdown()`` stops the server."""
-        if not port:
-            return None
-        server, _thread = start_http_server(port, addr=self.bind, registry=self.registry)
-        return server
+        return serve_registry(self.registry, port, self.bind)
 
     def record(self, outcomes: Iterable[Outcome], monitor: Monitor) -> None:
         """Count scored and skipped outcomes and refresh the windowed hit rates."""
@@ -117,23 +114,17 @@ class SpaceIndexes:
 
     def refresh(self) -> None:
         """Load each namespace's CURRENT if it changed; a version that fails to load leaves the previous one in use."""
-        from dreamstream.client import load_version
+        from dreamstream.client import load_space
 
         for ns in self.namespaces:
-            folder = namespace_dir(self.index_dir, ns)
             try:
-                name = read_current(folder)
-                have = self.versions.get(ns)
-                if name is None or (have is not None and have.name == name):
-                    continue
-                loaded = load_version(folder, name)
-                if loaded.manifest.space != ns:
-                    raise IndexCorruptError(f"{folder / name} was built for namespace {loaded.manifest.space!r}, not {ns!r}")
-            except (IndexCorruptError, FileNotFoundError) as err:
+                loaded = load_space(self.index_dir, ns, self.versions.get(ns))
+            except IndexCorruptError as err:
                 log.error("namespace=%r index not loaded (previous version stays): %s", ns, err)
                 continue
-            self.versions[ns] = loaded
-            log.info("namespace=%r index version=%s items=%d loaded", ns, name, loaded.manifest.items)
+            if loaded is not None:
+                self.versions[ns] = loaded
+                log.info("namespace=%r index version=%s items=%d loaded", ns, loaded.name, loaded.manifest.items)
 
     def rank(self, namespace: str, record: Mapping[str, Any], k: int) -> list[str]:
         """The top-``k`` ids for a record (:data:`dreamstream.monitor.Ranker`); LookupError without an index."""

@@ -187,7 +187,7 @@ class Settings(BaseSettings):
         """Is the broker the embedded development broker (tansu), whose quirks the worker repairs?"""
         if self.broker_kind != "auto":
             return self.broker_kind == "tansu"
-        hosts = [part.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]") for part in self.broker.split(",")]
+        hosts = [address.rsplit(":", 1)[0].strip("[]") for address in self.bootstrap_servers.split(",")]
         return all(host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.") for host in hosts)
 
     @property

@@ -63,7 +63,7 @@ class Worker:
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
         output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
         self.checkpoint = Checkpoint(self.feed, output, self.rows, settings,
-                                     observe_flush=self._observe_flush, observe_age=self._observe_age)
+                                     observe_flush=self._observe_flush, observe_age=self.metrics.observe_age)
         self.item_tower = ItemTower(self.holder, lambda: faust_producer(app), settings.topic(ITEM_VECTORS), output,
                                     self.metrics)
         self.lock = asyncio.Lock()  # one batch, assignment or revocation at a time
@@ -188,7 +188,7 @@ class Worker:
         oldest_ms = oldest_timestamp(batch)
         last = last_offsets(batch)
         if await self.checkpoint.stage(result.states, result.records, result.seqs, letters, last, oldest_ms):
-            self._observe_age(oldest_ms)
+            self.metrics.observe_age(oldest_ms)
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
             log.info("first output seconds_since_start=%.2f", self.first_output - self.started)
@@ -231,9 +231,6 @@ class Worker:
         self.metrics.users.set(len(self.rows))
         if committed:
             self.metrics.commits.inc()
-
-    def _observe_age(self, oldest_ms: int | None) -> float | None:
-        return self.metrics.observe_age(oldest_ms)
 
     def _report_progress(self, every_s: float = 10.0) -> None:
         """One INFO line every ``every_s``: what a person tailing the log wants to know is moving."""

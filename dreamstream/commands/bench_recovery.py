@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dreamstream.bench.recovery import SCENARIOS
 from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
 
@@ -17,7 +18,7 @@ from dreamstream.settings import Settings
                   "rebalance_timeout_s", "log_level")
 @click.option("--users", "n_users", default=100_000, show_default=True, envvar="DREAMSTREAM_RECOVERY_USERS",
               help="Users whose state the worker must rebuild.")
-@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["memory", "rocksdb-cold", "rocksdb-warm", "standby", "rollout"]),
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(SCENARIOS),
               help="Scenarios to time (repeatable; default all).")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, envvar="DREAMSTREAM_RECOVERY_JSON",
               help="Also write the numbers to this JSON file.")
@@ -31,7 +32,7 @@ def bench_recovery(settings: Settings, n_users: int, scenarios: tuple[str, ...],
     """
     import os
 
-    from dreamstream.bench.recovery import SCENARIOS, measure
+    from dreamstream.bench.recovery import measure
     from dreamstream.broker import EmbeddedBroker, free_port
     from dreamstream.bench.harness import ensure_bundle
 

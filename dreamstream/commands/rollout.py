@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -42,7 +43,7 @@ def prepare(settings: Settings, version: str, start_from: str) -> Settings:
 
 
 def watch_progress(settings: Settings, namespace: str, max_lag: int, timeout_s: float | None = None,
-                   alive: "callable | None" = None) -> bool:
+                   alive: Callable[[], bool] | None = None) -> bool:
     """A progress bar of the namespace's catch-up (lag and ETA) until its lag is within ``max_lag``."""
     from tqdm import tqdm
 

@@ -6,6 +6,19 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
+def serve_registry(registry: CollectorRegistry, port: int, bind: str) -> WSGIServer | None:
+    """Expose ``registry`` at /metrics on ``bind``:``port``; None when ``port`` is 0.
+
+    Returns the server (``.server_address``; ``.shutdown()`` stops it). The
+    address is always given: prometheus_client's own default would be
+    0.0.0.0, every interface whatever the settings say.
+    """
+    if not port:
+        return None
+    server, _thread = start_http_server(port, addr=bind, registry=registry)
+    return server
+
+
 class IndexMetrics:
     """Build time, item count, versions published / refused, recall of the last build."""
 
@@ -23,12 +36,5 @@ class IndexMetrics:
         self.records = Counter("dreamstream_index_records", "item-vectors records applied, by kind.", ["kind"], registry=self.registry)
 
     def serve(self, port: int, bind: str | None = None) -> WSGIServer | None:
-        """Expose /metrics on ``bind``:``port`` (``bind`` defaults to :attr:`bind`); no-op when ``port`` is 0.
-
-        Returns the server (``.server_address``; ``.shutdown()`` stops it); prometheus_client's own default
-        address would be 0.0.0.0, i.e. every interface whatever the settings say.
-        """
-        if not port:
-            return None
-        server, _thread = start_http_server(port, addr=bind or self.bind, registry=self.registry)
-        return server
+        """Expose /metrics on ``bind``:``port`` (``bind`` defaults to :attr:`bind`); no-op when ``port`` is 0."""
+        return serve_registry(self.registry, port, bind or self.bind)

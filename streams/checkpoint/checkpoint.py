@@ -72,7 +72,7 @@ class RowStore(Protocol):
     """Writes rows to the changelog, then into the table (``streams.kafka.changelog_rows.ChangelogRows``)."""
 
     async def write(self, rows: dict[bytes, tuple[UserState, int]], pause: Callable[[int], Awaitable[None]]
-                    ) -> tuple[int, float]: ...
+                    ) -> None: ...
 
 
 class Checkpoint:

@@ -4,9 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 
-from dreamstream import codec
 from dreamstream.settings import Settings
 from streams.domain import state as state_mod
 from streams.domain.apply import apply_batch

@@ -67,12 +67,11 @@ class FakeRows:
         self.table: dict[bytes, Any] = {}
         self.fail = False
 
-    async def write(self, rows: dict, pause: Any) -> tuple[int, float]:
+    async def write(self, rows: dict, pause: Any) -> None:
         if self.fail:
             raise OSError("broker away")
         self.journal.append(f"rows {sorted(k.decode() for k in rows)}")
         self.table.update({key: st for key, (st, _) in rows.items()})
-        return 1, 0.0
 
 
 def state(partition: int = 0, offset: int = 0, seq: int = 1):

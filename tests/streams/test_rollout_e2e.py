@@ -10,7 +10,6 @@ against a single-pass reference of its own model over every event.
 """
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dreamstream import codec, rollout

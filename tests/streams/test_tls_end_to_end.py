@@ -8,12 +8,10 @@ this test checks too, so it cannot pass by accident over plaintext.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -21,8 +21,13 @@ since the user's last applied event:
 ``DREAMSTREAM_OPAL_HALF_LIFE_S`` (OPAL's long-term interests; inf: 1).
 
 A replayed event (at or before the row's stored position) is skipped;
-a user whose events in this batch were all replays gets its stored record
-again, so a record lost in a crash is re-sent with the same bytes.
+a user whose events in this batch were all replays gets its record again,
+built from the stored row, so a record lost in a crash is re-sent with the
+same bytes. Rows are stored in 16-bit block floating point
+(``streams.domain.block_scale``): the batch steps float32 arrays and
+leaves each event's rows quantised, as a row stores them (so no result
+depends on how events were cut into batches); records are built from the
+quantised values, the same numbers a later batch reads back.
 """
 from __future__ import annotations
 
@@ -34,10 +39,10 @@ import numpy as np
 from dreamstream import dreamumm_ref
 from dreamstream.engagement import IMPRESSION, decay
 from dreamstream.settings import Settings
-from streams.domain import records
+from streams.domain import block_scale, records
 from streams.domain.batch_plan import plan, waves
 from streams.domain.onnx_steps import run_step
-from streams.domain.state import NO_TS, UserState, flat_size, new_state, parts
+from streams.domain.state import NO_TS, PARTS, UserState, cuts, flat_size, new_state, parts
 from streams.domain.validate import Event
 
 
@@ -104,15 +109,14 @@ def apply_batch(
     result.replays, result.unknown = p.replays, p.unknown  # new users share one empty state: only read below
     users, bases = p.users, p.bases
     n = len(users)
-    X = _gather([b.flat for b in bases], (flat_size(d, k, h),))  # every state of the batch, one row per user
-    S, Hd, G, O, C = parts(X, d, k, h)  # views: stepping them steps X
+    cut = cuts(d, k, h)
+    codes, exps = _stored_codes(bases, (d, k, h))
+    X = block_scale.dequantize(codes, exps, cut)  # every state of the batch, one float32 row per user
+    S, Hd, G, O, C, I, W = parts(X, d, k, h)  # views: stepping them steps X
     last_ts = np.array([b.last_ts for b in bases], np.int64)
     seq = np.array([b.seq for b in bases], np.int64)
     pos = np.array([b.positives for b in bases], np.int64)
     imp = np.array([b.impressions for b in bases], np.int64)
-    interests = np.zeros((n, k, d), np.float32)  # the last OPAL readout of each row in this batch
-    weights = np.zeros((n, k), np.float32)
-    stepped = np.zeros(n, bool)  # rows OPAL stepped in this batch (the others keep their stored readout)
 
     ts_all, r_all, imp_all = _event_columns(p.events, settings)
     V_all = _gather(p.vectors, (d,))
@@ -149,18 +153,46 @@ def apply_batch(
                     item=Vw[liked], hidden=Hd[pi], glob=G[pi], soft=O[pi], decay=gp,
                 )
                 Hd[pi], G[pi], O[pi] = hid, glo, soft
-                interests[pi], weights[pi], stepped[pi] = inter, wts, True
+                I[pi], W[pi] = inter, wts  # the others keep their stored readout
+        # each event leaves its user's state as a row stores it, so no result depends on how events were batched
+        codes[idx], exps[idx], X[idx] = block_scale.round_trip(X[idx], cut)
         last_ts[idx] = np.maximum(prev, ts)
         seq[idx] += 1
         result.applied += len(sel)
 
     done = [i for i in range(n) if p.lasts[i] is not None]
-    for i in range(n):
-        if p.lasts[i] is None and bases[i].record:  # every event a replay (or unknown): re-send what is stored
-            result.records[users[i]] = bases[i].record
-            result.seqs[users[i]] = bases[i].seq
-    if not done:
+    # every event a replay (or unknown): the record built from the stored row is sent again
+    resend = [i for i in range(n) if p.lasts[i] is None and bases[i].seq > 0]
+    if not done and not resend:
         return result
+    dims = (d, k, h)
+    rows = np.array(done, np.int64)
+    out = np.concatenate([rows, np.array(resend, np.int64)])
+    vectors, colds = user_vectors(S[out], C[out], pos[out], settings)  # one batched call, not one per user
+    interests, weights = _readouts(I[out], W[out], bundle)
+    out_users = [users[i] for i in out]
+    seqs, tss = seq[out].tolist(), last_ts[out].tolist()
+    packed = records.user_records(out_users, seqs, tss, bundle.version, vectors, interests, weights, colds.tolist(),
+                                  settings.namespace)
+    for u, n_seq, record in zip(out_users, seqs, packed):
+        result.records[u] = record
+        result.seqs[u] = n_seq
+    counters = zip(done, seqs, tss, pos[rows].tolist(), imp[rows].tolist())
+    for j, (i, n_seq, ts, n_pos, n_imp) in enumerate(counters):
+        last = p.lasts[i]
+        # codes[j] is a view into this call's array, which nothing writes after the return
+        result.states[users[i]] = UserState(codes[j], exps[j], dims, n_seq, ts, n_pos, n_imp, last.partition,
+                                             last.offset, last.index)
+    return result
+
+
+def _stored_codes(bases: Sequence[UserState], dims: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' stored codes [n, F] and exponents [n, 7], gathered into one writable array each."""
+    n, size = len(bases), flat_size(*dims)
+    if not n:
+        return np.zeros((0, size), np.int16), np.zeros((0, PARTS), np.int8)
+    return (np.concatenate([b.codes for b in bases]).reshape(n, size),
+            np.concatenate([b.exps for b in bases]).reshape(n, PARTS))
     rows = np.array(done, np.int64)
     vectors, colds = user_vectors(S[rows], C[rows], pos[rows], settings)  # one batched call, not one per user
     for i in rows[~stepped[rows]]:  # OPAL did not step these in this batch: they keep their readout
@@ -181,16 +213,16 @@ def apply_batch(
     return result
 
 
-def _stored_readout(old: UserState, bundle: StepBundle) -> tuple[np.ndarray, np.ndarray]:
-    """Interests and weights of a user OPAL did not step in this batch: the stored record's, else the prior.
+def _readouts(interests: np.ndarray, weights: np.ndarray, bundle: StepBundle) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' OPAL readouts (interests [n, K, D], weights [n, K]); the prior where OPAL never stepped a row.
 
-    A row this worker computed carries its readout; one read from the table
-    (after a restart or a rebalance) has it only inside its record.
+    The prior (the hyper-categories, equal weights) is what OPAL reads out of
+    a state that has seen nothing; it is not stored, so a row that only saw
+    impressions and skips follows the served bundle's prior.
     """
-    if old.readout is not None:
-        return old.readout
-    if old.record and old.seq > old.impressions:  # it has seen a watch: its record holds OPAL's readout
-        rec = records.read_record(old.record)
-        return rec["interests"], np.asarray(rec["interest_weights"], np.float32)
-    k = bundle.manifest.interests
-    return bundle.hyper_categories, np.full(k, 1.0 / k, np.float32)
+    never = ~weights.any(axis=1)
+    if never.any():
+        interests, weights = interests.copy(), weights.copy()
+        interests[never] = bundle.hyper_categories
+        weights[never] = 1.0 / weights.shape[1]
+    return interests, weights

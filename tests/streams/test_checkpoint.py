@@ -14,7 +14,7 @@ import pytest
 from dreamstream.settings import Settings
 from streams.checkpoint.catch_up import uncommitted_limit
 from streams.checkpoint.checkpoint import Checkpoint
-from streams.domain.state import new_state
+from streams.domain.state import flat_size, from_values
 
 
 class Journal(list):
@@ -75,10 +75,8 @@ class FakeRows:
 
 
 def state(partition: int = 0, offset: int = 0, seq: int = 1):
-    st = new_state(2, 1, 1)
-    st.partition, st.offset, st.seq = partition, offset, seq
-    st.flat = np.full_like(st.flat, seq)
-    return st
+    size = flat_size(2, 1, 1)
+    return from_values(np.full(size, seq, np.float32), (2, 1, 1), partition=partition, offset=offset, seq=seq)
 
 
 @pytest.fixture

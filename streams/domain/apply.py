@@ -178,10 +178,10 @@ def apply_batch(
         result.records[u] = record
         result.seqs[u] = n_seq
     counters = zip(done, seqs, tss, pos[rows].tolist(), imp[rows].tolist())
-    for j, (i, n_seq, ts, n_pos, n_imp) in enumerate(counters):
+    for i, n_seq, ts, n_pos, n_imp in counters:
         last = p.lasts[i]
-        # codes[j] is a view into this call's array, which nothing writes after the return
-        result.states[users[i]] = UserState(codes[j], exps[j], dims, n_seq, ts, n_pos, n_imp, last.partition,
+        # codes[i] is a view into this call's array, which nothing writes after the return
+        result.states[users[i]] = UserState(codes[i], exps[i], dims, n_seq, ts, n_pos, n_imp, last.partition,
                                              last.offset, last.index)
     return result
 

@@ -248,3 +248,19 @@ def test_stored_rows_stay_near_float32_over_a_long_history(bundle, item_vectors)
     assert cos(rec["interests"], inter[0]).min() > 0.9999
     np.testing.assert_allclose(rec["interest_weights"], wts[0], atol=1e-3)
     np.testing.assert_allclose(st.hidden, hid[0], atol=1e-3)
+
+
+def test_a_batch_mixing_replayed_and_new_users_keeps_each_users_state(bundle, item_vectors):
+    """After a crash a batch holds users whose events are all replays next to users with new events: each new
+    state is its own user's (rows of the batch are not the order of the applied users)."""
+    ids = list(item_vectors)
+    events = make_events(12, 120, ids, seed=5)
+    s = settings()
+    first = apply_batch({}, events[:60], item_vectors, bundle, s)
+    replayed = [e for e in events[:60] if e.user in {"u0", "u1", "u2"}][-3:]  # replays first in the batch
+    fresh = [e for e in events[60:] if e.user not in {"u0", "u1", "u2"}]
+    mixed = apply_batch(first.states, replayed + fresh, item_vectors, bundle, s)
+    alone = apply_batch(first.states, fresh, item_vectors, bundle, s)
+    assert mixed.replays == len(replayed) and set(mixed.states) == set(alone.states)
+    for user, st in alone.states.items():
+        assert np.array_equal(mixed.states[user].codes, st.codes) and mixed.records[user] == alone.records[user]

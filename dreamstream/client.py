@@ -20,7 +20,6 @@ service should set one Faiss thread and scale with request threads.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -34,8 +33,12 @@ import numpy as np
 
 from dreamstream.checksums import inside
 from dreamstream.codec import bin_to_vec
+from dreamstream.index.item_ids import ItemIds
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
+from dreamstream.index.rerank import search_reranked
+from dreamstream.index.shard_vectors import open_vectors
+from dreamstream.index.sharding import shard_of
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.blend import INTEREST_WEIGHT, blend_scores
 from dreamstream.merge import query_weights
@@ -52,70 +55,113 @@ class IndexNotReadyError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    """One index version in memory: immutable once built, shared by concurrent searches."""
+    """One index version in memory: immutable once built, shared by concurrent searches.
+
+    Compressed shards (``exact[shard]`` not None) hold only codes in RAM;
+    their short lists are re-ranked against the version's memory-mapped
+    float32 vectors (:mod:`dreamstream.index.rerank`), which are also what
+    :meth:`vectors` returns, so the blend is computed on exact vectors.
+    """
 
     name: str
     manifest: Manifest
     indexes: tuple[faiss.Index, ...]
-    ids: tuple[np.ndarray, ...]  # object arrays of str, row i = Faiss id i
-    where: dict[str, tuple[int, int]]  # id -> (shard, row): :meth:`vectors` reads candidates' stored vectors
+    ids: tuple[ItemIds, ...]  # row i = Faiss id i, packed (no str per item in memory)
+    exact: tuple[np.ndarray | None, ...] = ()  # per shard: memory-mapped float32 vectors of a compressed shard, else None
 
     @property
     def dim(self) -> int:
         return self.manifest.dim
 
+    def locate(self, item: str) -> tuple[int, int]:
+        """(shard, row) of an item of this version (``KeyError`` when it is not in it): a binary search, no dict."""
+        shard = shard_of(item, len(self.ids))
+        row = self.ids[shard].find(item)
+        if row < 0:
+            raise KeyError(item)
+        return shard, row
+
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The stored vectors [len(ids), D] of items of this version (every id must be in it)."""
-        out = np.empty((len(ids), self.dim), np.float32)
-        for n, item in enumerate(ids):
-            shard, row = self.where[item]
-            out[n] = self.indexes[shard].reconstruct(int(row))
+        return self.vectors_at([self.locate(str(item)) for item in ids])
+
+    def vectors_at(self, places: list[tuple[int, int]]) -> np.ndarray:
+        """The stored vectors of (shard, row) places: the exact file of a compressed shard, the index's own vectors otherwise."""
+        out = np.empty((len(places), self.dim), np.float32)
+        for n, (shard, row) in enumerate(places):
+            exact = self.exact[shard] if self.exact else None
+            out[n] = exact[row] if exact is not None else self.indexes[shard].reconstruct(int(row))
         return out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` over every shard: (ids [Q,k] object, scores [Q,k]); missing slots are None / -inf."""
+        ids, scores, _ = self.search_places(queries, k)
+        return ids, scores
+
+    def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search` plus each hit's (shard, row) [Q,k,2] (-1 where missing), so callers need no id lookup."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise ValueError(f"queries are {queries.shape[1]}-d but index version {self.name} is {self.dim}-d")
-        all_ids, all_scores = [], []
-        for index, ids in zip(self.indexes, self.ids):
+        all_rows, all_scores, all_shards = [], [], []
+        for shard, index in enumerate(self.indexes):
             if index.ntotal == 0:
                 continue
-            scores, rows = index.search(queries, min(k, index.ntotal))
-            found = np.full(rows.shape, None, dtype=object)
-            valid = rows >= 0
-            found[valid] = ids[rows[valid]]
-            scores = np.where(valid, scores, -np.inf)
-            all_ids.append(found)
-            all_scores.append(scores)
-        if not all_ids:
-            return np.full((len(queries), 0), None, dtype=object), np.zeros((len(queries), 0), dtype=np.float32)
-        ids_cat, scores_cat = np.hstack(all_ids), np.hstack(all_scores)
+            exact = self.exact[shard] if self.exact else None
+            short_list = self.manifest.shards[shard].short_list if exact is not None else 0
+            scores, rows = search_reranked(index, exact, queries, min(k, index.ntotal), short_list)
+            all_rows.append(rows)
+            all_scores.append(np.where(rows >= 0, scores, -np.inf))
+            all_shards.append(np.full(rows.shape, shard))
+        if not all_rows:
+            empty = np.zeros((len(queries), 0))
+            return np.full(empty.shape, None, dtype=object), empty.astype(np.float32), np.zeros(empty.shape + (2,), np.int64)
+        rows_cat, scores_cat, shards_cat = np.hstack(all_rows), np.hstack(all_scores), np.hstack(all_shards)
         order = np.argsort(-scores_cat, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(ids_cat, order, 1), np.take_along_axis(scores_cat, order, 1)
+        rows, scores, shards = (np.take_along_axis(a, order, 1) for a in (rows_cat, scores_cat, shards_cat))
+        found = np.full(rows.shape, None, dtype=object)
+        for shard in np.unique(shards[rows >= 0]):  # strings only for the rows returned
+            mine = (shards == shard) & (rows >= 0)
+            found[mine] = self.ids[shard].take(rows[mine])
+        places = np.where((rows >= 0)[..., None], np.stack([shards, rows], axis=-1), -1)
+        return found, scores, places
 
 
 def load_version(index_dir: Path, name: str) -> LoadedVersion:
     """Load and verify one version; raises :class:`IndexCorruptError` naming the bad file."""
     folder = Path(index_dir) / name
     manifest = read_manifest(folder)
-    indexes, ids = [], []
+    indexes, ids, exact = [], [], []
     for entry in manifest.shards:
         try:
             shard_file, ids_file = inside(folder, entry.file), inside(folder, entry.ids)
+            vectors_file = inside(folder, entry.vectors) if entry.vectors else None
         except ValueError as err:
             raise IndexCorruptError(f"{folder}/manifest.json: {err}; refusing index version {name}") from None
         data = read_verified(shard_file, entry.sha256)
-        id_list = json.loads(read_verified(ids_file, entry.ids_sha256))
+        id_list = _read_ids(ids_file, entry.ids_sha256)
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        del data
         if index.ntotal != entry.count or len(id_list) != entry.count:
             raise IndexCorruptError(f"{folder / entry.file} holds {index.ntotal} vectors and {len(id_list)} ids, manifest says {entry.count}")
-        if isinstance(index, faiss.IndexIVF):
-            index.make_direct_map()  # what reconstruct needs on an IVF shard
+        if vectors_file is not None:
+            exact.append(open_vectors(vectors_file, entry.count, manifest.dim, entry.vectors_sha256))
+        else:
+            exact.append(None)
+            if isinstance(index, faiss.IndexIVF):
+                index.make_direct_map()  # what reconstruct needs on an IVF-Flat shard
         indexes.append(index)
-        ids.append(np.array(id_list, dtype=object))
-    where = {item: (shard, row) for shard, shard_ids in enumerate(ids) for row, item in enumerate(shard_ids)}
-    return LoadedVersion(name, manifest, tuple(indexes), tuple(ids), where)
+        ids.append(id_list)
+    return LoadedVersion(name, manifest, tuple(indexes), tuple(ids), tuple(exact))
+
+
+def _read_ids(path: Path, sha256: str) -> ItemIds:
+    """A shard's ids, packed (``.ids.bin``) or as the JSON list of versions built before it."""
+    data = read_verified(path, sha256)
+    try:
+        return ItemIds.from_json(data) if path.suffix == ".json" else ItemIds.from_bytes(data)
+    except ValueError as err:
+        raise IndexCorruptError(f"{path} is not a valid id list ({err})") from None
 
 
 def load_space(index_dir: Path, space: str, have: LoadedVersion | None = None) -> LoadedVersion | None:
@@ -293,18 +339,22 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     plus ``interest_weight`` times the best of their last interest scores;
     while the ``k``-th candidate is below that bound the lists are fetched
     twice as long, so the result is the whole catalogue's top ``k`` (exact
-    on flat shards; IVF shards are as exact as their searches).
+    on flat shards; IVF shards are as exact as their searches; compressed
+    shards return exactly re-ranked scores, and the blend is computed on
+    the exact vectors whatever the shard kind).
     """
     queries, _ = user_queries(user_record, version.dim, 1.0)
     blocked = {str(e) for e in exclude}
     total = sum(index.ntotal for index in version.indexes)
     fetch = k + len(blocked)
     while True:
-        ids, scores = version.search(queries, fetch)
-        candidates = list(dict.fromkeys(str(i) for row in ids for i in row if i is not None and str(i) not in blocked))
+        ids, scores, places = version.search_places(queries, fetch)
+        where = {str(i): (int(p[0]), int(p[1])) for i, p in zip(ids.reshape(-1), places.reshape(-1, 2))
+                 if i is not None and str(i) not in blocked}
+        candidates = list(where)
         if not candidates:
             return []
-        exact = queries @ version.vectors(candidates).T  # [1 + K, C]: user vector, then interests
+        exact = queries @ version.vectors_at(list(where.values())).T  # [1 + K, C]: user vector, then interests
         blended = blend_scores(exact[0], exact[1:] if len(exact) > 1 else None, interest_weight)
         order = np.argsort(-blended, kind="stable")[:k]
         last = scores[:, -1] if scores.shape[1] else np.full(len(queries), -np.inf)

@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     index_exact_max: int = Field(200_000, ge=1, description="Shards up to this many items use an exact (flat) index; larger ones IVF.")
     index_nlist: int = Field(0, ge=0, description="IVF lists per large shard; 0 = about 2·sqrt(items in the shard).")
     index_nprobe: int = Field(0, ge=0, description="IVF lists searched per query; 0 = smallest that reaches the recall floor at build time.")
+    index_kind: str = Field("ivf-flat", pattern="^(ivf-flat|ivf-pq|ivf-pq8|opq-pq|ivf-sq8)$", description=(
+        "Index of large shards: ivf-flat (vectors in every reader's RAM), or compressed codes re-ranked exactly against "
+        "a memory-mapped vectors file: ivf-pq (16 B/item at D=64, docs/measurements.md), ivf-pq8, opq-pq, ivf-sq8."))
+    index_short_list: int = Field(0, ge=0, description="Compressed kinds: candidates per wanted item re-ranked exactly; 0 = smallest that reaches the recall floor at build time.")
 
     @field_validator("start_from")
     @classmethod

@@ -18,7 +18,7 @@ from dreamstream.topics import create_topics
               help="Faiss threads for builds; 0 = all cores [env DREAMSTREAM_INDEX_THREADS].")
 @settings_options(
     "broker", "topic_prefix", "index_dir", "state_dir", "item_partitions", "index_shards", "index_interval_s",
-    "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "metrics_port", "log_level",
+    "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "index_kind", "index_short_list", "metrics_port", "log_level",
     "web_bind", "namespace", *KAFKA_SECURITY,
 )
 def indexer(settings: Settings, threads: int) -> None:

@@ -1,10 +1,13 @@
-"""Building index versions: one Faiss index per shard, chosen by the shard's size.
+"""Building index versions: one Faiss index per shard, chosen by the shard's size and the index kind.
 
 Small shards get an exact ``IndexFlatIP``; past ``exact_max`` items a shard
-gets an ``IndexIVFFlat`` (spherical k-means, inner product) whose ``nprobe``
-is tuned at build time to the smallest value whose recall@10 against
+gets an IVF index of ``BuildParams.kind``: ``ivf-flat`` (``IndexIVFFlat``,
+spherical k-means, inner product) or a compressed kind
+(:mod:`dreamstream.index.compressed`: PQ or SQ codes, plus a float32
+vectors file that readers memory-map to re-rank a short list exactly).
+``nprobe`` is tuned at build time to the smallest value whose recall@10 against
 exact search clears the floor on a sample of queries. ``nprobe`` is stored in the index
-file, so readers search exactly as the build measured.
+file (and the short list in the manifest), so readers search exactly as the build measured.
 
 Shards whose items did not change are not rebuilt: their files are
 hard-linked from the previous version (copied across file systems). A
@@ -12,7 +15,6 @@ published version is never written to, so sharing inodes is safe.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,15 +27,19 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+from dreamstream.index.compressed import COMPRESSED_KINDS, KINDS, build_compressed
+from dreamstream.index.item_ids import ItemIds
 from dreamstream.index.manifest import Manifest, ShardEntry, fsync_dir, sha256_bytes, write_bytes_synced, write_manifest
 from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
-from dreamstream.index.sharding import ids_file, shard_file
+from dreamstream.index.rerank import MEASURED_K
+from dreamstream.index.shard_vectors import write_vectors
+from dreamstream.index.sharding import ids_file, shard_file, vectors_file
 from dreamstream.index.store import ItemStore
 
 log = logging.getLogger(__name__)
 
 METRIC = "inner_product"
-RECALL_K = 10
+RECALL_K = MEASURED_K  # recall@10: the k the compressed short list is tuned at, one constant (index.rerank)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,16 @@ class BuildParams:
     kmeans_iters: int = 10
     recall_queries: int = 400  # 4,000 hits: recall known to about +-0.005
     threads: int = 0  # Faiss OpenMP threads; 0 = Faiss' default
+    kind: str = "ivf-flat"  # large shards: ivf-flat, or a compressed kind (dreamstream.index.compressed)
+    short_list: int = 0  # compressed kinds: candidates per wanted item re-ranked exactly; 0 = tuned to the floor
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"index kind {self.kind!r} is not one of {', '.join(KINDS)}")
+
+    def builds(self, entry: ShardEntry) -> bool:
+        """Whether a shard of a previous version is of the kind these params build (else it is rebuilt, not reused)."""
+        return entry.kind in ("flat", "empty") or entry.kind == ("ivf" if self.kind == "ivf-flat" else self.kind)
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class BuiltShard:
     kind: str
     recall: float
     nprobe: int
+    short_list: int = 0  # > 0: compressed, readers re-rank this many candidates per wanted item exactly
 
 
 @dataclass(frozen=True)
@@ -74,12 +91,25 @@ def build_shard(vectors: np.ndarray, params: BuildParams) -> BuiltShard:
         if n:
             flat.add(vectors)
         return BuiltShard(flat, "flat" if n else "empty", 1.0, 0)
+    if params.kind in COMPRESSED_KINDS:
+        return _build_compressed(vectors, params)
     return _build_ivf(vectors, params)
+
+
+def _nlist(n: int, params: BuildParams) -> int:
+    return params.nlist or max(16, int(round(2 * math.sqrt(n))))
+
+
+def _build_compressed(vectors: np.ndarray, params: BuildParams) -> BuiltShard:
+    built = build_compressed(vectors, params.kind, _nlist(len(vectors), params), params.recall_floor, params.nprobe,
+                             params.short_list, params.train_per_list, kmeans_iters=params.kmeans_iters,
+                             recall_queries=params.recall_queries, recall_k=RECALL_K)
+    return BuiltShard(built.index, params.kind, built.recall, built.nprobe, built.short_list)
 
 
 def _build_ivf(vectors: np.ndarray, params: BuildParams) -> BuiltShard:
     n, dim = vectors.shape
-    nlist = params.nlist or max(16, int(round(2 * math.sqrt(n))))
+    nlist = _nlist(n, params)
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.spherical = True
@@ -160,7 +190,7 @@ def build_version(
     entries: list[ShardEntry] = []
     rebuilt: list[int] = []
     for shard in tqdm(range(store.shards), desc="build shards", unit="shard", disable=not progress):
-        if reusable and rebuild is not None and shard not in rebuild:
+        if reusable and rebuild is not None and shard not in rebuild and params.builds(previous.shards[shard]):
             entries.append(_reuse_shard(index_dir / previous.version, folder, previous.shards[shard]))
             continue
         entries.append(_write_shard(store, shard, folder, params))
@@ -187,9 +217,13 @@ def _write_shard(store: ItemStore, shard: int, folder: Path, params: BuildParams
     ids, vectors = store.shard(shard)
     built = build_shard(np.ascontiguousarray(vectors, dtype=np.float32), params)
     index_bytes = faiss.serialize_index(built.index).tobytes()
-    ids_bytes = json.dumps(ids, separators=(",", ":")).encode("utf-8")
+    ids_bytes = ItemIds.from_list(ids).to_bytes()
     write_bytes_synced(folder / shard_file(shard), index_bytes)
     write_bytes_synced(folder / ids_file(shard), ids_bytes)
+    exact = {}
+    if built.short_list:  # the exact vectors re-ranking reads, in Faiss id order, inside the version (atomic with it)
+        exact = {"vectors": vectors_file(shard), "vectors_sha256": write_vectors(folder / vectors_file(shard), vectors),
+                 "short_list": built.short_list}
     return ShardEntry(
         file=shard_file(shard),
         ids=ids_file(shard),
@@ -199,12 +233,13 @@ def _write_shard(store: ItemStore, shard: int, folder: Path, params: BuildParams
         kind=built.kind,
         recall=round(built.recall, 5),
         nprobe=built.nprobe,
+        **exact,
     )
 
 
 def _reuse_shard(source: Path, folder: Path, entry: ShardEntry) -> ShardEntry:
     """Share an unchanged shard's files with the previous version (hard link, else copy)."""
-    for name in (entry.file, entry.ids):
+    for name in (entry.file, entry.ids) + ((entry.vectors,) if entry.vectors else ()):
         try:
             os.link(source / name, folder / name)
         except OSError:

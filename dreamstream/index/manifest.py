@@ -30,9 +30,12 @@ class ShardEntry:
     count: int
     sha256: str
     ids_sha256: str
-    kind: str  # "flat" | "ivf" | "empty"
+    kind: str  # "flat" | "ivf" (IVF-Flat) | "empty" | a compressed kind of dreamstream.index.compressed
     recall: float
     nprobe: int = 0
+    vectors: str = ""  # compressed shards: the float32 vectors file re-ranking reads (memory-mapped)
+    vectors_sha256: str = ""
+    short_list: int = 0  # compressed shards: candidates per wanted item re-ranked exactly
 
 
 @dataclass(frozen=True)

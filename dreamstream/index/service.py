@@ -33,6 +33,8 @@ def build_params(settings: Settings, threads: int = 0) -> BuildParams:
         nlist=settings.index_nlist,
         nprobe=settings.index_nprobe,
         threads=threads,
+        kind=settings.index_kind,
+        short_list=settings.index_short_list,
     )
 
 

@@ -28,5 +28,13 @@ def shard_file(shard: int) -> str:
 
 
 def ids_file(shard: int) -> str:
-    """The file name of a shard's id list (JSON array, row i = Faiss id i)."""
-    return f"shard-{shard:03d}.ids.json"
+    """The file name of a shard's packed id list (row i = Faiss id i; :mod:`dreamstream.index.item_ids`).
+
+    Versions built before it have ``shard-NNN.ids.json`` (a JSON array); the manifest names whichever it holds.
+    """
+    return f"shard-{shard:03d}.ids.bin"
+
+
+def vectors_file(shard: int) -> str:
+    """The file name of a compressed shard's float32 vectors (:mod:`dreamstream.index.shard_vectors`)."""
+    return f"shard-{shard:03d}.vectors.f32"

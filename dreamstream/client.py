@@ -88,9 +88,16 @@ class LoadedVersion:
     def vectors_at(self, places: list[tuple[int, int]]) -> np.ndarray:
         """The stored vectors of (shard, row) places: the exact file of a compressed shard, the index's own vectors otherwise."""
         out = np.empty((len(places), self.dim), np.float32)
-        for n, (shard, row) in enumerate(places):
+        if not len(places):
+            return out
+        shards, rows = np.asarray(places, dtype=np.int64).reshape(-1, 2).T
+        for shard in np.unique(shards):
+            mine = np.flatnonzero(shards == shard)
             exact = self.exact[shard] if self.exact else None
-            out[n] = exact[row] if exact is not None else self.indexes[shard].reconstruct(int(row))
+            if exact is not None:
+                out[mine] = exact.view(np.ndarray)[rows[mine]]
+            else:
+                out[mine] = self.indexes[shard].reconstruct_batch(rows[mine])
         return out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -349,8 +356,10 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     fetch = k + len(blocked)
     while True:
         ids, scores, places = version.search_places(queries, fetch)
-        where = {str(i): (int(p[0]), int(p[1])) for i, p in zip(ids.reshape(-1), places.reshape(-1, 2))
-                 if i is not None and str(i) not in blocked}
+        where: dict[str, list[int]] = {}  # candidate -> (shard, row), first seen first
+        for item, place in zip(ids.reshape(-1).tolist(), places.reshape(-1, 2).tolist()):
+            if item is not None and item not in blocked and item not in where:
+                where[item] = place
         candidates = list(where)
         if not candidates:
             return []

@@ -29,7 +29,7 @@ from dreamstream.index.rerank import search_reranked
 
 COMPRESSED_KINDS = ("ivf-pq", "ivf-pq8", "opq-pq", "ivf-sq8")
 KINDS = ("ivf-flat",) + COMPRESSED_KINDS
-SHORT_LISTS = (2, 4, 6, 8, 12, 16)  # candidates per wanted item tried at build time, fewest first
+SHORT_LISTS = (2, 4, 6, 8, 12, 16, 24, 32)  # candidates per wanted item tried at build time, fewest first
 
 
 @dataclass(frozen=True)

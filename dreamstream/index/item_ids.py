@@ -26,8 +26,8 @@ _ENCODING = ("utf-8", "surrogatepass")  # any str a key decoded to round-trips
 class ItemIds:
     """Row -> id of one shard, packed; ``len``, ``[row]``, ``take(rows)`` and ``find(id)``."""
 
-    def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
-        self.blob = blob  # uint8 [total bytes]
+    def __init__(self, blob: bytes, offsets: np.ndarray) -> None:
+        self.blob = blob  # bytes: slicing it is the cheapest way to make one id's str
         self.offsets = offsets.astype(np.uint32 if offsets[-1] < 2**32 else np.uint64)  # [n + 1]
 
     @classmethod
@@ -35,7 +35,7 @@ class ItemIds:
         encoded = [str(i).encode(*_ENCODING) for i in ids]
         offsets = np.zeros(len(encoded) + 1, np.uint64)
         offsets[1:] = np.cumsum(np.fromiter((len(e) for e in encoded), np.uint64, len(encoded)))
-        return cls(np.frombuffer(b"".join(encoded), np.uint8).copy(), offsets)
+        return cls(b"".join(encoded), offsets)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ItemIds":
@@ -47,10 +47,10 @@ class ItemIds:
         if len(data) < head + 8 * (count + 1):
             raise ValueError(f"ids file says {count} ids but is {len(data)} bytes")
         offsets = np.frombuffer(data, "<u8", count + 1, head)
-        blob = np.frombuffer(data, np.uint8, offset=head + 8 * (count + 1))
-        if offsets[0] != 0 or int(offsets[-1]) != blob.size or np.any(np.diff(offsets.astype(np.int64)) < 0):
+        blob = bytes(data[head + 8 * (count + 1):])
+        if offsets[0] != 0 or int(offsets[-1]) != len(blob) or np.any(np.diff(offsets.astype(np.int64)) < 0):
             raise ValueError("ids file offsets do not describe its blob")
-        return cls(blob.copy(), offsets)
+        return cls(blob, offsets)
 
     @classmethod
     def from_json(cls, data: bytes) -> "ItemIds":
@@ -59,7 +59,7 @@ class ItemIds:
 
     def to_bytes(self) -> bytes:
         count = np.array([len(self)], "<u8")
-        return MAGIC + count.tobytes() + self.offsets.astype("<u8").tobytes() + self.blob.tobytes()
+        return MAGIC + count.tobytes() + self.offsets.astype("<u8").tobytes() + self.blob
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -68,14 +68,19 @@ class ItemIds:
         if not -len(self) <= row < len(self):
             raise IndexError(row)
         row %= len(self)
-        return self.blob[int(self.offsets[row]):int(self.offsets[row + 1])].tobytes().decode(*_ENCODING)
+        return self.blob[int(self.offsets[row]):int(self.offsets[row + 1])].decode(*_ENCODING)
 
     def __iter__(self):
         return (self[row] for row in range(len(self)))
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """The ids of ``rows`` as an object array of str (only these strings are made)."""
-        return np.array([self[int(r)] for r in np.asarray(rows).reshape(-1)], dtype=object).reshape(np.shape(rows))
+        """The ids of ``rows`` (each in range) as an object array of str (only these strings are made)."""
+        rows = np.asarray(rows)
+        starts, ends = self.offsets[rows.reshape(-1)].tolist(), self.offsets[rows.reshape(-1) + 1].tolist()
+        blob = self.blob
+        out = np.empty(rows.size, dtype=object)
+        out[:] = [blob[s:e].decode(*_ENCODING) for s, e in zip(starts, ends)]
+        return out.reshape(rows.shape)
 
     def find(self, item: str) -> int:
         """The row of ``item`` (binary search: ids are sorted), or -1."""
@@ -83,7 +88,7 @@ class ItemIds:
         lo, hi = 0, len(self)
         while lo < hi:
             mid = (lo + hi) // 2
-            here = self.blob[int(self.offsets[mid]):int(self.offsets[mid + 1])].tobytes()
+            here = self.blob[int(self.offsets[mid]):int(self.offsets[mid + 1])]
             if here < key:
                 lo = mid + 1
             elif here > key:
@@ -95,4 +100,4 @@ class ItemIds:
     @property
     def nbytes(self) -> int:
         """Bytes held in memory (what the client's per-item budget counts)."""
-        return int(self.blob.nbytes + self.offsets.nbytes)
+        return len(self.blob) + int(self.offsets.nbytes)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from dreamstream import codec
 from dreamstream.cli import main
-from dreamstream.client import Retriever, latest_user_record, user_partition
+from dreamstream.client import Retriever, latest_user_record, load_version, user_partition
 from dreamstream.index.items_publisher import publish_tombstones, publish_vectors
 from dreamstream.index.publish import read_current
 from dreamstream.index.service import Indexer
@@ -29,12 +29,8 @@ def drive(indexer: Indexer, until, timeout_s: float = 60.0):
 
 
 def version_ids(index_dir) -> set[str]:
-    name = read_current(index_dir)
-    manifest = json.loads((index_dir / name / "manifest.json").read_text())
-    ids: set[str] = set()
-    for shard in manifest["shards"]:
-        ids |= set(json.loads((index_dir / name / shard["ids"]).read_text()))
-    return ids
+    version = load_version(index_dir, read_current(index_dir))  # ids are packed (index.item_ids), not a JSON list
+    return {item for shard_ids in version.ids for item in shard_ids}
 
 
 def self_hits(retriever: Retriever, ids: list[str], vectors: np.ndarray) -> float:

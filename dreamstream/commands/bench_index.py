@@ -188,6 +188,7 @@ def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: 
         records = [user_record(vectors, rng, interests) for _ in range(queries)]
         faiss.omp_set_num_threads(1)
         results["served_recall_at_20"] = round(served_recall(retriever.version, vectors, records[:50], 20, INTEREST_WEIGHT), 4)
+        results["load_avg_1m_before_search"] = round(os.getloadavg()[0], 1)  # the box is shared: latency is read against this
         for threads_search in sorted({1, threads}):
             faiss.omp_set_num_threads(threads_search)
             lat = []

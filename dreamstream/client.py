@@ -61,6 +61,11 @@ class LoadedVersion:
     their short lists are re-ranked against the version's memory-mapped
     float32 vectors (:mod:`dreamstream.index.rerank`), which are also what
     :meth:`vectors` returns, so the blend is computed on exact vectors.
+
+    What :func:`rank` needs of a version, and all another backend has to
+    provide beside the Faiss one: ``dim``, ``size``, ``search_places``
+    (ids, scores and an opaque int pair per hit) and ``vectors_at`` (the
+    exact vectors of those pairs).
     """
 
     name: str
@@ -72,6 +77,11 @@ class LoadedVersion:
     @property
     def dim(self) -> int:
         return self.manifest.dim
+
+    @property
+    def size(self) -> int:
+        """Items in the version (what :func:`rank` may fetch at most)."""
+        return sum(index.ntotal for index in self.indexes)
 
     def locate(self, item: str) -> tuple[int, int]:
         """(shard, row) of an item of this version (``KeyError`` when it is not in it): a binary search, no dict."""
@@ -352,7 +362,7 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     """
     queries, _ = user_queries(user_record, version.dim, 1.0)
     blocked = {str(e) for e in exclude}
-    total = sum(index.ntotal for index in version.indexes)
+    total = version.size
     fetch = k + len(blocked)
     while True:
         ids, scores, places = version.search_places(queries, fetch)

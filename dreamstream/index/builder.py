@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dreamstream.index.compressed import COMPRESSED_KINDS, KINDS, build_compressed
 from dreamstream.index.item_ids import ItemIds
 from dreamstream.index.manifest import Manifest, ShardEntry, fsync_dir, sha256_bytes, write_bytes_synced, write_manifest
-from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
+from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries, smallest_nprobe  # noqa: F401  (re-exported)
 from dreamstream.index.rerank import MEASURED_K
 from dreamstream.index.shard_vectors import write_vectors
 from dreamstream.index.sharding import ids_file, shard_file, vectors_file
@@ -131,27 +131,6 @@ def _build_ivf(vectors: np.ndarray, params: BuildParams) -> BuiltShard:
         ivf.nprobe = min(max_nprobe, int(ivf.nprobe * 1.1) + 1)
         recall = recall_at_k(ivf.search(queries, RECALL_K)[1], truth)
     return BuiltShard(ivf, "ivf", recall, ivf.nprobe)
-
-
-def smallest_nprobe(ivf: faiss.IndexIVF, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, floor: float, max_nprobe: int) -> int:
-    """The fewest lists to probe for recall@k >= ``floor``, for every nprobe at once.
-
-    An IVF-Flat search ranks the scanned lists exactly, so a true neighbour
-    is found iff its list is among the query's ``nprobe`` nearest centroids:
-    recall(nprobe) is the share of true neighbours whose list ranks below
-    nprobe. One centroid ranking replaces a search per candidate nprobe.
-    Capped at ``max_nprobe`` (a quarter of the lists): past that an exact
-    index is the honest choice, so the build reports the low recall instead.
-    """
-    nlist = ivf.nlist
-    _, centroid_order = ivf.quantizer.search(queries, nlist)  # [Q, nlist] best list first
-    rank = np.empty_like(centroid_order)
-    np.put_along_axis(rank, centroid_order, np.arange(nlist)[None, :].repeat(len(queries), 0), axis=1)
-    _, home = ivf.quantizer.search(vectors[truth.reshape(-1)], 1)  # list of each true neighbour
-    needed = np.take_along_axis(rank, home.reshape(truth.shape), axis=1).reshape(-1) + 1
-    share = np.cumsum(np.bincount(needed, minlength=nlist + 1)) / needed.size  # recall if nprobe = index
-    reaching = np.flatnonzero(share >= floor)
-    return int(min(reaching[0], max_nprobe)) if reaching.size else max_nprobe
 
 
 def new_version_name(index_dir: Path) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
+from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries, smallest_nprobe
 from dreamstream.index.rerank import rerank_rows, search_reranked, short_list_length
 
 COMPRESSED_KINDS = ("ivf-pq", "ivf-pq8", "opq-pq", "ivf-sq8")
@@ -96,8 +96,6 @@ def build_compressed(vectors: np.ndarray, kind: str, nlist: int, recall_floor: f
     queries = sample_queries(vectors, recall_queries, seed=n)
     truth = exact_neighbours(vectors, queries, recall_k)
     max_nprobe = max(1, nlist // 4)
-    from dreamstream.index.builder import smallest_nprobe  # the list-ranking argument holds for any IVF coarse quantiser
-
     neighbours = to_ivf_space(index, vectors[truth.reshape(-1)])  # only the true neighbours' lists matter
     renumbered = np.arange(truth.size).reshape(truth.shape)
     least = smallest_nprobe(ivf, neighbours, to_ivf_space(index, queries), renumbered, recall_floor, max_nprobe)

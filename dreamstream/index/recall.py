@@ -42,3 +42,24 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     hits = sum(len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth))
     return hits / max(1, truth.shape[0] * k)
+
+
+def smallest_nprobe(ivf: faiss.IndexIVF, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, floor: float, max_nprobe: int) -> int:
+    """The fewest lists to probe for recall@k >= ``floor``, for every nprobe at once.
+
+    An IVF-Flat search ranks the scanned lists exactly, so a true neighbour
+    is found iff its list is among the query's ``nprobe`` nearest centroids:
+    recall(nprobe) is the share of true neighbours whose list ranks below
+    nprobe. One centroid ranking replaces a search per candidate nprobe.
+    Capped at ``max_nprobe`` (a quarter of the lists): past that an exact
+    index is the honest choice, so the build reports the low recall instead.
+    """
+    nlist = ivf.nlist
+    _, centroid_order = ivf.quantizer.search(queries, nlist)  # [Q, nlist] best list first
+    rank = np.empty_like(centroid_order)
+    np.put_along_axis(rank, centroid_order, np.arange(nlist)[None, :].repeat(len(queries), 0), axis=1)
+    _, home = ivf.quantizer.search(vectors[truth.reshape(-1)], 1)  # list of each true neighbour
+    needed = np.take_along_axis(rank, home.reshape(truth.shape), axis=1).reshape(-1) + 1
+    share = np.cumsum(np.bincount(needed, minlength=nlist + 1)) / needed.size  # recall if nprobe = index
+    reaching = np.flatnonzero(share >= floor)
+    return int(min(reaching[0], max_nprobe)) if reaching.size else max_nprobe

@@ -12,6 +12,12 @@ names the file) and the previous one keeps serving.
 interest vector and merges them with :mod:`dreamstream.merge`, exactly as
 the offline evaluation ranks.
 
+Memory: ids are packed (:mod:`dreamstream.index.item_ids`); a compressed
+version (``DREAMSTREAM_INDEX_KIND=ivf-pq``) keeps ~37 B per item in the
+heap and memory-maps its float32 vectors file to re-rank each shard's short
+list exactly (:mod:`dreamstream.index.rerank`), so the scores, the blend and
+the exclusions are computed on exact vectors whatever the kind.
+
 Serving note (measured by ``dreamstream bench-index`` on 2 busy cores): one
 user search (user + 4 interests, k=50, 1M items) takes ~5 ms at p50 with
 ``faiss.omp_set_num_threads(1)`` and several times longer with more OpenMP

@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+from dreamstream.index.layout import BUILDING_PREFIX
 from dreamstream.index.manifest import Manifest, ShardEntry, fsync_dir, sha256_bytes, write_bytes_synced, write_manifest
 from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
 from dreamstream.index.sharding import ids_file, shard_file
@@ -129,7 +130,7 @@ def new_version_name(index_dir: Path) -> str:
     while True:
         now = time.time()
         name = time.strftime("v%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-        if not (index_dir / name).exists() and not (index_dir / f".building-{name}").exists():
+        if not (index_dir / name).exists() and not (index_dir / f"{BUILDING_PREFIX}{name}").exists():
             return name
         time.sleep(1e-3)
 
@@ -142,19 +143,21 @@ def build_version(
     previous: Manifest | None = None,
     space: str = "",
     progress: bool = False,
+    interests: int = 0,
 ) -> BuiltVersion:
     """Write every shard of a new version into a temporary folder and fsync it.
 
     ``rebuild`` names the shards whose items changed since ``previous``; the
     others are linked from it. With no usable previous version every shard
-    is built.
+    is built. ``interests`` is the namespace's bundle's K (0: not known),
+    the most interests a reader searches per record in this version.
     """
     started = time.perf_counter()
     if params.threads:
         faiss.omp_set_num_threads(params.threads)
     index_dir.mkdir(parents=True, exist_ok=True)
     name = new_version_name(index_dir)
-    folder = index_dir / f".building-{name}"
+    folder = index_dir / f"{BUILDING_PREFIX}{name}"
     folder.mkdir()
     reusable = previous is not None and len(previous.shards) == store.shards and previous.dim == store.dim
     entries: list[ShardEntry] = []
@@ -176,6 +179,7 @@ def build_version(
         built_at=time.time(),
         build_s=round(time.perf_counter() - started, 3),
         rebuilt=rebuilt,
+        interests=interests,
     )
     write_manifest(folder, manifest)
     fsync_dir(folder)

@@ -6,6 +6,7 @@ happen in the same thread, so a build sees a consistent store without locks.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -53,9 +54,35 @@ def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float) -
         )
         log.warning("version=%s not published: %s", built.manifest.version, reason)
         return BuildOutcome(built.manifest, False, reason)
-    install(built, index_dir)
+    try:
+        install(built, index_dir)
+    except OSError as err:  # e.g. a folder where CURRENT belongs: the indexer keeps running and says why
+        reason = f"cannot install it in {index_dir} ({err}); fix the index dir, the next build publishes"
+        shutil.rmtree(index_dir / built.manifest.version, ignore_errors=True)
+        discard(built)
+        log.error("version=%s not published: %s", built.manifest.version, reason)
+        return BuildOutcome(built.manifest, False, reason)
     log.info("published version=%s items=%d recall=%.4f", built.manifest.version, built.manifest.items, built.manifest.recall)
     return BuildOutcome(built.manifest, True)
+
+
+def bundle_interests(settings: Settings) -> int:
+    """The K of the namespace's bundle (its own version folder, else the newest in the model dir); 0 when none is readable.
+
+    Written into every version's manifest, so readers cap the interests they
+    search per record at what the worker can have written (client.max_interests).
+    """
+    from dreamstream.bundle import BundleError, latest_version, read_manifest as read_bundle_manifest
+
+    model_dir = Path(settings.model_dir)
+    folder = model_dir / settings.namespace if settings.namespace else latest_version(model_dir)
+    if folder is None or not (folder / "manifest.json").is_file():
+        return 0
+    try:
+        return max(0, read_bundle_manifest(folder).interests)
+    except BundleError as err:
+        log.warning("bundle K unknown, readers use their default cap: %s", err)
+        return 0
 
 
 class Indexer:
@@ -66,6 +93,7 @@ class Indexer:
         self.index_dir = Path(settings.namespace_index_dir)  # <index dir>/<namespace>/ for a rollout's namespace
         self.params = params or build_params(settings)
         self.metrics = metrics or IndexMetrics(bind=settings.web_bind)  # /metrics listens where DREAMSTREAM_WEB_BIND says
+        self.interests = bundle_interests(settings)
         self.store = ItemStore(settings.index_shards)
         self.follower = ItemFollower(settings, self.store)
         self._start_ends = self.follower.consumer.end_offsets(self.follower.partitions)
@@ -105,7 +133,7 @@ class Indexer:
         previous = self._current_manifest()
         started = time.perf_counter()
         built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
-                              space=self.settings.namespace)
+                              space=self.settings.namespace, interests=self.interests)
         outcome = publish_version(built, self.index_dir, self.params.recall_floor)
         self.metrics.build_seconds.observe(time.perf_counter() - started)
         self.metrics.recall.set(built.manifest.recall)
@@ -121,11 +149,9 @@ class Indexer:
         return outcome
 
     def _current_manifest(self) -> Manifest | None:
-        name = read_current(self.index_dir)
-        if name is None:
-            return None
         try:
-            return read_manifest(self.index_dir / name)
+            name = read_current(self.index_dir)
+            return None if name is None else read_manifest(self.index_dir / name)
         except IndexCorruptError as err:
             log.warning("current version unreadable, building every shard: %s", err)
             return None

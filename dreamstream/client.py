@@ -290,9 +290,10 @@ class Retriever:
         except RefusedVersion as err:
             self.last_error = err
             raise
+        if space not in self._refusals:
+            self.last_error = None  # the namespace reads cleanly again
         if loaded is not None:
             self._versions[space] = loaded  # the atomic swap: one reference assignment
-            self.last_error = None
             log.info("index version=%s namespace=%r items=%d loaded", loaded.name, space, loaded.manifest.items)
 
     def _follow(self) -> None:

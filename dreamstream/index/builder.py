@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+from dreamstream.checksums import inside
 from dreamstream.index.layout import BUILDING_PREFIX
 from dreamstream.index.manifest import Manifest, ShardEntry, fsync_dir, sha256_bytes, write_bytes_synced, write_manifest
 from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
@@ -164,8 +165,11 @@ def build_version(
     rebuilt: list[int] = []
     for shard in tqdm(range(store.shards), desc="build shards", unit="shard", disable=not progress):
         if reusable and rebuild is not None and shard not in rebuild:
-            entries.append(_reuse_shard(index_dir / previous.version, folder, previous.shards[shard]))
-            continue
+            try:
+                entries.append(_reuse_shard(index_dir / previous.version, folder, previous.shards[shard]))
+                continue
+            except (OSError, ValueError) as err:  # the previous version's files are gone or hostile: build it afresh
+                log.warning("shard %d not reused from %s (%s); building it", shard, previous.version, err)
         entries.append(_write_shard(store, shard, folder, params))
         rebuilt.append(shard)
     manifest = Manifest(
@@ -209,10 +213,12 @@ def _write_shard(store: ItemStore, shard: int, folder: Path, params: BuildParams
 def _reuse_shard(source: Path, folder: Path, entry: ShardEntry) -> ShardEntry:
     """Share an unchanged shard's files with the previous version (hard link, else copy)."""
     for name in (entry.file, entry.ids):
+        source_file, target = inside(source, name), inside(folder, name)  # names from a manifest stay in their folders
+        target.unlink(missing_ok=True)
         try:
-            os.link(source / name, folder / name)
+            os.link(source_file, target)
         except OSError:
-            shutil.copy2(source / name, folder / name)
-            with open(folder / name, "rb") as fh:
+            shutil.copy2(source_file, target)
+            with open(target, "rb") as fh:
                 os.fsync(fh.fileno())
     return entry

@@ -66,6 +66,16 @@ def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float) -
     return BuildOutcome(built.manifest, True)
 
 
+def current_manifest(index_dir: Path) -> Manifest | None:
+    """The manifest of the version CURRENT names, to link its unchanged shards; None (said in the log) when unreadable."""
+    try:
+        name = read_current(index_dir)
+        return None if name is None else read_manifest(index_dir / name)
+    except IndexCorruptError as err:
+        log.warning("current version unreadable, building every shard: %s", err)
+        return None
+
+
 def bundle_interests(settings: Settings) -> int:
     """The K of the namespace's bundle (its own version folder, else the newest in the model dir); 0 when none is readable.
 
@@ -130,7 +140,7 @@ class Indexer:
         """Build and (if its recall clears the floor) publish a version of the store as it is now."""
         self._last_build = time.monotonic()
         self._changed = False
-        previous = self._current_manifest()
+        previous = current_manifest(self.index_dir)
         started = time.perf_counter()
         built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
                               space=self.settings.namespace, interests=self.interests)
@@ -147,14 +157,6 @@ class Indexer:
         prune(self.index_dir, self.settings.index_grace_s)
         self.outcomes.append(outcome)
         return outcome
-
-    def _current_manifest(self) -> Manifest | None:
-        try:
-            name = read_current(self.index_dir)
-            return None if name is None else read_manifest(self.index_dir / name)
-        except IndexCorruptError as err:
-            log.warning("current version unreadable, building every shard: %s", err)
-            return None
 
     def _announce(self, manifest: Manifest) -> None:
         """Put the new version on ``index-versions`` (key "current")."""

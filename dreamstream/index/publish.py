@@ -72,21 +72,26 @@ def _history_or_empty(index_dir: Path) -> list[dict] | None:
 def install(built: "BuiltVersion", index_dir: Path) -> Path:
     """Move a built version into place and make it CURRENT. Returns its folder.
 
-    ``HISTORY.json`` is read, extended and written under its lock, so two
-    publishers never lose each other's entries; an unreadable history is
-    replaced by one that starts here (the versions it named are then never
-    pruned: not deleting what cannot be dated is the safe side).
+    ``HISTORY.json`` is extended under its lock (:func:`record_published`);
+    an unreadable history is replaced by one that starts here (the versions
+    it named are then never pruned: not deleting what cannot be dated is the
+    safe side).
     """
     index_dir = Path(index_dir)
     final = index_dir / built.manifest.version
     built.folder.rename(final)
     fsync_dir(index_dir)
-    with locked(index_dir / HISTORY):
-        history = _history_or_empty(index_dir) or []
-        history.append({"version": built.manifest.version, "published_at": time.time()})
-        replace_atomically(index_dir / HISTORY, json.dumps(history).encode("utf-8"))
+    record_published(index_dir, built.manifest.version)
     replace_atomically(index_dir / CURRENT, (built.manifest.version + "\n").encode("utf-8"))
     return final
+
+
+def record_published(index_dir: Path, version: str) -> None:
+    """Append ``version`` to ``HISTORY.json``: read, extend and write under its lock, so no publisher's entry is lost."""
+    with locked(Path(index_dir) / HISTORY):
+        history = _history_or_empty(index_dir) or []
+        history.append({"version": version, "published_at": time.time()})
+        replace_atomically(Path(index_dir) / HISTORY, json.dumps(history).encode("utf-8"))
 
 
 def discard(built: "BuiltVersion") -> None:

@@ -6,7 +6,10 @@ background thread checks at most every ``check_interval_ms`` and loads the
 new version off to the side; searches keep using the version they started
 with, and the swap is a single reference assignment, so a search never sees
 half a version. A version that fails verification is refused (the error
-names the file) and the previous one keeps serving.
+names the file) and the previous one keeps serving; it is not read again
+until ``CURRENT`` or one of its files changes on disk
+(:mod:`dreamstream.index.refusals`). A record is ranked only if it holds at
+most the version's bundle K interests (:func:`max_interests`).
 
 ``search(user_record, k)`` searches every shard with the user vector and each
 interest vector and merges them with :mod:`dreamstream.merge`, exactly as

@@ -22,7 +22,9 @@ the last event the worker applied to it, so a record includes an event only
 if its ``ts >= event.ts``; the monitor therefore pairs an event with the
 newest record (by ``seq``) of the user whose ``ts < event.ts``. It keeps
 the last :data:`KEEP` records per user (so a worker one batch ahead of the
-monitor still leaves the pre-event record in hand), and scores a sampled
+monitor still leaves the pre-event record in hand) for at most ``max_users``
+users per namespace (the least recently updated is forgotten first, so
+memory is bounded by the setting, not the user base), and scores a sampled
 event only ``delay_s`` after reading it, so a record the worker published
 before the event but that is still in flight is waited for. Known limits:
 a record also counts as "after" an event when a *later-applied* event of the

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
         description="The model rollout (item space) this process serves, normally the bundle version it started with "
                     "(`dreamstream rollout`). Its state and outputs live apart: its own consumer group and changelog, "
                     "user-embeddings.<namespace>, item-vectors.<namespace>, watch-events-dlq.<namespace>, "
-                    "<index dir>/<namespace>/. Empty: the default namespace (topics without a suffix).",
+                    "<index dir>/<namespace>/. Empty: the default namespace (topics without a suffix). Letters, digits, '.', '_' "
+                    "and '-', starting with a letter or digit; not an index dir file name (CURRENT, SERVING, ...) nor "
+                    "an index version name (dreamstream/index/layout.py).",
     )
     start_from: str = Field(
         "", description="Where a namespace that has never read watch-events starts: empty = the earliest retained "

@@ -273,9 +273,16 @@ def retire(settings: Settings, namespace: str) -> tuple[list[str], Path | None]:
 
 # --- the switch ----------------------------------------------------------------------------
 def switch(settings: Settings, namespace: str, max_lag: int) -> Serving:
-    """Point readers at ``namespace`` once it has an index and is caught up; refuse with the reason otherwise."""
-    current = read_serving(settings.index_dir)
-    if current.namespace == namespace:
+    """Point readers at ``namespace`` once it has an index and is caught up; refuse with the reason otherwise.
+
+    An unreadable ``SERVING`` does not stop it: the switch is how it is repaired.
+    """
+    try:
+        current = read_serving(settings.index_dir)
+    except IndexCorruptError as err:
+        log.warning("replacing an unreadable pointer: %s", err)
+        current = None
+    if current is not None and current.namespace == namespace:
         raise UserError(f"namespace {namespace!r} already serves")
     from dreamstream.index.publish import read_current
 

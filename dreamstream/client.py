@@ -137,7 +137,8 @@ def _faiss_index(path: Path, data: bytes, dim: int) -> faiss.Index:
     try:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except Exception as err:  # Faiss raises RuntimeError (and others) on bytes that are not an index
-        raise IndexCorruptError(f"{path} is not a Faiss index ({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})") from None
+        said = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise IndexCorruptError(f"{path} is not a Faiss index ({said})") from None
     if index.d != dim:
         raise IndexCorruptError(f"{path} is a {index.d}-d index but the manifest says {dim}-d")
     return index

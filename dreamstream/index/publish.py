@@ -86,6 +86,19 @@ def install(built: "BuiltVersion", index_dir: Path) -> Path:
     return final
 
 
+def _stale_temp_files(index_dir: Path, before: float) -> list[str]:
+    """Remove the temp files of writers killed mid-write (``.<name>.<random>.tmp``, atomic_file) older than ``before``."""
+    removed = []
+    for path in index_dir.glob(".*.tmp"):
+        try:
+            if path.is_file() and path.stat().st_mtime < before:
+                path.unlink()
+                removed.append(path.name)
+        except OSError:
+            continue
+    return removed
+
+
 def record_published(index_dir: Path, version: str) -> None:
     """Append ``version`` to ``HISTORY.json``: read, extend and write under its lock, so no publisher's entry is lost."""
     with locked(Path(index_dir) / HISTORY):
@@ -100,11 +113,11 @@ def discard(built: "BuiltVersion") -> None:
 
 
 def prune(index_dir: Path, grace_s: float, now: float | None = None) -> list[str]:
-    """Delete versions that stopped being current more than ``grace_s`` ago. Returns their names.
+    """Delete versions that stopped being current more than ``grace_s`` ago. Returns the names removed.
 
     A version stops being current when the next one is published. Leftover
-    ``.building-*`` folders (a build that crashed) go once older than the
-    grace. An unreadable ``CURRENT`` or ``HISTORY.json`` prunes nothing: what
+    ``.building-*`` folders (a build that crashed) and temp files of a
+    writer killed mid-write go once older than the grace. An unreadable ``CURRENT`` or ``HISTORY.json`` prunes nothing: what
     serves, or since when a version stopped, is then unknown.
     """
     index_dir = Path(index_dir)
@@ -136,6 +149,7 @@ def prune(index_dir: Path, grace_s: float, now: float | None = None) -> list[str
         if removed:
             kept = [h for h in history if h["version"] not in removed]
             replace_atomically(index_dir / HISTORY, json.dumps(kept).encode("utf-8"))
+    removed += _stale_temp_files(index_dir, now - grace_s)
     if removed:
         log.info("pruned versions=%s", removed)
     return removed

@@ -113,3 +113,20 @@ def test_writers_sharing_a_pid_never_tear_a_file(tmp_path: Path, target: str) ->
     if target == "MONITOR.json":
         write_monitor(tmp_path, {"": MonitorStat(1, 1, 1.0, 1, 1.0)})
         assert read_monitor(tmp_path)[""].events == 1
+
+
+def test_a_writer_killed_mid_write_leaves_only_a_temp_file_that_prune_removes(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from dreamstream.index.publish import prune
+
+    replace_atomically(tmp_path / "SERVING", b'{"namespace": ""}')
+    orphan = tmp_path / ".SERVING.k1lled.tmp"  # what a writer killed between write and rename leaves
+    orphan.write_bytes(b'{"namesp')
+    assert read_serving(tmp_path).namespace == ""
+    assert prune(tmp_path, grace_s=60) == [] and orphan.exists()  # young: maybe a live writer's
+    old = time.time() - 120
+    os.utime(orphan, (old, old))
+    assert prune(tmp_path, grace_s=60) == [orphan.name] and not orphan.exists()
+    assert (tmp_path / "SERVING").exists()

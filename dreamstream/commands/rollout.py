@@ -27,9 +27,10 @@ def prepare(settings: Settings, version: str, start_from: str) -> Settings:
     from dreamstream import rollout
     from dreamstream.bundle import BundleError, load_bundle
     from dreamstream.index.items_publisher import publish_vectors
+    from dreamstream.index.layout import check_namespace
     from dreamstream.topics import create_topics
 
-    folder = Path(settings.model_dir) / version
+    folder = Path(settings.model_dir) / check_namespace(version)  # the name first: ".." must not pick a bundle
     try:
         bundle = load_bundle(folder)
     except (BundleError, FileNotFoundError) as err:

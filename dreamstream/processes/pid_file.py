@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import time
 from pathlib import Path
 
 from dreamstream.index.atomic_file import replace_atomically
@@ -39,9 +39,20 @@ def start_time(pid: int) -> int | None:
         return None
 
 
-def write_pid_file(path: Path, pid: int) -> None:
-    """Record ``pid`` with its command line and start time (read now, while it is surely ours)."""
-    record = {"pid": int(pid), "argv": command_line(pid), "start": start_time(pid)}
+def write_pid_file(path: Path, pid: int, wait_s: float = 2.0) -> None:
+    """Record ``pid`` with its command line and start time (read now, while it is surely ours).
+
+    Linux quirk: ``Popen`` returns once the child's exec has closed its
+    close-on-exec pipe, a moment before the kernel sets the new program's
+    arguments, so ``/proc/<pid>/cmdline`` can still read empty; it is polled
+    for up to ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    argv = command_line(pid)
+    while argv is None and time.monotonic() < deadline and start_time(pid) is not None:
+        time.sleep(0.01)
+        argv = command_line(pid)
+    record = {"pid": int(pid), "argv": argv, "start": start_time(pid)}
     replace_atomically(Path(path), json.dumps(record).encode("utf-8"))
 
 
@@ -64,10 +75,11 @@ def owned_pid(path: Path, legacy_command: str = "") -> int | None:
     running = command_line(pid)
     if running is None:
         return None
-    if argv is None:
+    if argv is None:  # the older format, or a command line that could not be read when the file was written
         ours = bool(legacy_command) and running[-1] == legacy_command and any(Path(a).name == "dreamstream" for a in running)
     else:
-        ours = running == list(argv) and (started is None or start_time(pid) == started)
+        ours = running == list(argv)
+    ours = ours and (started is None or start_time(pid) == started)
     if not ours:
         log.warning("%s names pid %d, now %r, not the process it recorded (a stale file); not signalling it", path, pid,
                     " ".join(running)[:200])

@@ -13,16 +13,20 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from dreamstream.kafka import redaction
 from dreamstream.settings import Settings
 
 
 def _read(path: Path | None, what: str) -> str | None:
+    """A secret from its file, registered for redaction from every log record before anyone can log it."""
     if path is None:
         return None
     try:
-        return Path(path).read_text("utf-8").strip()
-    except OSError as err:
-        raise ValueError(f"cannot read the {what} file {path}: {err.strerror}") from None
+        secret = Path(path).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read the {what} file {path}: {getattr(err, 'strerror', None) or err}") from None
+    redaction.register(secret)
+    return secret
 
 
 def uses_tls(settings: Settings) -> bool:

@@ -60,7 +60,7 @@ def check_security(settings: Settings) -> None:
     OAUTHBEARER login without its token file, a TLS file that cannot be
     read. A password file readable by group or others is a warning.
     """
-    problems = [*_unused(settings), *_incomplete(settings)]
+    problems = [*unused_settings(settings), *_incomplete(settings)]
     if problems:
         raise SecuritySettingsError(f"Kafka security settings refused (protocol {settings.kafka_security_protocol}): "
                         + "; ".join(problems) + " (docs/production.md#security)")
@@ -69,7 +69,7 @@ def check_security(settings: Settings) -> None:
             _warn_if_shared(Path(path))
 
 
-def _unused(settings: Settings) -> list[str]:
+def unused_settings(settings: Settings) -> list[str]:
     """Settings of a mechanism the protocol does not use."""
     problems = []
     if not uses_tls(settings):

@@ -280,14 +280,14 @@ def rendered(tmp_path: Path, components: list[str]) -> list[dict]:
 @pytest.mark.parametrize("components, secure", [([], False), (["kafka-security"], True)])
 def test_the_kafka_secret_is_required_once_the_configmap_names_a_secure_protocol(tmp_path, components, secure):
     """Issue 27 #5: the Secret was mounted `optional: true` whatever the protocol, so a missing one went unnoticed."""
-    from dreamstream.kafka.security import _unused
+    from dreamstream.kafka.security import unused_settings
 
     docs = rendered(tmp_path, components)
     (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "dreamstream-settings"]
     fields = {k.removeprefix("DREAMSTREAM_").lower(): v for k, v in config["data"].items()}
     settings = Settings(**fields)
     assert (settings.kafka_security_protocol != "PLAINTEXT") is secure
-    assert not _unused(settings), "the ConfigMap's security settings must be all or nothing"
+    assert not unused_settings(settings), "the ConfigMap's security settings must be all or nothing"
     volumes = [v for d in docs if d["kind"] in WORKLOADS for v in pod_spec(d).get("volumes", [])
                if v.get("secret", {}).get("secretName") == KAFKA_SECRET]
     assert len(volumes) == 3 and all(v["secret"].get("optional") is (not secure) for v in volumes), volumes

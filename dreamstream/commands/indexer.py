@@ -8,6 +8,7 @@ import click
 
 from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.index.service import Indexer, build_params
+from dreamstream.index.width import index_width
 from dreamstream.logs import setup_logging
 from dreamstream.settings import Settings
 from dreamstream.topics import create_topics
@@ -29,6 +30,7 @@ def indexer(settings: Settings, threads: int) -> None:
     version), recall@10 is measured, and the version becomes CURRENT and is
     announced on index-versions. Stops cleanly on SIGTERM / Ctrl-C.
     """
+    index_width(settings)  # at once, before any wait for the broker: no bundle and no --index-dim is an error
     setup_logging(settings.log_level)
     create_topics(settings)
     stop = threading.Event()

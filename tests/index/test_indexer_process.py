@@ -62,3 +62,14 @@ def test_indexer_process_metrics_and_sigterm(make_settings, vectors_factory):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_indexer_refuses_to_start_without_a_width(tmp_path):
+    """Issue 27 #2: with no bundle to take the width from and no --index-dim, it says so at once (no first record)."""
+    from click.testing import CliRunner
+
+    from dreamstream.cli import main
+
+    result = CliRunner().invoke(main, ["indexer", "--model-dir", str(tmp_path / "models"), "--index-dir",
+                                       str(tmp_path / "index"), "--broker", "kafka://127.0.0.1:1"])
+    assert result.exit_code == 1 and "--index-dim" in result.output and "no model bundle" in result.output, result.output

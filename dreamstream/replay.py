@@ -473,19 +473,17 @@ def _redrive_one(prod, record, reason_contains: str | None, inputs: frozenset[st
 def _close_dropping(prod) -> None:
     """Close the producer without sending what is still queued: after an interruption, letters never committed.
 
-    kafka-python quirk: ``close(timeout=0)`` first ``flush(0)``es, which
-    raises ``KafkaTimeoutError`` while anything is queued, before its own
-    force-close; so that error is caught and the sender force-closed here
-    (failing the queued batches instead of sending them).
+    Every chunk is flushed before the next is sent, so only an interruption
+    (Ctrl-C, a bug) leaves letters queued; ``close(timeout=0)`` force-closes
+    the sender instead of sending them. kafka-python quirk: it first
+    ``flush(0)``es, which raises ``KafkaTimeoutError`` while anything is
+    queued, before its force-close; the letters then die with the process
+    (the sender is a daemon thread) and the next run re-drives them.
     """
     try:
         prod.close(timeout=0)
     except Exception as err:  # KafkaTimeoutError: records still queued
-        log.warning("dropping re-sends never committed (%r): the next run re-drives them", err)
-        sender = getattr(prod, "_sender", None)
-        if sender is not None:
-            sender.force_close()
-        prod._closed = True
+        log.warning("letters queued after the last commit were not flushed (%r); the next run re-drives them", err)
 
 
 def _offset(position: int):

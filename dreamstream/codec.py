@@ -84,8 +84,9 @@ def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes
     DLQ refuses would stop the worker's commits, and the whole original
     stays addressable by its topic, partition and offset.
     """
-    letter: dict[str, Any] = {"reason": str(reason)[:MAX_LETTER_REASON_CHARS], "topic": str(topic)[:MAX_LETTER_KEY_BYTES],
-                              "partition": int(partition), "offset": int(offset), "key": letter_key(key), "value": value}
+    letter: dict[str, Any] = {"reason": str(reason)[:MAX_LETTER_REASON_CHARS],
+                              "topic": str(topic)[:MAX_LETTER_KEY_BYTES], "partition": int(partition),
+                              "offset": int(offset), "key": letter_key(key), "value": value}
     if key is not None and len(key) > MAX_LETTER_KEY_BYTES:
         letter["key_truncated"] = len(key)
     if value is not None and len(value) > MAX_LETTER_VALUE_BYTES:

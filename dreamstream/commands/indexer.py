@@ -18,8 +18,8 @@ from dreamstream.topics import create_topics
 @click.option("--threads", type=int, default=0, envvar="DREAMSTREAM_INDEX_THREADS", show_default=True,
               help="Faiss threads for builds; 0 = all cores [env DREAMSTREAM_INDEX_THREADS].")
 @settings_options(
-    "broker", "topic_prefix", "index_dir", "state_dir", "model_dir", "index_dim", "item_partitions", "index_shards", "index_interval_s",
-    "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "metrics_port", "log_level",
+    "broker", "topic_prefix", "index_dir", "state_dir", "model_dir", "index_dim", "item_partitions", "index_shards",
+    "index_interval_s", "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "metrics_port", "log_level",
     "web_bind", "namespace", *KAFKA_SECURITY,
 )
 def indexer(settings: Settings, threads: int) -> None:

@@ -19,8 +19,8 @@ from dreamstream.topics import create_topics
               help="Faiss threads for builds; 0 = all cores [env DREAMSTREAM_INDEX_THREADS].")
 @settings_options(
     "broker", "topic_prefix", "index_dir", "state_dir", "model_dir", "index_dim", "item_partitions", "index_shards",
-    "index_interval_s", "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "metrics_port", "log_level",
-    "web_bind", "namespace", *KAFKA_SECURITY,
+    "index_interval_s", "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe",
+    "metrics_port", "log_level", "web_bind", "namespace", *KAFKA_SECURITY,
 )
 def indexer(settings: Settings, threads: int) -> None:
     """Follow item-vectors and publish a new index version whenever items changed.

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreamstream.errors import UserError, broker_bootstrap
-from dreamstream.index.layout import check_namespace, is_version_name
+from dreamstream.index.layout import InvalidNamespace, check_namespace, is_version_name
 from dreamstream.index.manifest import IndexCorruptError, read_manifest
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.processes.pid_file import owned_pid, write_pid_file
@@ -155,6 +155,26 @@ def _when(ms: int) -> str:
 def rollout_dir(settings: Settings, namespace: str) -> Path:
     """Where ``rollout start --spawn`` keeps a namespace's pid files, logs and state: its rollout record."""
     return settings.state_dir / "rollout" / check_namespace(namespace)
+
+
+def known_namespaces(settings: Settings) -> list[str]:
+    """Every namespace that may be reading the shared inputs: serving, previous, then each rollout started here.
+
+    What ``rollout status`` lists, and whom ``replay --dlq`` warns: a
+    namespace deployed elsewhere and not yet switched to is not known here.
+    """
+    folder = settings.state_dir / "rollout"
+    started = sorted(p.name for p in folder.iterdir() if p.is_dir() and _is_namespace(p.name)) if folder.is_dir() else []
+    return list(dict.fromkeys([*read_serving(settings.index_dir).spaces(), *started]))
+
+
+def _is_namespace(name: str) -> bool:
+    """A rollout record's folder name that is a namespace's (a stray folder there is not one)."""
+    try:
+        check_namespace(name)
+    except InvalidNamespace:
+        return False
+    return True
 
 
 def spawn(settings: Settings, namespace: str) -> dict[str, int]:

@@ -145,7 +145,7 @@ def status(settings: Settings) -> None:
     from dreamstream.serving import namespace_dir, read_serving
 
     serving = read_serving(settings.index_dir)
-    names = list(dict.fromkeys([*serving.spaces(), *_started_namespaces(settings)]))
+    names = rollout.known_namespaces(settings)
     try:
         live = read_monitor(settings.index_dir)  # `dreamstream monitor`'s live HitRate per namespace, when it runs
     except IndexCorruptError as err:
@@ -213,17 +213,3 @@ def retire(settings: Settings, version: str) -> None:
     click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; {removed}. Its topics stay "
                "(delete them with your Kafka tools when the history is no longer needed).")
 
-
-def _started_namespaces(settings: Settings) -> list[str]:
-    """The namespaces with a rollout record here (folders whose names are not namespaces' are left out)."""
-    from dreamstream.index.layout import InvalidNamespace, check_namespace
-
-    folder = settings.state_dir / "rollout"
-    names = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-        try:
-            if path.is_dir():
-                names.append(check_namespace(path.name))
-        except InvalidNamespace:
-            continue
-    return names

@@ -20,7 +20,7 @@ from dreamstream.index.atomic_file import fsync_dir, locked, replace_atomically 
 from dreamstream.index.layout import BUILDING_PREFIX, CURRENT, HISTORY, is_version_name
 from dreamstream.index.shared_file import IndexCorruptError, field_of, read_json, read_text, want
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # builder imports faiss: readers of CURRENT and SERVING (replay, rollout) must not load it
     from dreamstream.index.builder import BuiltVersion
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,13 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = Field("", description="Prefix put before every topic name (e.g. 'prod.').")
     namespace: str = Field(
-        "", pattern=r"^[A-Za-z0-9._-]{0,80}$",
+        "",
         description="The model rollout (item space) this process serves, normally the bundle version it started with "
                     "(`dreamstream rollout`). Its state and outputs live apart: its own consumer group and changelog, "
                     "user-embeddings.<namespace>, item-vectors.<namespace>, watch-events-dlq.<namespace>, "
-                    "<index dir>/<namespace>/. Empty: the default namespace (topics without a suffix).",
+                    "<index dir>/<namespace>/. Empty: the default namespace (topics without a suffix). Letters, digits, '.', '_' "
+                    "and '-', starting with a letter or digit; not an index dir file name (CURRENT, SERVING, ...) nor "
+                    "an index version name (dreamstream/index/layout.py).",
     )
     start_from: str = Field(
         "", description="Where a namespace that has never read watch-events starts: empty = the earliest retained "
@@ -152,6 +154,9 @@ class Settings(BaseSettings):
     )
 
     # --- indexer ---------------------------------------------------------
+    index_dim: int = Field(0, ge=0, description="Width of the item vectors the index holds; records of another width "
+                           "are refused. 0 = the `dim` of the namespace's bundle in --model-dir (the bundle named after "
+                           "the namespace, else the newest), never the first record read.")
     index_shards: int = Field(4, ge=1, description="Shards per index version (item -> shard by a stable hash of its id).")
     index_interval_s: float = Field(5.0, gt=0, description="Seconds between index builds (only when items changed).")
     index_grace_s: float = Field(300.0, ge=0, description="Seconds an old index version stays on disk after it stops being current.")
@@ -163,6 +168,13 @@ class Settings(BaseSettings):
         "Index of large shards: ivf-flat (vectors in every reader's RAM), or compressed codes re-ranked exactly against "
         "a memory-mapped vectors file: ivf-pq (16 B/item at D=64, docs/measurements.md), ivf-pq8, opq-pq, ivf-sq8."))
     index_short_list: int = Field(0, ge=0, description="Compressed kinds: candidates per wanted item re-ranked exactly; 0 = smallest that reaches the recall floor at build time.")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        from dreamstream.index.layout import check_namespace
+
+        return check_namespace(value)
 
     @field_validator("start_from")
     @classmethod
@@ -221,11 +233,18 @@ class Settings(BaseSettings):
     @property
     def namespace_index_dir(self) -> Path:
         """Where this namespace's index versions live: the index dir itself for the default namespace."""
-        return self.index_dir / self.namespace if self.namespace else self.index_dir
+        from dreamstream.serving import namespace_dir
+
+        return namespace_dir(self.index_dir, self.namespace)
 
     def in_namespace(self, namespace: str) -> "Settings":
-        """The same settings for another namespace (a rollout's new version, or the one it replaces)."""
-        return self.model_copy(update={"namespace": namespace})
+        """The same settings for another namespace (a rollout's new version, or the one it replaces).
+
+        ``model_copy`` skips validation, so the name is checked here (:func:`dreamstream.index.layout.check_namespace`).
+        """
+        from dreamstream.index.layout import check_namespace
+
+        return self.model_copy(update={"namespace": check_namespace(namespace)})
 
     @property
     def start_from_ms(self) -> int | None:

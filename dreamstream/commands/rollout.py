@@ -27,9 +27,10 @@ def prepare(settings: Settings, version: str, start_from: str) -> Settings:
     from dreamstream import rollout
     from dreamstream.bundle import BundleError, load_bundle
     from dreamstream.index.items_publisher import publish_vectors
+    from dreamstream.index.layout import check_namespace
     from dreamstream.topics import create_topics
 
-    folder = Path(settings.model_dir) / version
+    folder = Path(settings.model_dir) / check_namespace(version)  # the name first: ".." must not pick a bundle
     try:
         bundle = load_bundle(folder)
     except (BundleError, FileNotFoundError) as err:
@@ -138,14 +139,18 @@ def start(settings: Settings, version: str, start_from: str, spawn: bool) -> Non
 def status(settings: Settings) -> None:
     """Which namespace serves, which is catching up, and how far behind each is."""
     from dreamstream import rollout
+    from dreamstream.index.manifest import IndexCorruptError
     from dreamstream.index.publish import read_current
+    from dreamstream.monitor import read_monitor
     from dreamstream.serving import namespace_dir, read_serving
 
-    from dreamstream.monitor import read_monitor
-
     serving = read_serving(settings.index_dir)
-    names = list(dict.fromkeys([*serving.spaces(), *_started_namespaces(settings)]))
-    live = read_monitor(settings.index_dir)  # `dreamstream monitor`'s live HitRate per namespace, when it runs
+    names = rollout.known_namespaces(settings)
+    try:
+        live = read_monitor(settings.index_dir)  # `dreamstream monitor`'s live HitRate per namespace, when it runs
+    except IndexCorruptError as err:
+        click.echo(f"live quality unknown: {err}", err=True)
+        live = {}
     click.echo(f"{'namespace':<28} {'role':<12} {'lag':>9}  {'live HitRate@K':<22} index version")
     for name in names:
         role = "serving" if name == serving.namespace else "previous" if name == serving.previous else "catching up"
@@ -153,7 +158,10 @@ def status(settings: Settings) -> None:
         shown = behind.total if behind.started else "-"
         stat = live.get(name)
         quality = f"{stat.hitrate:.4f} ({stat.window} ev)" if stat and stat.hitrate is not None else "-"
-        index = read_current(namespace_dir(settings.index_dir, name)) or "-"
+        try:
+            index = read_current(namespace_dir(settings.index_dir, name)) or "-"
+        except IndexCorruptError:
+            index = "(CURRENT unreadable)"
         click.echo(f"{name or '(default)':<28} {role:<12} {shown!s:>9}  {quality:<22} {index}")
 
 
@@ -198,21 +206,10 @@ def rollback(settings: Settings) -> None:
 @settings_options(*ROLLOUT_SETTINGS)
 def retire(settings: Settings, version: str) -> None:
     """Stop a namespace this machine started and remove its index versions (never the serving or previous one)."""
-    import shutil
-
     from dreamstream import rollout
-    from dreamstream.serving import namespace_dir, read_serving
 
-    if version in read_serving(settings.index_dir).spaces():
-        raise UserError(f"namespace {version!r} is serving or previous; switch away (and again) before retiring it")
-    stopped = rollout.stop_spawned(settings, version)
-    folder = namespace_dir(settings.index_dir, version)
-    if version and folder.is_dir():
-        shutil.rmtree(folder)
-    click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; removed {folder}. Its topics stay "
+    stopped, folder = rollout.retire(settings, version)
+    removed = f"removed {folder}" if folder is not None else "it had no index folder"
+    click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; {removed}. Its topics stay "
                "(delete them with your Kafka tools when the history is no longer needed).")
 
-
-def _started_namespaces(settings: Settings) -> list[str]:
-    folder = settings.state_dir / "rollout"
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []

@@ -30,7 +30,7 @@ import numpy as np
 from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries, smallest_nprobe
 from dreamstream.index.rerank import rerank_rows, search_reranked, short_list_length
 
-COMPRESSED_KINDS = ("ivf-pq", "ivf-pq8", "opq-pq", "ivf-sq8")
+COMPRESSED_KINDS = ("ivf-pq", "ivf-pq8", "opq-pq", "ivf-sq8")  # also in manifest.SHARD_KINDS (the manifest parser imports no Faiss)
 KINDS = ("ivf-flat",) + COMPRESSED_KINDS
 SHORT_LISTS = (2, 4, 6, 8, 12, 16, 24, 32)  # candidates per wanted item tried at build time, fewest first
 PROBE_STEPS = (1.0, 1.15, 1.3, 1.6, 2.0, 3.0)  # nprobe tried, as multiples of the fewest lists that can reach the floor

@@ -6,6 +6,7 @@ happen in the same thread, so a build sees a consistent store without locks.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifes
 from dreamstream.index.metrics import IndexMetrics
 from dreamstream.index.publish import discard, install, prune, read_current
 from dreamstream.index.store import ItemStore
+from dreamstream.index.width import bundle_folder, index_width
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
 from dreamstream.topics import INDEX_VERSIONS
@@ -45,19 +47,66 @@ class BuildOutcome:
     reason: str = ""
 
 
-def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float) -> BuildOutcome:
-    """Install a built version unless its recall is under the floor (then delete it and say why)."""
-    if built.manifest.recall < recall_floor:
-        discard(built)
+def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float, serving: Manifest | None = None
+                    ) -> BuildOutcome:
+    """Install a built version unless it must not serve (then delete it and say why).
+
+    Refused: recall under the floor, or a width other than the version
+    serving now (``serving``): readers would switch to an index no query of
+    theirs fits. A namespace's width changes only with a rollout to a new
+    namespace.
+    """
+    reason = ""
+    if serving is not None and built.manifest.dim != serving.dim:
+        reason = (f"its items are {built.manifest.dim}-d but the serving version {serving.version} is {serving.dim}-d; "
+                  "a new width needs a new namespace (`dreamstream rollout start`), not a new version")
+    elif built.manifest.recall < recall_floor:
         reason = (
             f"recall@10 {built.manifest.recall:.4f} is under the floor {recall_floor:.4f} "
             f"(shards: {[s.recall for s in built.manifest.shards]}); raise --index-nprobe or --index-nlist, raise --index-exact-max (exact shards), or lower --index-recall-floor"
         )
+    if reason:
+        discard(built)
         log.warning("version=%s not published: %s", built.manifest.version, reason)
         return BuildOutcome(built.manifest, False, reason)
-    install(built, index_dir)
+    try:
+        install(built, index_dir)
+    except OSError as err:  # e.g. a folder where CURRENT belongs: the indexer keeps running and says why
+        reason = f"cannot install it in {index_dir} ({err}); fix the index dir, the next build publishes"
+        shutil.rmtree(index_dir / built.manifest.version, ignore_errors=True)
+        discard(built)
+        log.error("version=%s not published: %s", built.manifest.version, reason)
+        return BuildOutcome(built.manifest, False, reason)
     log.info("published version=%s items=%d recall=%.4f", built.manifest.version, built.manifest.items, built.manifest.recall)
     return BuildOutcome(built.manifest, True)
+
+
+def current_manifest(index_dir: Path) -> Manifest | None:
+    """The manifest of the version CURRENT names, to link its unchanged shards; None (said in the log) when unreadable."""
+    try:
+        name = read_current(index_dir)
+        return None if name is None else read_manifest(index_dir / name)
+    except IndexCorruptError as err:
+        log.warning("current version unreadable, building every shard: %s", err)
+        return None
+
+
+def bundle_interests(settings: Settings) -> int:
+    """The K of the namespace's bundle (:func:`~dreamstream.index.width.bundle_folder`); 0 when none is readable.
+
+    Written into every version's manifest, so readers cap the interests they
+    search per record at what the worker can have written (client.max_interests).
+    """
+    from dreamstream.bundle import BundleError, read_manifest as read_bundle_manifest
+
+    folder = bundle_folder(settings)
+    if folder is None or not (folder / "manifest.json").is_file():
+        return 0
+    try:
+        return read_bundle_manifest(folder).interests
+    except BundleError as err:
+        log.warning("bundle K unknown, readers use their default cap: %s", err)
+        return 0
 
 
 class Indexer:
@@ -68,7 +117,8 @@ class Indexer:
         self.index_dir = Path(settings.namespace_index_dir)  # <index dir>/<namespace>/ for a rollout's namespace
         self.params = params or build_params(settings)
         self.metrics = metrics or IndexMetrics(bind=settings.web_bind)  # /metrics listens where DREAMSTREAM_WEB_BIND says
-        self.store = ItemStore(settings.index_shards)
+        self.store = ItemStore(settings.index_shards, dim=index_width(settings))
+        self.interests = bundle_interests(settings)
         self.follower = ItemFollower(settings, self.store)
         self._start_ends = self.follower.consumer.end_offsets(self.follower.partitions)
         self._caught_up = False
@@ -104,11 +154,11 @@ class Indexer:
         """Build and (if its recall clears the floor) publish a version of the store as it is now."""
         self._last_build = time.monotonic()
         self._changed = False
-        previous = self._current_manifest()
+        previous = current_manifest(self.index_dir)
         started = time.perf_counter()
         built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
-                              space=self.settings.namespace)
-        outcome = publish_version(built, self.index_dir, self.params.recall_floor)
+                              space=self.settings.namespace, interests=self.interests)
+        outcome = publish_version(built, self.index_dir, self.params.recall_floor, serving=previous)
         self.metrics.build_seconds.observe(time.perf_counter() - started)
         self.metrics.recall.set(built.manifest.recall)
         if outcome.published:
@@ -121,16 +171,6 @@ class Indexer:
         prune(self.index_dir, self.settings.index_grace_s)
         self.outcomes.append(outcome)
         return outcome
-
-    def _current_manifest(self) -> Manifest | None:
-        name = read_current(self.index_dir)
-        if name is None:
-            return None
-        try:
-            return read_manifest(self.index_dir / name)
-        except IndexCorruptError as err:
-            log.warning("current version unreadable, building every shard: %s", err)
-            return None
 
     def _announce(self, manifest: Manifest) -> None:
         """Put the new version on ``index-versions`` (key "current")."""
@@ -152,7 +192,8 @@ class Indexer:
     # --- running ------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Follow and build until ``stop`` is set (SIGTERM in the command)."""
-        log.info("indexer started topic=%s shards=%d index_dir=%s", self.follower.topic, self.store.shards, self.index_dir)
+        log.info("indexer started topic=%s shards=%d dim=%d index_dir=%s", self.follower.topic, self.store.shards,
+                 self.store.dim, self.index_dir)
         last_prune = time.monotonic()
         while not stop.is_set():
             self.poll(min(0.5, self.settings.index_interval_s))

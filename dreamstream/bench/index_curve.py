@@ -1,7 +1,7 @@
 """The PNG of ``dreamstream bench-index --history``: recall against client memory, and latency and memory against size.
 
-Left: served recall@20 (after exact re-ranking and the blend) against the
-client's accounted bytes per item, one point per run, labelled with its
+Left: served recall@20 (after exact re-ranking and the blend; dots) and
+search recall@20 (triangles) against the client's accounted bytes per item, one point per run, labelled with its
 kind and size: the curve that chose the compressed kind. Middle: search
 p50 / p99 (user vector + 4 interests, one Faiss thread) against catalogue size:
 CPU time of the searching thread (the latency on a core of its own) and,
@@ -29,6 +29,9 @@ def index_curve(runs: Sequence[Mapping], path: str | Path) -> Path:
         kind = _series(run)
         if "accounted_bytes_per_item" in run and "served_recall_at_20" in run:
             ax_recall.scatter(run["accounted_bytes_per_item"], run["served_recall_at_20"], color=colours[kind])
+            if "recall_at_20_end_to_end" in run:  # search recall@20 (held-out queries near items), hollow
+                ax_recall.scatter(run["accounted_bytes_per_item"], run["recall_at_20_end_to_end"], facecolors="none",
+                                  edgecolors=colours[kind], marker="^")
             ax_recall.annotate(f"{kind} {run['items'] / 1e6:g}M", (run["accounted_bytes_per_item"], run["served_recall_at_20"]),
                                fontsize=7, xytext=(3, 3), textcoords="offset points")
     for kind in kinds:
@@ -47,7 +50,8 @@ def index_curve(runs: Sequence[Mapping], path: str | Path) -> Path:
         ax_memory.plot(sizes, [r.get("anon_bytes_per_item") for r in mine], marker=".", ls="--", color=colours[kind], label=f"{kind} anon RSS")
     ax_recall.axhline(0.95, color="grey", lw=0.8, ls=":")
     ax_recall.axvline(BUDGET_BYTES, color="grey", lw=0.8, ls=":")
-    ax_recall.set(title="served recall@20 vs client memory", xlabel="client bytes per item (accounted)", ylabel="recall@20 vs exact")
+    ax_recall.set(title="recall@20 vs client memory (dot: served blend, triangle: search)", xlabel="client bytes per item (accounted)",
+                  ylabel="recall@20 vs exact")
     ax_latency.axhline(20, color="grey", lw=0.8, ls=":")
     ax_latency.set(title="search latency, user + 4 interests, 1 thread", xlabel="items (millions)", ylabel="ms", xscale="log", yscale="log")
     ax_memory.axhline(BUDGET_BYTES, color="grey", lw=0.8, ls=":")

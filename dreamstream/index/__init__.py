@@ -9,5 +9,9 @@ dir's rules, shared with every reader: :mod:`layout` (its names and the
 namespace check), :mod:`shared_file` (reading a shared file: any failure is
 ``IndexCorruptError``), :mod:`atomic_file` (whole-file writes and locks),
 :mod:`refusals` (a refused version is retried when it changes on disk).
+Compressed shards (issue 26): :mod:`compressed` (IVF-PQ / SQ shards, tuned
+for recall after re-ranking), :mod:`rerank` (a short list re-ranked
+exactly), :mod:`shard_vectors` (the version's memory-mapped float32
+vectors), :mod:`item_ids` (ids packed, not a str per item).
 Readers use :mod:`dreamstream.client`.
 """

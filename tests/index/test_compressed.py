@@ -12,7 +12,7 @@ from dreamstream.blend import blend_scores
 from dreamstream.client import IndexCorruptError, Retriever, load_version, rank
 from dreamstream.index.builder import BuildParams, build_version
 from dreamstream.index.item_ids import ItemIds
-from dreamstream.index.manifest import read_manifest, sha256_bytes, write_manifest
+from dreamstream.index.manifest import read_manifest, sha256_bytes
 from dreamstream.index.publish import install, read_current
 from dreamstream.index.recall import exact_neighbours, recall_at_k
 from dreamstream.index.store import ItemStore

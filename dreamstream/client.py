@@ -34,6 +34,7 @@ import numpy as np
 
 from dreamstream.checksums import inside
 from dreamstream.codec import bin_to_vec
+from dreamstream.index.backend import FaissBackend, IndexBackend
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
 from dreamstream.kafka.security import kafka_python_options
@@ -170,27 +171,32 @@ class Retriever:
         follow: bool = True,
         interest_weight: float = INTEREST_WEIGHT,
         wait_s: float = 0.0,
+        backend: IndexBackend | None = None,
     ) -> None:
         """Load the serving namespace's CURRENT now (waiting up to ``wait_s``); follow both pointers in a thread.
 
         ``interest_weight``: how much OPAL's best interest re-ranks the user
         vector's scores (:mod:`dreamstream.blend`, where the value was chosen).
+        ``backend``: where the versions live (:mod:`dreamstream.index.backend`;
+        default Faiss folders under ``index_dir``). ``SERVING`` is read from
+        ``index_dir`` with either backend.
         """
         self.index_dir = Path(index_dir)
+        self.backend: IndexBackend = backend or FaissBackend(self.index_dir)
         self.check_interval_s = check_interval_ms / 1000.0
         self.interest_weight = interest_weight
         self.last_error: Exception | None = None
         self._refused: dict[str, str] = {}  # namespace -> the CURRENT it refused (retried when CURRENT moves on)
         self.serving = Serving()
-        self._versions: dict[str, LoadedVersion] = {}  # namespace -> loaded version (serving, and previous)
+        self._versions: dict[str, Any] = {}  # namespace -> LoadedVersion or MilvusVersion (serving, and previous)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one loader at a time; searches never take it
         deadline = time.monotonic() + wait_s
         while not self.refresh() and time.monotonic() < deadline:
             time.sleep(min(0.1, self.check_interval_s))
         if self.serving.namespace not in self._versions:
-            where = namespace_dir(self.index_dir, self.serving.namespace)
-            raise IndexNotReadyError(f"no index version under {where} (no CURRENT file); is `dreamstream indexer` running"
+            where = self.backend.where(self.serving.namespace)
+            raise IndexNotReadyError(f"no index version in {where} (no CURRENT yet); is `dreamstream indexer` running"
                                      + (f" for namespace {self.serving.namespace}?" if self.serving.namespace else "?"))
         self._thread: threading.Thread | None = None
         if follow:
@@ -235,7 +241,7 @@ class Retriever:
 
     def _load(self, space: str) -> None:
         try:
-            loaded = load_space(self.index_dir, space, self._versions.get(space))
+            loaded = self.backend.load(space, self._versions.get(space))
         except RefusedVersion as err:
             self.last_error = err
             self._refused[space] = err.version
@@ -248,7 +254,7 @@ class Retriever:
     def _follow(self) -> None:
         while not self._stop.wait(self.check_interval_s):
             try:
-                if all(read_current(namespace_dir(self.index_dir, s)) == self._refused.get(s)
+                if all(self.backend.current(s) == self._refused.get(s)
                        for s in read_serving(self.index_dir).spaces()):
                     continue  # already refused; retry only when a CURRENT moves on
                 self.refresh()
@@ -297,7 +303,7 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     """
     queries, _ = user_queries(user_record, version.dim, 1.0)
     blocked = {str(e) for e in exclude}
-    total = sum(index.ntotal for index in version.indexes)
+    total = version.manifest.items
     fetch = k + len(blocked)
     while True:
         ids, scores = version.search(queries, fetch)

@@ -219,10 +219,11 @@ def switch(settings: Settings, namespace: str, max_lag: int) -> Serving:
     current = read_serving(settings.index_dir)
     if current.namespace == namespace:
         raise UserError(f"namespace {namespace!r} already serves")
-    from dreamstream.index.publish import read_current
+    from dreamstream.index.backend import index_backend
 
-    if read_current(namespace_dir(settings.index_dir, namespace)) is None:
-        raise UserError(f"namespace {namespace!r} has no index version under {namespace_dir(settings.index_dir, namespace)} "
+    backend = index_backend(settings)
+    if backend.current(namespace) is None:
+        raise UserError(f"namespace {namespace!r} has no index version in {backend.where(namespace)} "
                         "yet; is its indexer running (`dreamstream rollout start --spawn`, or its deployment)?")
     behind = lag(settings, namespace)
     if not behind.started or behind.total > max_lag:

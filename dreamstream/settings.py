@@ -159,6 +159,14 @@ class Settings(BaseSettings):
     index_exact_max: int = Field(200_000, ge=1, description="Shards up to this many items use an exact (flat) index; larger ones IVF.")
     index_nlist: int = Field(0, ge=0, description="IVF lists per large shard; 0 = about 2·sqrt(items in the shard).")
     index_nprobe: int = Field(0, ge=0, description="IVF lists searched per query; 0 = smallest that reaches the recall floor at build time.")
+    index_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="Where index versions live: faiss (files in the index dir, loaded into every reader) or "
+        "milvus (one collection per version behind a per-namespace alias, searched on a Milvus cluster; "
+        "docs/production.md#choosing-the-index-backend).")
+    milvus_uri: str = Field("", description="Milvus endpoint when --index-backend milvus, e.g. "
+                            "http://milvus.dreamstream.svc:19530 (https:// for TLS).")
+    milvus_token_file: Path | None = Field(None, description="File holding the Milvus credentials, user:password or an "
+                                           "API key, e.g. a mounted Secret (unset: no authentication).")
 
     @field_validator("start_from")
     @classmethod

@@ -12,12 +12,12 @@ from typing import Callable
 
 import click
 
-from dreamstream.cli_options import KAFKA_SECURITY, settings_options
+from dreamstream.cli_options import INDEX_BACKEND, KAFKA_SECURITY, settings_options
 from dreamstream.errors import UserError
 from dreamstream.settings import Settings
 
 ROLLOUT_SETTINGS = ("broker", "topic_prefix", "model_dir", "index_dir", "state_dir", "partitions", "item_partitions",
-                    "replication", "half_life_s", "log_level", *KAFKA_SECURITY)
+                    "replication", "half_life_s", "log_level", *KAFKA_SECURITY, *INDEX_BACKEND)
 MAX_LAG = click.option("--max-lag", type=int, default=1000, show_default=True, envvar="DREAMSTREAM_ROLLOUT_MAX_LAG",
                        help="Events a namespace may be behind watch-events and still count as caught up.")
 
@@ -138,11 +138,12 @@ def start(settings: Settings, version: str, start_from: str, spawn: bool) -> Non
 def status(settings: Settings) -> None:
     """Which namespace serves, which is catching up, and how far behind each is."""
     from dreamstream import rollout
-    from dreamstream.index.publish import read_current
-    from dreamstream.serving import namespace_dir, read_serving
+    from dreamstream.index.backend import index_backend
+    from dreamstream.serving import read_serving
 
     from dreamstream.monitor import read_monitor
 
+    backend = index_backend(settings)
     serving = read_serving(settings.index_dir)
     names = list(dict.fromkeys([*serving.spaces(), *_started_namespaces(settings)]))
     live = read_monitor(settings.index_dir)  # `dreamstream monitor`'s live HitRate per namespace, when it runs
@@ -153,7 +154,7 @@ def status(settings: Settings) -> None:
         shown = behind.total if behind.started else "-"
         stat = live.get(name)
         quality = f"{stat.hitrate:.4f} ({stat.window} ev)" if stat and stat.hitrate is not None else "-"
-        index = read_current(namespace_dir(settings.index_dir, name)) or "-"
+        index = backend.current(name) or "-"
         click.echo(f"{name or '(default)':<28} {role:<12} {shown!s:>9}  {quality:<22} {index}")
 
 
@@ -198,18 +199,16 @@ def rollback(settings: Settings) -> None:
 @settings_options(*ROLLOUT_SETTINGS)
 def retire(settings: Settings, version: str) -> None:
     """Stop a namespace this machine started and remove its index versions (never the serving or previous one)."""
-    import shutil
-
     from dreamstream import rollout
+    from dreamstream.index.backend import index_backend
     from dreamstream.serving import namespace_dir, read_serving
 
     if version in read_serving(settings.index_dir).spaces():
         raise UserError(f"namespace {version!r} is serving or previous; switch away (and again) before retiring it")
+    namespace_dir(settings.index_dir, version)  # a name that is not a folder name is refused before anything stops
     stopped = rollout.stop_spawned(settings, version)
-    folder = namespace_dir(settings.index_dir, version)
-    if version and folder.is_dir():
-        shutil.rmtree(folder)
-    click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; removed {folder}. Its topics stay "
+    removed = index_backend(settings).retire(version) if version else "nothing (the default namespace keeps its index)"
+    click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; removed {removed}. Its topics stay "
                "(delete them with your Kafka tools when the history is no longer needed).")
 
 

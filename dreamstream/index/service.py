@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dreamstream import codec
 from dreamstream.index.builder import BuildParams, BuiltVersion, build_version
@@ -34,6 +35,34 @@ def build_params(settings: Settings, threads: int = 0) -> BuildParams:
         nprobe=settings.index_nprobe,
         threads=threads,
     )
+
+
+class MilvusTarget:
+    """The indexer's Milvus side (``--index-backend milvus``): build a version collection, switch the alias, prune."""
+
+    def __init__(self, client: Any, names: Any, uri: str) -> None:
+        self.client, self.names, self.uri = client, names, uri
+
+    @classmethod
+    def of(cls, settings: Settings) -> "MilvusTarget":
+        from dreamstream.index.milvus_connection import MilvusNames, connect_settings
+
+        return cls(connect_settings(settings), MilvusNames(settings.topic_prefix), settings.milvus_uri)
+
+    def build(self, store: ItemStore, params: BuildParams, space: str) -> tuple[Any, "BuildOutcome"]:
+        from dreamstream.index.milvus_publish import build_collection, publish_collection
+
+        built = build_collection(self.client, self.names, store, params, space)
+        published, reason = publish_collection(self.client, self.names, built, params.recall_floor)
+        return built, BuildOutcome(built.manifest, published, reason)
+
+    def prune(self, space: str, grace_s: float) -> list[str]:
+        from dreamstream.index.milvus_publish import prune_collections
+
+        return prune_collections(self.client, self.names, space, grace_s)
+
+    def where(self, manifest: Manifest) -> str:
+        return f"{self.uri.rstrip('/')}/{manifest.shards[0].file}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,7 @@ class Indexer:
         self._last_build = 0.0
         self._producer = None
         self.outcomes: list[BuildOutcome] = []
+        self.milvus = MilvusTarget.of(settings) if settings.index_backend == "milvus" else None
 
     # --- following ----------------------------------------------------------
     def poll(self, timeout_s: float = 0.2) -> None:
@@ -102,11 +132,13 @@ class Indexer:
         """Build and (if its recall clears the floor) publish a version of the store as it is now."""
         self._last_build = time.monotonic()
         self._changed = False
-        previous = self._current_manifest()
         started = time.perf_counter()
-        built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
-                              space=self.settings.namespace)
-        outcome = publish_version(built, self.index_dir, self.params.recall_floor)
+        if self.milvus is not None:
+            built, outcome = self.milvus.build(self.store, self.params, self.settings.namespace)
+        else:
+            built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending),
+                                  previous=self._current_manifest(), space=self.settings.namespace)
+            outcome = publish_version(built, self.index_dir, self.params.recall_floor)
         self.metrics.build_seconds.observe(time.perf_counter() - started)
         self.metrics.recall.set(built.manifest.recall)
         if outcome.published:
@@ -116,9 +148,16 @@ class Indexer:
             self._announce(built.manifest)
         else:
             self.metrics.refused.inc()
-        prune(self.index_dir, self.settings.index_grace_s)
+        self.prune()
         self.outcomes.append(outcome)
         return outcome
+
+    def prune(self) -> None:
+        """Remove versions retired longer than the grace (folders, or Milvus collections)."""
+        if self.milvus is not None:
+            self.milvus.prune(self.settings.namespace, self.settings.index_grace_s)
+        elif self.index_dir.exists():
+            prune(self.index_dir, self.settings.index_grace_s)
 
     def _current_manifest(self) -> Manifest | None:
         name = read_current(self.index_dir)
@@ -138,7 +177,7 @@ class Indexer:
             self._producer = KafkaProducer(**kafka_python_options(self.settings), client_id="dreamstream-indexer")
         record = {
             "version": manifest.version,
-            "path": str((self.index_dir / manifest.version).resolve()),
+            "path": self.milvus.where(manifest) if self.milvus is not None else str((self.index_dir / manifest.version).resolve()),
             "shards": len(manifest.shards),
             "items": manifest.items,
             "built_at": manifest.built_at,
@@ -157,8 +196,8 @@ class Indexer:
             now = time.monotonic()
             if self.due(now):
                 self.build()
-            elif now - last_prune >= self.settings.index_interval_s and self.index_dir.exists():
-                prune(self.index_dir, self.settings.index_grace_s)  # versions retire on time even when nothing changes
+            elif now - last_prune >= self.settings.index_interval_s:
+                self.prune()  # versions retire on time even when nothing changes
                 last_prune = now
         log.info("indexer stopping")
 

@@ -1,0 +1,76 @@
+"""The index backend seam: where a namespace's versions live and how a reader loads its current one.
+
+Two backends with one contract (``DREAMSTREAM_INDEX_BACKEND``):
+
+- ``faiss`` (the default, and the embedded path of ``make demo``): version
+  folders under the index dir, ``CURRENT`` names one, every reader loads
+  the whole version into its own memory (:mod:`dreamstream.client`).
+- ``milvus``: a collection per version in a Milvus cluster, the namespace's
+  alias is its ``CURRENT`` (:mod:`~dreamstream.index.milvus_publish`,
+  :mod:`~dreamstream.index.milvus_version`); readers hold nothing but a
+  connection.
+
+Either way the ``SERVING`` pointer and ``MONITOR.json`` stay small files in
+the index dir (:mod:`dreamstream.serving`), so rollouts, rollback and the
+live gate are the same commands. A backend answers four questions:
+``current(space)`` (the version name, or None), ``load(space, have)`` (the
+newer version, or None when unchanged), ``where(space)`` (for messages) and
+``retire(space)`` (remove a namespace's versions).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+from dreamstream.index.publish import read_current
+from dreamstream.serving import namespace_dir
+
+
+class IndexBackend(Protocol):
+    name: str
+
+    def current(self, space: str) -> str | None: ...
+
+    def load(self, space: str, have: Any = None) -> Any: ...
+
+    def where(self, space: str) -> str: ...
+
+    def retire(self, space: str) -> str: ...
+
+
+class FaissBackend:
+    """Faiss versions in folders of the index dir (the layout of :mod:`dreamstream.index.publish`)."""
+
+    name = "faiss"
+
+    def __init__(self, index_dir: Path) -> None:
+        self.index_dir = Path(index_dir)
+
+    def current(self, space: str) -> str | None:
+        return read_current(namespace_dir(self.index_dir, space))
+
+    def where(self, space: str) -> str:
+        return str(namespace_dir(self.index_dir, space))
+
+    def load(self, space: str, have: Any = None) -> Any:
+        from dreamstream.client import load_space
+
+        return load_space(self.index_dir, space, have)
+
+    def retire(self, space: str) -> str:
+        folder = namespace_dir(self.index_dir, space)
+        if space and folder.is_dir():
+            shutil.rmtree(folder)
+            return str(folder)
+        return "no index folder"
+
+
+def index_backend(settings: Any, index_dir: Path | None = None) -> IndexBackend:
+    """The backend the settings choose (``index_dir`` overrides the settings' for Faiss)."""
+    if settings.index_backend == "milvus":
+        from dreamstream.index.milvus_connection import MilvusNames, connect_settings
+        from dreamstream.index.milvus_version import MilvusBackend
+
+        return MilvusBackend(connect_settings(settings), MilvusNames(settings.topic_prefix), settings.milvus_uri)
+    return FaissBackend(Path(index_dir) if index_dir is not None else Path(settings.index_dir))

@@ -79,11 +79,18 @@ def user_record(vectors: np.ndarray, rng: np.random.Generator, interests: int) -
 @click.option("-k", "k", type=int, default=50, show_default=True, envvar="DREAMSTREAM_K", help="Candidates per user search [env DREAMSTREAM_K].")
 @click.option("--interests", type=int, default=4, show_default=True, envvar="DREAMSTREAM_BENCH_INTERESTS", help="Interest vectors per user [env DREAMSTREAM_BENCH_INTERESTS].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, envvar="DREAMSTREAM_BENCH_OUT", help="Also write the numbers as JSON here [env DREAMSTREAM_BENCH_OUT].")
-@settings_options("index_dir", "index_shards", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "log_level")
+@click.option("--backend", type=click.Choice(["faiss", "milvus"]), default="faiss", show_default=True,
+              help="Index backend to measure; milvus starts Milvus Lite in a temporary folder unless --milvus-uri is set.")
+@settings_options("index_dir", "index_shards", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe", "log_level",
+                  "milvus_uri", "milvus_token_file")
 def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: float, threads: int, queries: int, k: int,
-                interests: int, out: Path | None) -> None:
+                interests: int, out: Path | None, backend: str) -> None:
     """Build a version of ITEMS synthetic vectors, then measure recall, search latency and memory."""
     setup_logging(settings.log_level)
+    if backend == "milvus":
+        from dreamstream.bench.index_milvus import bench_milvus
+
+        return report(bench_milvus(settings, items, dim, clusters, noise, queries, k, interests), out)
     faiss.omp_set_num_threads(threads)
     results: dict[str, float | int | str] = {"items": items, "dim": dim, "shards": settings.index_shards, "threads": threads}
     t = time.perf_counter()
@@ -137,6 +144,11 @@ def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: 
             results[f"search_ms_p99_threads{threads_search}"] = round(float(np.percentile(lat_ms, 99)), 2)
         retriever.close()
 
+    report(results, out)
+
+
+def report(results: dict, out: Path | None) -> None:
+    """The numbers as a table on stdout, and as JSON in ``out``."""
     width = max(len(key) for key in results)
     for key, value in results.items():
         click.echo(f"{key:<{width}}  {value}")

@@ -60,8 +60,14 @@ def namespace_versions(client: Any, names: MilvusNames, space: str) -> list[str]
     return sorted(v for v in found if v is not None)
 
 
-def build_collection(client: Any, names: MilvusNames, store: ItemStore, params: BuildParams, space: str = "") -> MilvusBuilt:
-    """Write the store's items into a new version collection, index and load it, and measure its recall@10."""
+def build_collection(client: Any, names: MilvusNames, store: ItemStore, params: BuildParams, space: str = "",
+                     timings: dict[str, float] | None = None) -> MilvusBuilt:
+    """Write the store's items into a new version collection, index and load it, and measure its recall@10.
+
+    ``timings`` (optional) receives the seconds of each phase: insert (and
+    flush), index (and load), recall (the nprobe tuning searches).
+    """
+    timings = {} if timings is None else timings
     from pymilvus import DataType
 
     started = time.perf_counter()
@@ -77,13 +83,16 @@ def build_collection(client: Any, names: MilvusNames, store: ItemStore, params: 
         stop = min(len(ids), start + INSERT_BATCH)
         client.insert(collection, [{ID_FIELD: ids[i], VECTOR_FIELD: vectors[i]} for i in range(start, stop)])
     client.flush(collection)
+    timings["insert_s"] = time.perf_counter() - started
     kind, nlist = ("flat", 0) if len(ids) <= params.exact_max else ("ivf", params.nlist or max(16, int(round(2 * math.sqrt(len(ids))))))
     index = client.prepare_index_params()
     index.add_index(VECTOR_FIELD, index_type="FLAT" if kind == "flat" else "IVF_FLAT", metric_type="IP",
                     params={} if kind == "flat" else {"nlist": nlist})
     client.create_index(collection, index)
     client.load_collection(collection)
+    timings["index_s"] = time.perf_counter() - started - timings["insert_s"]
     recall, nprobe = (1.0, 0) if kind == "flat" else _tune_nprobe(client, collection, ids, vectors, nlist, params)
+    timings["recall_s"] = time.perf_counter() - started - timings["insert_s"] - timings["index_s"]
     entry = ShardEntry(file=collection, ids="", count=len(ids), sha256="", ids_sha256="", kind=f"milvus-{kind}",
                        recall=round(recall, 5), nprobe=nprobe)
     manifest = Manifest(version=version, space=space, dim=dim, metric=METRIC, shards=[entry], items=len(ids),

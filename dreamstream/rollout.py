@@ -40,7 +40,7 @@ from pathlib import Path
 
 from dreamstream.errors import UserError, broker_bootstrap
 from dreamstream.kafka.security import kafka_python_options
-from dreamstream.serving import Serving, namespace_dir, read_serving, switch_serving
+from dreamstream.serving import Serving, read_serving, switch_serving
 from dreamstream.settings import Settings
 from dreamstream.topics import WATCH_EVENTS
 

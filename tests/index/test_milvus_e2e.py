@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from dreamstream import codec
 from dreamstream.cli import main
 from dreamstream.client import Retriever
 from dreamstream.index.backend import index_backend

@@ -196,7 +196,8 @@ class Retriever:
             time.sleep(min(0.1, self.check_interval_s))
         if self.serving.namespace not in self._versions:
             where = self.backend.where(self.serving.namespace)
-            raise IndexNotReadyError(f"no index version in {where} (no CURRENT yet); is `dreamstream indexer` running"
+            missing = "no CURRENT file" if self.backend.name == "faiss" else "no such alias yet"
+            raise IndexNotReadyError(f"no index version under {where} ({missing}); is `dreamstream indexer` running"
                                      + (f" for namespace {self.serving.namespace}?" if self.serving.namespace else "?"))
         self._thread: threading.Thread | None = None
         if follow:

@@ -69,13 +69,13 @@ def test_milvus_ivf_versions_reach_the_floor_and_a_low_floor_miss_is_refused(mil
     from dreamstream.index.store import ItemStore
 
     client = connect(milvus_uri)
-    x = vectors_factory(4000, dim=16, clusters=60, noise=1.5)
+    x = vectors_factory(2500, dim=16, clusters=60, noise=1.5)
     store = ItemStore(shards=2)
     store.put_many([f"v{i}" for i in range(len(x))], x)
-    built = build_collection(client, milvus_names, store, BuildParams(exact_max=1000, recall_floor=0.95, recall_queries=200))
+    built = build_collection(client, milvus_names, store, BuildParams(exact_max=1000, recall_floor=0.95, recall_queries=150))
     assert built.manifest.shards[0].kind == "milvus-ivf" and built.manifest.recall >= 0.95
     assert publish_collection(client, milvus_names, built, 0.95) == (True, "")
-    forced = build_collection(client, milvus_names, store, BuildParams(exact_max=1000, nprobe=1, recall_queries=200))
+    forced = build_collection(client, milvus_names, store, BuildParams(exact_max=1000, nprobe=1, recall_queries=150))
     published, reason = publish_collection(client, milvus_names, forced, 0.999)
     assert not published and "under the floor" in reason
     assert namespace_versions(client, milvus_names, "") == [built.manifest.version]  # the refused one is dropped

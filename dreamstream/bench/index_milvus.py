@@ -110,3 +110,35 @@ def blend_recall(vectors: np.ndarray, ids: list[str], records: list[dict], ranke
         top = np.argpartition(-scores, k)[:k]
         hits += len({ids[i] for i in top} & set(served[:k]))
     return hits / max(1, k * len(records))
+
+
+def plot_curves(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Insert time, query-node bytes per item and rank p50/p99 against catalogue size, one panel each."""
+    from dreamstream.plots import _pyplot, _save
+
+    plt = _pyplot()
+    runs = sorted(runs, key=lambda r: r["items"])
+    items = [r["items"] for r in runs]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    axes[0].plot(items, [r["insert_to_alias_s"] for r in runs], "o-", label="insert to alias")
+    axes[0].plot(items, [r["insert_s"] for r in runs], "s--", label="insert + flush")
+    axes[0].set(title="version build (s)", xscale="log")
+    axes[1].plot(items, [r.get("query_node_rss_bytes_per_item", float("nan")) for r in runs], "o-")
+    axes[1].set(title="query-node RSS (bytes / item)", xscale="log")
+    axes[2].plot(items, [r["search_ms_p50"] for r in runs], "o-", label="p50")
+    axes[2].plot(items, [r["search_ms_p99"] for r in runs], "s--", label="p99")
+    axes[2].set(title="rank(): user + 4 interests, k=50 (ms)", xscale="log", yscale="log")
+    for ax in axes:
+        ax.set_xlabel("items")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[2].legend()
+    fig.suptitle("Milvus Lite (one process), bench-index --backend milvus", fontsize=10)
+    return _save(fig, plt, path)
+
+
+if __name__ == "__main__":  # python -m dreamstream.bench.index_milvus OUT.png RUN.json...: the plot of saved runs
+    import json
+    import sys
+
+    print(plot_curves([json.loads(Path(p).read_text()) for p in sys.argv[2:]], Path(sys.argv[1])))

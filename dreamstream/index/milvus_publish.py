@@ -216,3 +216,34 @@ def drop_namespace(client: Any, names: MilvusNames, space: str) -> list[str]:
     for collection in dropped:
         client.drop_collection(collection)
     return dropped
+
+
+class MilvusPublisher:
+    """The indexer's Milvus side (``--index-backend milvus``): build a version collection, switch the alias, prune.
+
+    An error from Milvus propagates: the indexer exits and its restart
+    rebuilds the store from the compacted topic; a half-written collection
+    has no manifest, is never aliased, and is pruned once past the grace.
+    """
+
+    def __init__(self, client: Any, names: MilvusNames, uri: str) -> None:
+        self.client, self.names, self.uri = client, names, uri
+
+    @classmethod
+    def of(cls, settings: Any) -> "MilvusPublisher":
+        from dreamstream.index.milvus_connection import connect_settings
+
+        return cls(connect_settings(settings), MilvusNames(settings.topic_prefix), settings.milvus_uri)
+
+    def publish(self, store: ItemStore, params: BuildParams, space: str) -> tuple[MilvusBuilt, bool, str]:
+        """Build a version of the store and alias it when its recall clears the floor: (built, published, reason)."""
+        built = build_collection(self.client, self.names, store, params, space)
+        published, reason = publish_collection(self.client, self.names, built, params.recall_floor)
+        return built, published, reason
+
+    def prune(self, space: str, grace_s: float) -> list[str]:
+        return prune_collections(self.client, self.names, space, grace_s)
+
+    def where(self, manifest: Manifest) -> str:
+        """What ``index-versions`` announces as the version's path: the collection at the URI."""
+        return f"{self.uri.rstrip('/')}/{manifest.shards[0].file}"

@@ -10,7 +10,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dreamstream import codec
 from dreamstream.index.builder import BuildParams, BuiltVersion, build_version
@@ -35,34 +34,6 @@ def build_params(settings: Settings, threads: int = 0) -> BuildParams:
         nprobe=settings.index_nprobe,
         threads=threads,
     )
-
-
-class MilvusTarget:
-    """The indexer's Milvus side (``--index-backend milvus``): build a version collection, switch the alias, prune."""
-
-    def __init__(self, client: Any, names: Any, uri: str) -> None:
-        self.client, self.names, self.uri = client, names, uri
-
-    @classmethod
-    def of(cls, settings: Settings) -> "MilvusTarget":
-        from dreamstream.index.milvus_connection import MilvusNames, connect_settings
-
-        return cls(connect_settings(settings), MilvusNames(settings.topic_prefix), settings.milvus_uri)
-
-    def build(self, store: ItemStore, params: BuildParams, space: str) -> tuple[Any, "BuildOutcome"]:
-        from dreamstream.index.milvus_publish import build_collection, publish_collection
-
-        built = build_collection(self.client, self.names, store, params, space)
-        published, reason = publish_collection(self.client, self.names, built, params.recall_floor)
-        return built, BuildOutcome(built.manifest, published, reason)
-
-    def prune(self, space: str, grace_s: float) -> list[str]:
-        from dreamstream.index.milvus_publish import prune_collections
-
-        return prune_collections(self.client, self.names, space, grace_s)
-
-    def where(self, manifest: Manifest) -> str:
-        return f"{self.uri.rstrip('/')}/{manifest.shards[0].file}"
 
 
 @dataclass(frozen=True)
@@ -104,7 +75,11 @@ class Indexer:
         self._last_build = 0.0
         self._producer = None
         self.outcomes: list[BuildOutcome] = []
-        self.milvus = MilvusTarget.of(settings) if settings.index_backend == "milvus" else None
+        self.milvus = None  # --index-backend milvus: versions are collections (dreamstream/index/milvus_publish.py)
+        if settings.index_backend == "milvus":
+            from dreamstream.index.milvus_publish import MilvusPublisher
+
+            self.milvus = MilvusPublisher.of(settings)
 
     # --- following ----------------------------------------------------------
     def poll(self, timeout_s: float = 0.2) -> None:
@@ -134,7 +109,8 @@ class Indexer:
         self._changed = False
         started = time.perf_counter()
         if self.milvus is not None:
-            built, outcome = self.milvus.build(self.store, self.params, self.settings.namespace)
+            built, published, reason = self.milvus.publish(self.store, self.params, self.settings.namespace)
+            outcome = BuildOutcome(built.manifest, published, reason)
         else:
             built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending),
                                   previous=self._current_manifest(), space=self.settings.namespace)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dreamstream import codec
 from dreamstream.blend import blend_scores
@@ -80,3 +81,22 @@ def test_milvus_ivf_versions_reach_the_floor_and_a_low_floor_miss_is_refused(mil
     assert not published and "under the floor" in reason
     assert namespace_versions(client, milvus_names, "") == [built.manifest.version]  # the refused one is dropped
     assert MilvusBackend(client, milvus_names).current("") == built.manifest.version
+
+
+def test_milvus_names_keep_deployments_and_namespaces_apart_and_settings_say_what_is_missing(tmp_path) -> None:
+    import time
+
+    from dreamstream.index.milvus_connection import MilvusNames, MilvusUnavailable, connect, new_version_name, version_time
+
+    a, b = MilvusNames("prod."), MilvusNames("prod_")
+    assert a.alias("v1.2") != b.alias("v1.2") and a.alias("v1.2") != a.alias("v1_2")  # same slug, other pair
+    assert all(c.isalnum() or c == "_" for c in a.alias("weird-ns.2026/x"))
+    version = new_version_name(set())
+    assert abs(version_time(version) - time.time()) < 5
+    collection = a.collection("v1.2", version)
+    assert a.version_of("v1.2", collection) == version and a.version_of("v1.20", collection) is None
+    assert b.version_of("v1.2", collection) is None, "another deployment's collections are never ours"
+    with pytest.raises(MilvusUnavailable, match="--milvus-uri"):
+        connect("")
+    with pytest.raises(MilvusUnavailable, match="credentials file"):
+        connect("http://127.0.0.1:1", tmp_path / "no-such-token")

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamstream.errors import UserError
+
 VERSION_RE = re.compile(r"^v\d{8}T\d{6}\d{6}Z$")  # v20261207T122801123456Z: UTC to the microsecond, sortable
 MANIFEST_PROPERTY = "dreamstream.manifest"  # the version's Manifest (JSON), set once the version is complete
 PUBLISHED_PROPERTY = "dreamstream.published_at"  # when the alias moved to it (epoch seconds)
 
 
-class MilvusUnavailable(RuntimeError):
+class MilvusUnavailable(UserError, RuntimeError):
     """No Milvus at the configured URI, or pymilvus is not installed: the message says which and what to do."""
 
 
@@ -82,7 +84,8 @@ def connect(uri: str, token_file: Path | None = None, timeout_s: float = 10.0) -
     try:
         return MilvusClient(uri=uri, token=token, timeout=timeout_s)
     except Exception as err:  # pymilvus raises MilvusException or grpc errors; both mean "not reachable as configured"
-        raise MilvusUnavailable(f"cannot reach Milvus at {uri}: {err}") from None
+        raise MilvusUnavailable(f"cannot reach Milvus at {uri} ({getattr(err, 'message', err)}); is it running, and is "
+                                "--milvus-uri (DREAMSTREAM_MILVUS_URI) right?") from None
 
 
 def connect_settings(settings: Any) -> Any:

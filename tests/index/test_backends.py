@@ -100,3 +100,26 @@ def test_milvus_names_keep_deployments_and_namespaces_apart_and_settings_say_wha
         connect("")
     with pytest.raises(MilvusUnavailable, match="credentials file"):
         connect("http://127.0.0.1:1", tmp_path / "no-such-token")
+
+
+def test_rollout_retire_drops_a_milvus_namespace_and_nothing_else(milvus_uri, milvus_names, tmp_path, vectors_factory) -> None:
+    from click.testing import CliRunner
+
+    from backends_support import SpacePublisher
+    from dreamstream.cli import main
+    from dreamstream.index.milvus_publish import namespace_versions
+
+    spaces = SpacePublisher("milvus", tmp_path / "index", milvus_uri, milvus_names)
+    x = vectors_factory(100, dim=8)
+    for namespace in ("", "v3", "v3"):
+        spaces.publish(namespace, [f"x{i}" for i in range(len(x))], x)
+    backend = spaces.backend()
+    kept = backend.current("")
+    flags = ["--index-dir", str(tmp_path / "index"), "--state-dir", str(tmp_path / "state"), "--topic-prefix",
+             milvus_names.topic_prefix, "--index-backend", "milvus", "--milvus-uri", milvus_uri]
+    refused = CliRunner().invoke(main, ["rollout", "retire", "", *flags])
+    assert refused.exit_code == 1 and "serving or previous" in refused.output
+    done = CliRunner().invoke(main, ["rollout", "retire", "v3", *flags])
+    assert done.exit_code == 0 and "2 Milvus collections" in done.output, done.output
+    assert backend.current("v3") is None and namespace_versions(spaces.client, milvus_names, "v3") == []
+    assert backend.current("") == kept and namespace_versions(spaces.client, milvus_names, "") == [kept]

@@ -34,9 +34,23 @@ def bin_to_vec(data: bytes, dim: int | None = None) -> np.ndarray:
     return arr.reshape(-1, dim) if dim else arr
 
 
+MAX_ID_BYTES = 256  # a user or video id (and so a record key) at most, as UTF-8
+
+
 def key_bytes(ident: Any) -> bytes:
     """A user or video id as a Kafka key: its text as UTF-8."""
     return str(ident).encode("utf-8")
+
+
+def id_of_key(key: bytes) -> str:
+    """The id a record key names; ``ValueError`` for a key longer than any id (:data:`MAX_ID_BYTES`).
+
+    Keys come from anyone who can produce: a 600 KB key must not become an
+    item id held in every worker's table and every index version.
+    """
+    if len(key) > MAX_ID_BYTES:
+        raise ValueError(f"key of {len(key)} bytes is over the {MAX_ID_BYTES}-byte limit of an id")
+    return key.decode("utf-8", "replace")
 
 
 def item_vector_record(video: Any, vector: np.ndarray, model: str, ts: int) -> dict[str, Any]:
@@ -44,20 +58,37 @@ def item_vector_record(video: Any, vector: np.ndarray, model: str, ts: int) -> d
     return {"video": str(video), "vector": vec_to_bin(vector), "model": model, "ts": int(ts)}
 
 
-MAX_LETTER_VALUE_BYTES = 256 * 1024  # a letter's copy of its input, at most: far under any topic's max.message.bytes
+# The bounds of a dead letter (docs/topics.md, "Limits"). A letter is written as a Kafka record whose key is the
+# rejected input's key and whose value is this map, so both count: the record is cut to MAX_LETTER_BYTES in total,
+# far under Kafka's default 1 MB message limit (message.max.bytes 1,048,588), whatever the input was.
+MAX_LETTER_BYTES = 256 * 1024  # a letter's record, key and value together, at most
+MAX_LETTER_KEY_BYTES = 1024  # a letter's copy of its input's key (and its record key), at most; ids are <= 256 bytes
+MAX_LETTER_REASON_CHARS = 1000
+MAX_LETTER_VALUE_BYTES = MAX_LETTER_BYTES - 2 * MAX_LETTER_KEY_BYTES - 4 * MAX_LETTER_REASON_CHARS - 1024  # the rest
+
+
+def letter_key(key: bytes | None) -> bytes | None:
+    """The record key of a dead letter: its input's key, cut to :data:`MAX_LETTER_KEY_BYTES`."""
+    return None if key is None else bytes(key[:MAX_LETTER_KEY_BYTES])
 
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
                 ) -> dict[str, Any]:
     """A value of ``watch-events-dlq``: the reason and the original bytes, so it can be re-driven.
 
-    A value over :data:`MAX_LETTER_VALUE_BYTES` is cut to that size and the
-    letter says ``truncated: <original size>``: a letter the DLQ refuses
-    would stop the worker's commits, and the whole original stays
-    addressable by its topic, partition and offset.
+    Bounded whatever the input: the key is cut to :data:`MAX_LETTER_KEY_BYTES`
+    (``key_truncated: <original size>``), the value to
+    :data:`MAX_LETTER_VALUE_BYTES` (``truncated: <original size>``) and the
+    reason to :data:`MAX_LETTER_REASON_CHARS`, so the record (its key is
+    :func:`letter_key`) stays under :data:`MAX_LETTER_BYTES`. A letter the
+    DLQ refuses would stop the worker's commits, and the whole original
+    stays addressable by its topic, partition and offset.
     """
-    letter = {"reason": reason, "topic": topic, "partition": int(partition), "offset": int(offset), "key": key,
-              "value": value}
+    letter: dict[str, Any] = {"reason": str(reason)[:MAX_LETTER_REASON_CHARS],
+                              "topic": str(topic)[:MAX_LETTER_KEY_BYTES], "partition": int(partition),
+                              "offset": int(offset), "key": letter_key(key), "value": value}
+    if key is not None and len(key) > MAX_LETTER_KEY_BYTES:
+        letter["key_truncated"] = len(key)
     if value is not None and len(value) > MAX_LETTER_VALUE_BYTES:
         letter["value"] = bytes(value[:MAX_LETTER_VALUE_BYTES])
         letter["truncated"] = len(value)

@@ -6,7 +6,10 @@ import sys
 
 
 def setup_logging(level: str = "info") -> None:
-    """One line per record, machine-parsable, time first."""
+    """One line per record, machine-parsable, time first; secrets redacted (``dreamstream.kafka.redaction``)."""
+    from dreamstream.kafka.redaction import install
+
+    install()
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         stream=sys.stderr,

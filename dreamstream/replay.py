@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -202,6 +202,10 @@ def redrive_request(letter: bytes | None, reason_contains: str | None = None,
     if inputs is not None and data["topic"] not in inputs:
         raise ReplayError(f"letter names topic {data['topic']!r:.100}, not an input topic ({', '.join(sorted(inputs))}); "
                           "not re-sent")
+    if data.get("key_truncated"):
+        raise ReplayError(f"letter holds only the first bytes of a {data['key_truncated']}-byte key; re-send the "
+                          f"original from {data['topic']} partition {data.get('partition')} offset {data.get('offset')} "
+                          "yourself")
     if data.get("truncated"):
         raise ReplayError(f"letter holds only the first bytes of a {data['truncated']}-byte value; re-send the original "
                           f"from {data['topic']} partition {data.get('partition')} offset {data.get('offset')} yourself")
@@ -255,9 +259,55 @@ def replay_dataset(settings: Settings, ds: "Dataset", rows: np.ndarray, pace: Pa
     return sent
 
 
+@dataclass
+class Redriven:
+    """What one ``replay --dlq`` run did with each letter it read."""
+
+    sent: int = 0  # re-sent and acknowledged (committed past)
+    null: int = 0  # null letters (no key and no value, or no letter at all): nothing to re-send, committed past
+    refused: int = 0  # not re-drivable (not a letter, cut, naming a topic that is not an input): committed past, logged
+    unmatched: int = 0  # reason did not contain --reason-contains: committed past
+    failed: int = 0  # the producer refused or lost it (at once or on delivery): not committed, re-driven next run
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"re-sent={self.sent} null={self.null} refused={self.refused} unmatched={self.unmatched} "
+                f"failed={self.failed}")
+
+
+REDRIVE_CHUNK = 100  # letters sent before their deliveries are checked: at most this many re-sent again after a failure
+
+
+def namespaces_seeing_again(settings: Settings) -> list[str]:
+    """The other namespaces whose workers read the shared inputs a re-driven letter goes back to."""
+    from dreamstream.index.manifest import IndexCorruptError
+    from dreamstream.rollout import known_namespaces
+
+    try:
+        return [ns for ns in known_namespaces(settings) if ns != settings.namespace]
+    except IndexCorruptError as err:
+        raise ReplayError(f"cannot tell which namespaces read the shared inputs: {err}") from None
+
+
+def check_shared_inputs(settings: Settings, yes: bool) -> list[str]:
+    """Refuse a re-drive other namespaces would apply twice, unless ``yes``; returns those namespaces.
+
+    A letter goes back onto ``watch-events`` (or ``item-features``), which
+    every namespace reads: the event a namespace dead-lettered is seen again
+    by every other one, which applied it (or dead-lettered it) already.
+    """
+    others = namespaces_seeing_again(settings)
+    if others and not yes:
+        names = ", ".join(ns or "(default)" for ns in others)
+        raise ReplayError(f"re-driving namespace {settings.namespace or '(default)'!s}'s letters puts them back on the "
+                          f"shared inputs, where namespace(s) {names} will see each event again (and apply it twice); "
+                          "rerun with --yes to accept that, or retire the other namespaces first")
+    return others
+
+
 def redrive_dead_letters(settings: Settings, reason_contains: str | None = None, from_beginning: bool = False,
-                         progress: bool = True, timeout_s: float = 30.0) -> int:
-    """Put every dead letter not yet re-driven back on its original topic; returns how many.
+                         progress: bool = True, timeout_s: float = 30.0) -> Redriven:
+    """Put every dead letter not yet re-driven back on its original topic.
 
     Reads ``watch-events-dlq`` with the consumer group ``<prefix>dreamstream-redrive``
     up to its end as of the start (letters that fail again land after it and
@@ -265,7 +315,13 @@ def redrive_dead_letters(settings: Settings, reason_contains: str | None = None,
     commits: a second run re-drives nothing. ``from_beginning`` rewinds the
     group to the start of the topic. Letters whose reason does not contain
     ``reason_contains`` are passed over (and committed past: rewind to see
-    them again).
+    them again), as are null and refused letters (counted, logged).
+
+    A letter the producer refuses at once or fails to deliver is a failure:
+    the run stops there (nothing after it is sent), the commit stops before
+    it, and :class:`ReplayError` says how many failed. Deliveries are
+    checked every :data:`REDRIVE_CHUNK` letters, so at most that many sent
+    after a failed one are re-sent by the next run.
     """
     from kafka import KafkaConsumer, TopicPartition
     from tqdm import tqdm
@@ -275,8 +331,7 @@ def redrive_dead_letters(settings: Settings, reason_contains: str | None = None,
         consumer = KafkaConsumer(**kafka_python_options(settings), group_id=settings.topic(REDRIVE_GROUP),
                                  client_id="dreamstream-redrive", enable_auto_commit=False, auto_offset_reset="earliest")
     prod = producer(settings)
-    count = 0
-    sent: list = []  # (partition, letter offset, delivery future) of every letter re-sent
+    done = Redriven()
     inputs = frozenset({settings.topic(WATCH_EVENTS), settings.topic(ITEM_FEATURES)})  # where dead letters come from
     try:
         parts = consumer.partitions_for_topic(dlq) or set()
@@ -287,38 +342,84 @@ def redrive_dead_letters(settings: Settings, reason_contains: str | None = None,
         if from_beginning:
             consumer.seek_to_beginning(*tps)
         target = _read_targets(consumer, tps, deadline=time.monotonic() + min(timeout_s, 5.0))
+        commit = {tp: consumer.position(tp) for tp in tps}  # every letter below is settled (sent, skipped)
         with tqdm(total=sum(target[tp] - consumer.position(tp) for tp in tps), unit="letter",
                   desc=f"re-drive {dlq}", disable=not progress) as bar:
-            pending = {tp for tp in tps if consumer.position(tp) < target[tp]}
-            deadline = time.monotonic() + timeout_s
-            while pending:
-                if time.monotonic() > deadline:
-                    raise ReplayError(f"could not read {dlq} to its end within {timeout_s:.0f}s")
-                for tp, records in consumer.poll(timeout_ms=500).items():
-                    for record in records:
-                        if record.offset < target[tp]:
-                            future = _redrive_one(prod, record, reason_contains, inputs)
-                            if future is not None:
-                                sent.append((tp, record.offset, future))
-                            bar.update()
-                for tp in list(pending):
-                    if consumer.position(tp) >= target[tp]:
-                        pending.discard(tp)
-        prod.flush()
-        # Commit the end as of the start, not the position: letters that arrived
-        # while we ran (including ones that failed again) wait for the next run.
-        # And only what the broker acknowledged: a letter whose re-send failed stays.
-        commit, failures = _acknowledged(sent, target, timeout_s)
-        consumer.commit({tp: _offset(commit[tp]) for tp in tps})
-        count = len(sent) - len(failures)
-        if failures:
-            raise ReplayError(f"{len(failures)} letters could not be re-sent (first: {failures[0]}); they stay in {dlq} "
-                              "for the next run")
+            try:
+                _redrive_until_failure(consumer, prod, tps, target, commit, done, reason_contains, inputs, timeout_s,
+                                       bar)
+            finally:  # a failure, a time-out or an interrupt: what was acknowledged is still committed
+                consumer.commit({tp: _offset(commit[tp]) for tp in tps})
+        if done.failures:
+            raise ReplayError(f"{done.failed} letters could not be re-sent (first: {done.failures[0]}); they and the "
+                              f"letters after them stay in {dlq} for the next run ({done.summary()})")
     finally:
-        prod.close()
+        _close_dropping(prod)
         consumer.close(autocommit=False)
-    log.info("re-drove letters=%d from=%s reason_contains=%r", count, dlq, reason_contains)
-    return count
+    log.info("re-drove from=%s reason_contains=%r %s", dlq, reason_contains, done.summary())
+    return done
+
+
+def _redrive_until_failure(consumer, prod, tps: list, target: dict, commit: dict, done: Redriven,
+                           reason_contains: str | None, inputs: frozenset[str], timeout_s: float, bar) -> None:
+    """Read every partition to its target, re-sending chunk by chunk; stop at the first failed letter.
+
+    ``commit`` is moved past each chunk once every letter in it is settled,
+    and, on a failure, to the failed letter itself.
+    """
+    pending = {tp for tp in tps if consumer.position(tp) < target[tp]}
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise ReplayError(f"could not read {tps[0].topic} to its end within {timeout_s:.0f}s")
+        chunk: list = []  # (tp, letter offset, delivery future or None when nothing was sent)
+        for tp, records in consumer.poll(timeout_ms=500, max_records=REDRIVE_CHUNK).items():
+            for record in records:
+                if record.offset >= target[tp]:
+                    continue
+                try:
+                    chunk.append((tp, record.offset, _redrive_one(prod, record, reason_contains, inputs, done)))
+                except Exception as err:  # kafka-python's send raises at once on a record it cannot take
+                    _settle(prod, chunk, commit, done, timeout_s)
+                    _failed(done, commit, tp, record.offset, err)
+                    return
+                bar.update()
+        if not _settle(prod, chunk, commit, done, timeout_s):
+            return
+        for tp in list(pending):
+            if consumer.position(tp) >= target[tp]:
+                pending.discard(tp)
+                commit[tp] = max(commit[tp], target[tp])
+
+
+def _settle(prod, chunk: list, commit: dict, done: Redriven, timeout_s: float) -> bool:
+    """Flush the chunk and ask each delivery; move ``commit`` up to its first failure. True: none failed.
+
+    kafka-python's ``flush()`` only logs a failed batch, so each future is asked.
+    """
+    prod.flush(timeout=timeout_s)
+    failed: set = set()
+    for tp, offset, future in chunk:
+        if tp in failed:
+            continue  # past a failure in its partition: re-sent next run whatever its own outcome
+        try:
+            if future is not None:
+                future.get(timeout=timeout_s)
+                done.sent += 1
+        except Exception as err:  # the broker refused or never answered: not sent
+            _failed(done, commit, tp, offset, err)
+            failed.add(tp)
+            continue
+        commit[tp] = max(commit[tp], offset + 1)
+    return not failed
+
+
+def _failed(done: Redriven, commit: dict, tp, offset: int, err: BaseException) -> None:
+    done.failed += 1
+    done.failures.append(f"{tp.topic}[{tp.partition}]@{offset}: {err!r}"[:300])
+    commit[tp] = min(commit[tp], offset)
+    log.error("re-sending dlq record partition=%d offset=%d failed: %r; stopping, the commit stays before it",
+              tp.partition, offset, err)
 
 
 def _read_targets(consumer, tps: list, deadline: float) -> dict:
@@ -343,33 +444,46 @@ def _read_targets(consumer, tps: list, deadline: float) -> dict:
     return {tp: max(end[tp], watermark.get(tp, 0)) for tp in tps}
 
 
-def _redrive_one(prod, record, reason_contains: str | None, inputs: frozenset[str]):
-    """Send one letter's original; its delivery future (None: skipped, with the reason logged)."""
+def _redrive_one(prod, record, reason_contains: str | None, inputs: frozenset[str], done: Redriven):
+    """Send one letter's original; its delivery future (None: nothing sent, counted in ``done`` with the reason logged).
+
+    May raise: kafka-python's ``send`` refuses some records at once (the
+    caller counts that as this letter's failure).
+    """
+    if record.value is None:
+        done.null += 1
+        return None
     try:
         request = redrive_request(record.value, reason_contains, inputs)
     except ReplayError as err:
+        done.refused += 1
         log.warning("skipping dlq record partition=%d offset=%d: %s", record.partition, record.offset, err)
         return None
     if request is None:
+        done.unmatched += 1
+        return None
+    if request.key is None and request.value is None:  # kafka-python's send raises on it; there is nothing to re-send
+        done.null += 1
+        log.warning("skipping dlq record partition=%d offset=%d: its letter holds neither a key nor a value",
+                    record.partition, record.offset)
         return None
     return prod.send(request.topic, key=request.key, value=request.value, partition=request.partition)
 
 
-def _acknowledged(sent: list, target: dict, timeout_s: float) -> tuple[dict, list[str]]:
-    """Per partition, the offset up to which every re-sent letter was acknowledged; and the failures.
+def _close_dropping(prod) -> None:
+    """Close the producer without sending what is still queued: after an interruption, letters never committed.
 
-    kafka-python's ``flush()`` only logs a failed batch, so each future is
-    asked. A partition's commit stops at its first letter whose re-send
-    failed: that letter and the ones after it are re-driven next run.
+    Every chunk is flushed before the next is sent, so only an interruption
+    (Ctrl-C, a bug) leaves letters queued; ``close(timeout=0)`` force-closes
+    the sender instead of sending them. kafka-python quirk: it first
+    ``flush(0)``es, which raises ``KafkaTimeoutError`` while anything is
+    queued, before its force-close; the letters then die with the process
+    (the sender is a daemon thread) and the next run re-drives them.
     """
-    commit, failures = dict(target), []
-    for tp, offset, future in sent:
-        try:
-            future.get(timeout=timeout_s)
-        except Exception as err:  # the broker refused or never answered: not sent
-            commit[tp] = min(commit[tp], offset)
-            failures.append(f"{tp.topic}[{tp.partition}]@{offset}: {err!r}"[:300])
-    return commit, failures
+    try:
+        prod.close(timeout=0)
+    except Exception as err:  # KafkaTimeoutError: records still queued
+        log.warning("letters queued after the last commit were not flushed (%r); the next run re-drives them", err)
 
 
 def _offset(position: int):

@@ -153,6 +153,17 @@ def rollout_dir(settings: Settings, namespace: str) -> Path:
     return settings.state_dir / "rollout" / namespace
 
 
+def known_namespaces(settings: Settings) -> list[str]:
+    """Every namespace that may be reading the shared inputs: serving, previous, then each rollout started here.
+
+    What ``rollout status`` lists, and whom ``replay --dlq`` warns: a
+    namespace deployed elsewhere and not yet switched to is not known here.
+    """
+    folder = settings.state_dir / "rollout"
+    started = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return list(dict.fromkeys([*read_serving(settings.index_dir).spaces(), *started]))
+
+
 def spawn(settings: Settings, namespace: str) -> dict[str, int]:
     """Start the namespace's worker and indexer as detached processes (pid files and logs in its rollout dir)."""
     from dreamstream.bench.harness import settings_env

@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     )
 
     # --- indexer ---------------------------------------------------------
+    index_dim: int = Field(0, ge=0, description="Width of the item vectors the index holds; records of another width "
+                           "are refused. 0 = the `dim` of the namespace's bundle in --model-dir (the bundle named after "
+                           "the namespace, else the newest), never the first record read.")
     index_shards: int = Field(4, ge=1, description="Shards per index version (item -> shard by a stable hash of its id).")
     index_interval_s: float = Field(5.0, gt=0, description="Seconds between index builds (only when items changed).")
     index_grace_s: float = Field(300.0, ge=0, description="Seconds an old index version stays on disk after it stops being current.")

@@ -10,7 +10,7 @@ from dreamstream.settings import Settings
 
 @click.command("replay")
 @settings_options("broker", "topic_prefix", "data_dir", "log_level", "skip_ratio", "skip_weight", "replay_cap",
-                  "namespace", *KAFKA_SECURITY)
+                  "namespace", "index_dir", "state_dir", *KAFKA_SECURITY)
 @click.option("--rate", type=float, default=None, envvar="DREAMSTREAM_REPLAY_RATE",
               help="Events per second, whatever the recorded times. [env DREAMSTREAM_REPLAY_RATE]")
 @click.option("--speedup", type=float, default=None, envvar="DREAMSTREAM_REPLAY_SPEEDUP",
@@ -33,10 +33,12 @@ from dreamstream.settings import Settings
               help="With --dlq: only letters whose reason contains this text (case-insensitive).")
 @click.option("--from-beginning", is_flag=True,
               help="With --dlq: rewind the re-drive consumer group and re-drive every letter again.")
+@click.option("--yes", is_flag=True,
+              help="With --dlq: re-drive although other namespaces read the same inputs and will see the events again.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def replay(settings: Settings, rate: float | None, speedup: float | None, since: str | None, until: str | None,
            part: str, dataset_name: str | None, dlq: bool, reason_contains: str | None, from_beginning: bool,
-           progress: bool) -> None:
+           yes: bool, progress: bool) -> None:
     """Replay a RecBole dataset onto watch-events, or re-drive dead letters.
 
     Dataset mode: rows in event-time order (ties by file order), keyed by user
@@ -46,18 +48,24 @@ def replay(settings: Settings, rate: float | None, speedup: float | None, since:
 
     --dlq mode: each letter's original key and value go back on its original
     topic. A letter that fails again lands in the DLQ again. A consumer group
-    remembers what was re-driven, so a second run does not repeat it.
+    remembers what was re-driven, so a second run does not repeat it. The
+    inputs are shared: when other namespaces read them (SERVING, rollouts
+    started here), they are named and --yes is required.
     """
     from dreamstream import replay as rp
 
     setup_logging(settings.log_level)
     try:
         if dlq:
-            count = rp.redrive_dead_letters(settings, reason_contains, from_beginning, progress=progress)
-            click.echo(f"re-drove {count} dead letter(s) from {settings.topic(rp.DLQ)}")
+            others = rp.check_shared_inputs(settings, yes)
+            if others:
+                click.echo(f"namespace(s) {', '.join(ns or '(default)' for ns in others)} will see the re-driven "
+                           "events again (--yes)", err=True)
+            done = rp.redrive_dead_letters(settings, reason_contains, from_beginning, progress=progress)
+            click.echo(f"re-drove {done.sent} dead letter(s) from {settings.topic(rp.DLQ)} ({done.summary()})")
             return
-        if reason_contains or from_beginning:
-            raise click.UsageError("--reason-contains and --from-beginning only apply with --dlq")
+        if reason_contains or from_beginning or yes:
+            raise click.UsageError("--reason-contains, --from-beginning and --yes only apply with --dlq")
         from dreamstream.data.recbole import DatasetError, load_dataset
 
         pace = rp.Pace(rate=rate, speedup=speedup)

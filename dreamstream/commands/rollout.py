@@ -145,7 +145,7 @@ def status(settings: Settings) -> None:
 
     backend = index_backend(settings)
     serving = read_serving(settings.index_dir)
-    names = list(dict.fromkeys([*serving.spaces(), *_started_namespaces(settings)]))
+    names = rollout.known_namespaces(settings)
     live = read_monitor(settings.index_dir)  # `dreamstream monitor`'s live HitRate per namespace, when it runs
     click.echo(f"{'namespace':<28} {'role':<12} {'lag':>9}  {'live HitRate@K':<22} index version")
     for name in names:
@@ -211,7 +211,3 @@ def retire(settings: Settings, version: str) -> None:
     click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; removed {removed}. Its topics stay "
                "(delete them with your Kafka tools when the history is no longer needed).")
 
-
-def _started_namespaces(settings: Settings) -> list[str]:
-    folder = settings.state_dir / "rollout"
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
+from dreamstream import codec
 from dreamstream.index.store import ItemStore
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
@@ -39,27 +40,32 @@ def apply_records(store: ItemStore, records: Iterable[tuple[bytes | None, bytes 
 
     Only each key's last record counts (the log is ordered per key), so a
     poll's records collapse to one final state per item and the vectors go
-    into the store in one vectorised call.
+    into the store in one vectorised call. The store's width is fixed before
+    any record (``dreamstream.index.width``): a record of another width is
+    refused, never the one that sets it.
     """
+    if store.dim is None:
+        raise ValueError("the store's width must be set before records are applied (dreamstream.index.width)")
     final: dict[str, np.ndarray | None] = {}
-    first_dim: int | None = None  # an empty store takes the first valid vector's width; other widths are refused
     for key, value in records:
-        if key is None:
+        try:
+            item_id = codec.id_of_key(key) if key is not None else None
+        except ValueError as err:
+            item_id = None
+            log.warning("item-vectors record rejected: %s", err)
+        if item_id is None:
             stats.rejected += 1
             continue
-        item_id = key.decode("utf-8", errors="replace")
         if value is None:
             final[item_id] = None
             stats.deletes += 1
             continue
-        dim = store.dim if store.dim is not None else first_dim
         try:
-            vector = item_vector_of(value, dim)
+            vector = item_vector_of(value, store.dim)
         except ValueError as err:  # garbage of any kind is refused, never fatal: the topic is compacted, a crash would loop
             stats.rejected += 1
             log.warning("item-vectors record rejected key=%s reason=%s", item_id[:64], str(err)[:200])
             continue
-        first_dim = vector.size if first_dim is None else first_dim
         final[item_id] = vector
         stats.puts += 1
     puts = {k: v for k, v in final.items() if v is not None}

@@ -155,19 +155,26 @@ def search_collection(client: Any, collection: str, queries: np.ndarray, k: int,
 def publish_collection(client: Any, names: MilvusNames, built: MilvusBuilt, recall_floor: float) -> tuple[bool, str]:
     """Point the namespace's alias at a built collection unless its recall is under the floor (then drop it and say why)."""
     manifest = built.manifest
-    if manifest.recall < recall_floor:
-        client.drop_collection(built.collection)
+    alias = names.alias(manifest.space)
+    serving = current_collection(client, alias)
+    serving_dim = _manifest_dim(client, serving) if serving is not None else None
+    reason = ""
+    if serving_dim is not None and serving_dim != manifest.dim:  # as the Faiss path: a new width is a new namespace
+        reason = (f"its items are {manifest.dim}-d but the serving collection {serving} is {serving_dim}-d; a new width "
+                  "needs a new namespace (`dreamstream rollout start`), not a new version")
+    elif manifest.recall < recall_floor:
         reason = (f"recall@10 {manifest.recall:.4f} is under the floor {recall_floor:.4f} (nprobe "
                   f"{manifest.shards[0].nprobe}); raise --index-nprobe or --index-nlist, raise --index-exact-max "
                   "(an exact collection), or lower --index-recall-floor")
+    if reason:
+        client.drop_collection(built.collection)
         log.warning("milvus version=%s not published: %s", manifest.version, reason)
         return False, reason
     published_at = time.time()
     client.alter_collection_properties(built.collection, properties={
         MANIFEST_PROPERTY: json.dumps(manifest.to_json(), separators=(",", ":")),
         PUBLISHED_PROPERTY: repr(published_at)})
-    alias = names.alias(manifest.space)
-    if current_collection(client, alias) is None:
+    if serving is None:
         client.create_alias(built.collection, alias)
     else:
         client.alter_alias(built.collection, alias)  # the atomic switch: readers resolve the old or the new collection
@@ -200,6 +207,15 @@ def prune_collections(client: Any, names: MilvusNames, space: str, grace_s: floa
     if removed:
         log.info("pruned milvus versions=%s namespace=%r", removed, space)
     return removed
+
+
+def _manifest_dim(client: Any, collection: str) -> int | None:
+    """The width the serving collection's manifest records (None: no readable manifest, nothing to keep)."""
+    raw = client.describe_collection(collection).get("properties", {}).get(MANIFEST_PROPERTY)
+    try:
+        return int(json.loads(raw)["dim"]) if raw else None
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _published_at(client: Any, collection: str) -> float | None:

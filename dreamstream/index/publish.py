@@ -15,9 +15,12 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dreamstream.index.builder import BuiltVersion
 from dreamstream.index.manifest import IndexCorruptError, fsync_dir, write_bytes_synced
+
+if TYPE_CHECKING:  # builder imports faiss: readers of CURRENT and SERVING (replay, rollout) must not load it
+    from dreamstream.index.builder import BuiltVersion
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifes
 from dreamstream.index.metrics import IndexMetrics
 from dreamstream.index.publish import discard, install, prune, read_current
 from dreamstream.index.store import ItemStore
+from dreamstream.index.width import index_width
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
 from dreamstream.topics import INDEX_VERSIONS
@@ -43,14 +44,26 @@ class BuildOutcome:
     reason: str = ""
 
 
-def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float) -> BuildOutcome:
-    """Install a built version unless its recall is under the floor (then delete it and say why)."""
-    if built.manifest.recall < recall_floor:
-        discard(built)
+def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float, serving: Manifest | None = None
+                    ) -> BuildOutcome:
+    """Install a built version unless it must not serve (then delete it and say why).
+
+    Refused: recall under the floor, or a width other than the version
+    serving now (``serving``): readers would switch to an index no query of
+    theirs fits. A namespace's width changes only with a rollout to a new
+    namespace.
+    """
+    reason = ""
+    if serving is not None and built.manifest.dim != serving.dim:
+        reason = (f"its items are {built.manifest.dim}-d but the serving version {serving.version} is {serving.dim}-d; "
+                  "a new width needs a new namespace (`dreamstream rollout start`), not a new version")
+    elif built.manifest.recall < recall_floor:
         reason = (
             f"recall@10 {built.manifest.recall:.4f} is under the floor {recall_floor:.4f} "
             f"(shards: {[s.recall for s in built.manifest.shards]}); raise --index-nprobe or --index-nlist, raise --index-exact-max (exact shards), or lower --index-recall-floor"
         )
+    if reason:
+        discard(built)
         log.warning("version=%s not published: %s", built.manifest.version, reason)
         return BuildOutcome(built.manifest, False, reason)
     install(built, index_dir)
@@ -66,7 +79,7 @@ class Indexer:
         self.index_dir = Path(settings.namespace_index_dir)  # <index dir>/<namespace>/ for a rollout's namespace
         self.params = params or build_params(settings)
         self.metrics = metrics or IndexMetrics(bind=settings.web_bind)  # /metrics listens where DREAMSTREAM_WEB_BIND says
-        self.store = ItemStore(settings.index_shards)
+        self.store = ItemStore(settings.index_shards, dim=index_width(settings))
         self.follower = ItemFollower(settings, self.store)
         self._start_ends = self.follower.consumer.end_offsets(self.follower.partitions)
         self._caught_up = False
@@ -112,9 +125,10 @@ class Indexer:
             built, published, reason = self.milvus.publish(self.store, self.params, self.settings.namespace)
             outcome = BuildOutcome(built.manifest, published, reason)
         else:
-            built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending),
-                                  previous=self._current_manifest(), space=self.settings.namespace)
-            outcome = publish_version(built, self.index_dir, self.params.recall_floor)
+            previous = self._current_manifest()
+            built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
+                                  space=self.settings.namespace)
+            outcome = publish_version(built, self.index_dir, self.params.recall_floor, serving=previous)
         self.metrics.build_seconds.observe(time.perf_counter() - started)
         self.metrics.recall.set(built.manifest.recall)
         if outcome.published:
@@ -165,7 +179,8 @@ class Indexer:
     # --- running ------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Follow and build until ``stop`` is set (SIGTERM in the command)."""
-        log.info("indexer started topic=%s shards=%d index_dir=%s", self.follower.topic, self.store.shards, self.index_dir)
+        log.info("indexer started topic=%s shards=%d dim=%d index_dir=%s", self.follower.topic, self.store.shards,
+                 self.store.dim, self.index_dir)
         last_prune = time.monotonic()
         while not stop.is_set():
             self.poll(min(0.5, self.settings.index_interval_s))

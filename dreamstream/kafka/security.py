@@ -9,20 +9,36 @@ never sit in an environment variable or a command line.
 """
 from __future__ import annotations
 
+import logging
+import os
 import ssl
 from pathlib import Path
 from typing import Any
 
+from dreamstream.errors import UserError
+from dreamstream.kafka import redaction
 from dreamstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SecuritySettingsError(UserError, ValueError):
+    """Kafka security settings that would not do what they say (a ValueError too, as the file readers raised before)."""
+
+
+_warned: set[str] = set()  # password files already warned about: once per process, not once per client
 
 
 def _read(path: Path | None, what: str) -> str | None:
+    """A secret from its file, registered for redaction from every log record before anyone can log it."""
     if path is None:
         return None
     try:
-        return Path(path).read_text("utf-8").strip()
-    except OSError as err:
-        raise ValueError(f"cannot read the {what} file {path}: {err.strerror}") from None
+        secret = Path(path).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read the {what} file {path}: {getattr(err, 'strerror', None) or err}") from None
+    redaction.register(secret)
+    return secret
 
 
 def uses_tls(settings: Settings) -> bool:
@@ -31,6 +47,94 @@ def uses_tls(settings: Settings) -> bool:
 
 def uses_sasl(settings: Settings) -> bool:
     return settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def check_security(settings: Settings) -> None:
+    """All or nothing: refuse, with every reason at once, security settings that would not do what they say.
+
+    Called before every client is built (so before a process does anything
+    on the broker): a CA or certificate with a protocol without TLS, a SASL
+    user or password with one without SASL (either would fall back to
+    plaintext without a word), a PLAIN/SCRAM login without a user or a
+    readable, non-empty password file (it sent an empty password), an
+    OAUTHBEARER login without its token file, a TLS file that cannot be
+    read. A password file readable by group or others is a warning.
+    """
+    problems = [*unused_settings(settings), *_incomplete(settings)]
+    if problems:
+        raise SecuritySettingsError(f"Kafka security settings refused (protocol {settings.kafka_security_protocol}): "
+                        + "; ".join(problems) + " (docs/production.md#security)")
+    for path in (settings.kafka_sasl_password_file, settings.kafka_ssl_password_file):
+        if path is not None:
+            _warn_if_shared(Path(path))
+
+
+def unused_settings(settings: Settings) -> list[str]:
+    """Settings of a mechanism the protocol does not use."""
+    problems = []
+    if not uses_tls(settings):
+        tls = {"DREAMSTREAM_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+               "DREAMSTREAM_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+               "DREAMSTREAM_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+               "DREAMSTREAM_KAFKA_SSL_PASSWORD_FILE": settings.kafka_ssl_password_file,
+               "DREAMSTREAM_KAFKA_SSL_CHECK_HOSTNAME=false": None if settings.kafka_ssl_check_hostname else True}
+        problems += [f"{name} is set but the protocol has no TLS (use SSL or SASL_SSL)"
+                     for name, value in tls.items() if value is not None]
+    if not uses_sasl(settings):
+        sasl = {"DREAMSTREAM_KAFKA_SASL_USERNAME": settings.kafka_sasl_username or None,
+                "DREAMSTREAM_KAFKA_SASL_PASSWORD_FILE": settings.kafka_sasl_password_file,
+                f"DREAMSTREAM_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism}":
+                    None if settings.kafka_sasl_mechanism == "PLAIN" else True}
+        problems += [f"{name} is set but the protocol has no SASL (use SASL_PLAINTEXT or SASL_SSL)"
+                     for name, value in sasl.items() if value is not None]
+    return problems
+
+
+def _incomplete(settings: Settings) -> list[str]:
+    """What the protocol's mechanisms need and do not have."""
+    problems = []
+    if uses_sasl(settings):
+        what = "OAUTHBEARER token" if settings.kafka_sasl_mechanism == "OAUTHBEARER" else "SASL password"
+        if settings.kafka_sasl_mechanism != "OAUTHBEARER" and not settings.kafka_sasl_username:
+            problems.append(f"{settings.kafka_sasl_mechanism} needs DREAMSTREAM_KAFKA_SASL_USERNAME")
+        if settings.kafka_sasl_password_file is None:
+            problems.append(f"{settings.kafka_sasl_mechanism} needs DREAMSTREAM_KAFKA_SASL_PASSWORD_FILE (the {what})")
+        else:
+            problems += _unreadable(settings.kafka_sasl_password_file, what, must_hold_text=True)
+    if uses_tls(settings):
+        for path, what in ((settings.kafka_ssl_cafile, "CA"), (settings.kafka_ssl_certfile, "client certificate"),
+                           (settings.kafka_ssl_keyfile, "client key"),
+                           (settings.kafka_ssl_password_file, "client key password")):
+            if path is not None:
+                problems += _unreadable(path, what, must_hold_text=what == "client key password")
+        if settings.kafka_ssl_keyfile is not None and settings.kafka_ssl_certfile is None:
+            problems.append("DREAMSTREAM_KAFKA_SSL_KEYFILE needs DREAMSTREAM_KAFKA_SSL_CERTFILE (the certificate it signs)")
+        if settings.kafka_ssl_password_file is not None and settings.kafka_ssl_certfile is None:
+            problems.append("DREAMSTREAM_KAFKA_SSL_PASSWORD_FILE needs DREAMSTREAM_KAFKA_SSL_CERTFILE")
+    return problems
+
+
+def _unreadable(path: Path, what: str, must_hold_text: bool) -> list[str]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return [f"the {what} file {path} cannot be read ({err.strerror})"]
+    if must_hold_text and not data.strip():
+        return [f"the {what} file {path} is empty"]
+    return []
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Warn (once) about a secret file that other users can read."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077 and str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("secret file %s is readable by %s (mode %04o); chmod 0400 it (a Kubernetes Secret mounted for an "
+                    "fsGroup needs 0440)", path, "group and others" if mode & 0o007 and mode & 0o070 else
+                    "others" if mode & 0o007 else "its group", mode)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -85,7 +189,7 @@ def _sasl(settings: Settings, asynchronous: bool) -> dict[str, Any]:
         provider = file_token_provider(settings.kafka_sasl_password_file, asynchronous)
         return {"sasl_mechanism": mechanism, "sasl_oauth_token_provider": provider}
     return {"sasl_mechanism": mechanism, "sasl_plain_username": settings.kafka_sasl_username,
-            "sasl_plain_password": _read(settings.kafka_sasl_password_file, "SASL password") or ""}
+            "sasl_plain_password": _read(settings.kafka_sasl_password_file, "SASL password")}
 
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
@@ -99,6 +203,7 @@ def kafka_python_options(settings: Settings) -> dict[str, Any]:
 
 
 def _options(settings: Settings, asynchronous: bool) -> dict[str, Any]:
+    check_security(settings)
     options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers,
                                "security_protocol": settings.kafka_security_protocol}
     context = ssl_context(settings)
@@ -113,6 +218,7 @@ def faust_credentials(settings: Settings) -> Any:
     """Faust's ``broker_credentials`` (None for PLAINTEXT): its own SSL/SASL credential types over the same context."""
     import faust
 
+    check_security(settings)
     context = ssl_context(settings)
     if uses_sasl(settings):
         if settings.kafka_sasl_mechanism == "OAUTHBEARER":
@@ -121,7 +227,7 @@ def faust_credentials(settings: Settings) -> Any:
             return OAuthCredentials(oauth_cb=file_token_provider(settings.kafka_sasl_password_file, True),
                                     ssl_context=context)
         return faust.SASLCredentials(username=settings.kafka_sasl_username,
-                                     password=_read(settings.kafka_sasl_password_file, "SASL password") or "",
+                                     password=_read(settings.kafka_sasl_password_file, "SASL password"),
                                      mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
     if context is not None:
         return faust.SSLCredentials(context)

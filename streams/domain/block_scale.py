@@ -30,7 +30,21 @@ from __future__ import annotations
 import numpy as np
 
 CODE_MAX = 32767  # int16 codes are clipped to +-CODE_MAX (never -32768: the scale is symmetric)
-EXP_LIMIT = 100  # int8 exponents, and 2**(15 + 100) still a finite float32 scale: parts below 2**-100 store zeros
+EXP_LIMIT = 100  # int8 exponents, and 2**(15 + 100) still a finite float32 scale: parts below 2**-101 store zeros
+
+
+def _exponents(peak: np.ndarray) -> np.ndarray:
+    """Per row and part, the exponent ``e`` with ``peak < 2**e``; 0 for a part flushed to zero.
+
+    A part whose peak is below ``2**-(EXP_LIMIT + 1)`` (or zero) stores zeros
+    with exponent 0, the one exponent a zero part has, so storing it again
+    gives the same bytes (a clipped ``-EXP_LIMIT`` would round such a part to
+    zero codes and then read back as exponent 0: not idempotent).
+    """
+    _, exps = np.frexp(peak.astype(np.float32, copy=False))
+    exps[exps < -EXP_LIMIT] = 0
+    np.minimum(exps, EXP_LIMIT, out=exps)
+    return exps
 
 
 def quantize(values: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +55,7 @@ def quantize(values: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     bounds = cuts[:-1]
     peak = np.maximum.reduceat(np.abs(values), bounds, axis=1) if values.shape[0] else np.zeros((0, len(bounds)))
-    _, exps = np.frexp(peak.astype(np.float32, copy=False))  # peak < 2**exp (exp = 0 for an all-zero part)
-    np.clip(exps, -EXP_LIMIT, EXP_LIMIT, out=exps)
+    exps = _exponents(peak)
     scaled = values * np.repeat(np.ldexp(np.float32(1.0), 15 - exps).astype(np.float32), np.diff(cuts), axis=1)
     np.rint(scaled, out=scaled)
     np.clip(scaled, -CODE_MAX, CODE_MAX, out=scaled)
@@ -62,7 +75,11 @@ def round_trip(values: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def error_bound(values: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-    """Per row and element, the most a round trip may move it: ``2**(e - 15)`` of its part's exponent ``e``."""
-    peak = np.maximum.reduceat(np.abs(values), cuts[:-1], axis=1)
-    _, exps = np.frexp(peak.astype(np.float32))
-    return np.repeat(np.ldexp(1.0, np.maximum(exps, -EXP_LIMIT) - 15), np.diff(cuts), axis=1)
+    """Per row and element, the most a round trip may move it: ``2**(e - 15)`` of its part's exponent ``e``.
+
+    A part flushed to zero (peak below ``2**-(EXP_LIMIT + 1)``) moves by its own peak at most.
+    """
+    peak = np.maximum.reduceat(np.abs(values), cuts[:-1], axis=1).astype(np.float32)
+    _, raw = np.frexp(peak)
+    bound = np.where(raw < -EXP_LIMIT, peak, np.ldexp(1.0, raw - 15))
+    return np.repeat(bound, np.diff(cuts), axis=1)

@@ -24,8 +24,9 @@ def parse_features(value: bytes | None, text_dim: int, visual_dim: int) -> tuple
     if not isinstance(obj, dict):
         raise ValueError(f"value must be a map, got {type(obj).__name__}")
     video = obj.get("video")
-    if isinstance(video, bool) or not isinstance(video, (str, int)) or not str(video) or len(str(video).encode()) > 256:
-        raise ValueError("field 'video' must be a non-empty str or int id of at most 256 bytes")
+    if (isinstance(video, bool) or not isinstance(video, (str, int)) or not str(video)
+            or len(str(video).encode("utf-8", "surrogatepass")) > codec.MAX_ID_BYTES):
+        raise ValueError(f"field 'video' must be a non-empty str or int id of at most {codec.MAX_ID_BYTES} bytes")
     vecs = []
     for name, dim in (("text", text_dim), ("visual", visual_dim)):
         raw = obj.get(name)

@@ -20,13 +20,13 @@ from dreamstream.engagement import IMPRESSION, KINDS, WATCH
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger values are refused without unpacking them
-MAX_ID_BYTES = 256
+MAX_ID_BYTES = codec.MAX_ID_BYTES
 # Most events one array message may carry: a client batches a few events per upload. Beyond it the excess is one
 # dead letter (with the count), so a hostile 4 MiB array of a million nils costs a bounded amount of work.
 MAX_EVENTS_PER_MESSAGE = 1000
 # Every label a rejection can carry: the metric's label set is fixed (the detail stays in the letter's reason).
-LABELS = ("null-value", "not-bytes", "too-large", "not-msgpack", "not-an-event", "empty-array", "too-many-events",
-          "invalid-event", "unknown-video", "item-features", "item-tower-output")
+LABELS = ("key-too-large", "null-value", "not-bytes", "too-large", "not-msgpack", "not-an-event", "empty-array",
+          "too-many-events", "invalid-event", "unknown-video", "item-features", "item-tower-output")
 MAX_DAY_MS = 86_400_000
 REQUIRED = ("user", "video", "ts", "watch_ms", "duration_ms")
 
@@ -160,8 +160,16 @@ def decode_message(
 
     Rejections of a single element of an array carry that element re-packed,
     so a fixed copy can be re-driven on its own; whole-message rejections
-    carry the original bytes.
+    carry the original bytes. A key longer than any user id
+    (:data:`MAX_ID_BYTES`) matches no event, so its message is one letter,
+    not one per event: each letter copies the key (cut, but a thousand cut
+    copies of a hostile key are still a thousand).
     """
+    if key is not None and len(key) > MAX_ID_BYTES:
+        return [], [Rejection(f"message key of {len(key)} bytes is over the {MAX_ID_BYTES}-byte limit of a user id "
+                              "(the key must be the events' user)",
+                              bytes(value) if isinstance(value, (bytes, bytearray)) else None,
+                              "key-too-large")]
     if value is None:
         return [], [Rejection("value is null (a tombstone is not an event)", value, "null-value")]
     if not isinstance(value, (bytes, bytearray)):

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from dreamstream import codec
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from dreamstream.vectors import UnreadableRecord, item_vector_of
@@ -54,7 +55,12 @@ class ItemTable:
         """One item-vectors record: a vector, or a tombstone (null) removing the item."""
         if key is None:
             return
-        video = key.decode("utf-8", "replace")
+        try:
+            video = codec.id_of_key(key)
+        except ValueError as err:  # no item has such an id: a tombstone or a vector under it is refused alike
+            self.on_refused("unreadable")
+            log.warning("item-vectors record refused: %s", err)
+            return
         if value is None:
             self.vectors.pop(video, None)
             return

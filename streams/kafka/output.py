@@ -6,19 +6,32 @@ latency. Sending now is as exact: if the rows never become durable, the
 offsets are not committed either, the events are applied again and the same
 records (same ``seq``, same bytes with the same bundle) are sent again,
 which consumers drop by ``seq`` (``streams.checkpoint``).
+
+A dead letter is bounded (``codec.dead_letter``), and one the broker still
+refuses for good (:data:`UNWRITABLE`: too large for a DLQ configured
+smaller, say) is counted and logged instead of failing the flush: a failed
+flush redoes the batch, and the same letter would fail again for ever.
 """
 from __future__ import annotations
 
 import logging
+import asyncio
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
+
+from aiokafka import errors as kafka_errors
 
 from dreamstream import codec
 from streams.kafka.batch_send import send_records
 from streams.ops.metrics import WorkerMetrics
 
 log = logging.getLogger("streams.worker")
+
+# The broker's answers that mean "this record will never be taken", whatever the retries: a dead letter refused with
+# one of them is counted (dreamstream_dead_letters_unwritable_total{error}) and logged, not retried.
+UNWRITABLE = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError,
+              kafka_errors.RecordListTooLargeError, kafka_errors.CorruptRecordException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +45,11 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     label: str  # one of streams.domain.validate.LABELS: the metric's label (the detail stays in ``reason``)
+
+    @property
+    def record_key(self) -> bytes | None:
+        """The letter's Kafka key: its input's, cut like the copy inside it (``codec.letter_key``)."""
+        return codec.letter_key(self.key)
 
     def packed(self) -> bytes:
         return codec.pack(codec.dead_letter(self.reason, self.topic, self.partition, self.offset, self.key, self.value))
@@ -50,8 +68,7 @@ class Output:
         out = [(user.encode("utf-8"), record, None) for user, record in records.items()]
         deliveries = [sent.future for sent in await send_records(producer, self.out_topic, out)] if out else []
         if letters:
-            rows = [(letter.key, letter.packed(), None) for letter in letters]
-            deliveries.extend(sent.future for sent in await send_records(producer, self.dlq_topic, rows))
+            deliveries.extend(await self._send_letters(producer, letters))
             counts = Counter(letter.label for letter in letters)
             for label, n in counts.items():
                 self.metrics.dead_letters.labels(reason=label).inc(n)
@@ -59,3 +76,27 @@ class Output:
             log.warning("dead letters=%d by_reason=%s first: topic=%s partition=%s offset=%s reason=%r", len(letters),
                         dict(counts), first.topic, first.partition, first.offset, first.reason[:300])
         return deliveries
+
+    async def _send_letters(self, producer: Any, letters: list[DeadLetter]) -> list[Awaitable[Any]]:
+        """Hand the letters to the producer; their deliveries, each of which counts an :data:`UNWRITABLE` refusal."""
+        rows = [(letter.record_key, letter.packed(), None) for letter in letters]
+        try:
+            sent = await send_records(producer, self.dlq_topic, rows)
+        except UNWRITABLE as err:  # refused before leaving (the producer's own size check)
+            self._unwritable(err, len(letters), letters[0])
+            return []
+        return [asyncio.ensure_future(self._written(s.future, s.count, letters[0])) for s in sent]
+
+    async def _written(self, future: Awaitable[Any], count: int, first: DeadLetter) -> None:
+        """A batch of letters acknowledged, or refused for good (counted, logged); transient errors still raise."""
+        try:
+            await future
+        except UNWRITABLE as err:
+            self._unwritable(err, count, first)
+
+    def _unwritable(self, err: BaseException, count: int, first: DeadLetter) -> None:
+        self.metrics.unwritable_letters.labels(error=type(err).__name__).inc(count)
+        log.error("dead letters unwritable=%d error=%r: counted, not retried (a retry would stop this partition's "
+                  "commits); first: topic=%s partition=%s offset=%s key_bytes=%s value_bytes=%s reason=%r", count, err,
+                  first.topic, first.partition, first.offset, None if first.key is None else len(first.key),
+                  None if first.value is None else len(first.value), first.reason[:300])

@@ -27,6 +27,10 @@ class WorkerMetrics:
         self.replays = Counter("dreamstream_replayed_events", "Replayed events skipped (already applied).", registry=r)
         self.dead_letters = Counter("dreamstream_dead_letters", "Inputs rejected to the dead-letter topic, by reason label "
                                     "(a fixed list: streams.domain.validate.LABELS).", ["reason"], registry=r)
+        self.unwritable_letters = Counter(
+            "dreamstream_dead_letters_unwritable", "Dead letters the broker refused for good (too large, corrupt), by "
+            "the error's class (a fixed list: streams.kafka.output.UNWRITABLE): counted and logged instead of retried, "
+            "which would stop the partition's commits for ever.", ["error"], registry=r)
         self.records = Counter("dreamstream_user_records", "user-embeddings records published.", registry=r)
         self.items_refused = Counter("dreamstream_item_vectors_refused", "item-vectors records the item table refused "
                                      "(unreadable, or a bad-vector: wrong width, non-finite, absurd norm).", ["reason"],

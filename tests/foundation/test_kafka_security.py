@@ -103,3 +103,65 @@ def test_tls_options_verify_the_ca_and_host_names_by_default(tmp_path: Path) -> 
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert faust_credentials(s).context is not None
     assert kafka_python_options(s)["ssl_check_hostname"] is True
+
+
+def secret_file(tmp_path: Path, text: str = "s3cret\n", mode: int = 0o600) -> Path:
+    path = tmp_path / "secret"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("settings, why", [
+    (dict(kafka_ssl_cafile="ca.pem"), "KAFKA_SSL_CAFILE is set but the protocol has no TLS"),
+    (dict(kafka_ssl_certfile="c.pem", kafka_ssl_keyfile="k.pem"), "KAFKA_SSL_KEYFILE is set"),
+    (dict(kafka_ssl_check_hostname=False), "CHECK_HOSTNAME=false is set"),
+    (dict(kafka_sasl_username="svc"), "KAFKA_SASL_USERNAME is set but the protocol has no SASL"),
+    (dict(kafka_sasl_mechanism="SCRAM-SHA-512"), "MECHANISM=SCRAM-SHA-512 is set"),
+    (dict(kafka_security_protocol="SSL", kafka_sasl_username="svc"), "no SASL"),
+    (dict(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="svc", kafka_ssl_cafile="ca.pem"), "no TLS"),
+])
+def test_a_half_given_security_setting_is_refused_instead_of_falling_back_to_plaintext(settings: dict, why: str) -> None:
+    """Issue 27 #5: a CA, certificate and SASL user with the default protocol connected in PLAINTEXT, silently."""
+    from dreamstream.errors import UserError
+
+    for options in (kafka_python_options, aiokafka_options, faust_credentials):
+        with pytest.raises(UserError, match=why):
+            options(Settings(**settings))
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+@pytest.mark.parametrize("password, why", [(None, "needs DREAMSTREAM_KAFKA_SASL_PASSWORD_FILE"), ("", "is empty"),
+                                           ("missing", "cannot be read")])
+def test_plain_and_scram_need_a_readable_password(tmp_path: Path, protocol: str, password: str | None, why: str) -> None:
+    """Issue 27 #5: SASL_SSL without a password file sent an empty password."""
+    path = None if password is None else tmp_path / "nowhere" if password == "missing" else secret_file(tmp_path, "\n")
+    with pytest.raises(ValueError, match=why):
+        kafka_python_options(Settings(kafka_security_protocol=protocol, kafka_sasl_username="svc",
+                                      kafka_sasl_password_file=path))
+    with pytest.raises(ValueError, match="needs DREAMSTREAM_KAFKA_SASL_USERNAME"):
+        kafka_python_options(Settings(kafka_security_protocol=protocol, kafka_sasl_password_file=secret_file(tmp_path)))
+
+
+def test_a_password_file_others_can_read_is_a_warning_once(tmp_path: Path, caplog) -> None:
+    import logging
+
+    shared = secret_file(tmp_path, mode=0o644)
+    s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="svc", kafka_sasl_password_file=shared)
+    with caplog.at_level(logging.WARNING, logger="dreamstream.kafka.security"):
+        kafka_python_options(s)
+        aiokafka_options(s)
+    warnings = [r.getMessage() for r in caplog.records if "readable by" in r.getMessage()]
+    assert len(warnings) == 1 and "group and others" in warnings[0] and "0644" in warnings[0]
+
+
+def test_a_worker_with_half_given_security_refuses_to_start(tmp_path: Path) -> None:
+    """At start, before any broker is reached: one line naming the setting."""
+    from click.testing import CliRunner
+
+    from dreamstream.cli import main
+
+    result = CliRunner().invoke(main, ["indexer", "--index-dim", "8"],
+                                env={"DREAMSTREAM_KAFKA_SSL_CAFILE": str(tmp_path / "ca.pem"),
+                                     "DREAMSTREAM_BROKER": "kafka://127.0.0.1:1", "DREAMSTREAM_INDEX_DIR": str(tmp_path)})
+    assert result.exit_code == 1 and "KAFKA_SSL_CAFILE is set but the protocol has no TLS" in result.output

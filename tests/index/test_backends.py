@@ -123,3 +123,21 @@ def test_rollout_retire_drops_a_milvus_namespace_and_nothing_else(milvus_uri, mi
     assert done.exit_code == 0 and "2 Milvus collections" in done.output, done.output
     assert backend.current("v3") is None and namespace_versions(spaces.client, milvus_names, "v3") == []
     assert backend.current("") == kept and namespace_versions(spaces.client, milvus_names, "") == [kept]
+
+
+def test_a_milvus_version_of_another_width_is_refused_and_the_serving_one_stays(milvus_uri, milvus_names, vectors_factory) -> None:
+    from dreamstream.index.milvus_connection import connect
+    from dreamstream.index.milvus_publish import build_collection, namespace_versions, publish_collection
+    from dreamstream.index.store import ItemStore
+
+    client = connect(milvus_uri)
+    versions = []
+    for dim in (8, 16):
+        store = ItemStore(shards=1)
+        store.put_many([f"v{i}" for i in range(50)], vectors_factory(50, dim=dim))
+        built = build_collection(client, milvus_names, store, BuildParams())
+        versions.append((built, publish_collection(client, milvus_names, built, 0.95)))
+    assert versions[0][1] == (True, "")
+    published, reason = versions[1][1]
+    assert not published and "16-d but the serving collection" in reason and "new namespace" in reason
+    assert namespace_versions(client, milvus_names, "") == [versions[0][0].manifest.version]

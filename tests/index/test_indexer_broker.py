@@ -43,7 +43,7 @@ def self_hits(retriever: Retriever, ids: list[str], vectors: np.ndarray) -> floa
 
 
 def test_indexer_follows_items_updates_and_tombstones(make_settings, vectors_factory):
-    settings = make_settings(index_shards=4, index_interval_s=0.5, index_grace_s=0.0)
+    settings = make_settings(index_shards=4, index_interval_s=0.5, index_grace_s=0.0, index_dim=64)
     create_topics(settings)
     n = 20_000
     x = vectors_factory(n, dim=64, clusters=300, noise=1.0, seed=1)
@@ -91,7 +91,7 @@ def test_indexer_follows_items_updates_and_tombstones(make_settings, vectors_fac
 
 
 def test_publish_items_and_retrieve_commands(make_settings, vectors_factory, tmp_path):
-    settings = make_settings(index_shards=2, index_interval_s=0.2)
+    settings = make_settings(index_shards=2, index_interval_s=0.2, index_dim=16)
     env = {"DREAMSTREAM_BROKER": settings.broker, "DREAMSTREAM_TOPIC_PREFIX": settings.topic_prefix,
            "DREAMSTREAM_INDEX_DIR": str(settings.index_dir), "DREAMSTREAM_MODEL_DIR": str(settings.model_dir)}
     bundle = settings.model_dir / "20240101-000000"

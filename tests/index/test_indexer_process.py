@@ -22,7 +22,7 @@ from dreamstream.topics import create_topics
 
 
 def test_apply_records_keeps_each_keys_last_record_and_rejects_bad_ones():
-    store = ItemStore(shards=2)
+    store = ItemStore(shards=2, dim=4)
     v = np.eye(4, dtype=np.float32)
     rec = lambda i, vec: (f"v{i}".encode(), codec.pack(codec.item_vector_record(f"v{i}", vec, "m", 1)))  # noqa: E731
     stats = ApplyStats()
@@ -41,7 +41,7 @@ def test_indexer_process_metrics_and_sigterm(make_settings, vectors_factory):
     publish_vectors(settings, [f"v{i}" for i in range(len(x))], x, model="m", progress=False)
     port = free_port()
     env = {**os.environ, "DREAMSTREAM_BROKER": settings.broker, "DREAMSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-           "DREAMSTREAM_INDEX_DIR": str(settings.index_dir), "DREAMSTREAM_INDEX_SHARDS": "2",
+           "DREAMSTREAM_INDEX_DIR": str(settings.index_dir), "DREAMSTREAM_INDEX_SHARDS": "2", "DREAMSTREAM_INDEX_DIM": "16",
            "DREAMSTREAM_INDEX_INTERVAL_S": "0.3", "DREAMSTREAM_METRICS_PORT": str(port), "DREAMSTREAM_INDEX_THREADS": "1"}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dreamstream"), "indexer"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -62,3 +62,14 @@ def test_indexer_process_metrics_and_sigterm(make_settings, vectors_factory):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_indexer_refuses_to_start_without_a_width(tmp_path):
+    """Issue 27 #2: with no bundle to take the width from and no --index-dim, it says so at once (no first record)."""
+    from click.testing import CliRunner
+
+    from dreamstream.cli import main
+
+    result = CliRunner().invoke(main, ["indexer", "--model-dir", str(tmp_path / "models"), "--index-dir",
+                                       str(tmp_path / "index"), "--broker", "kafka://127.0.0.1:1"])
+    assert result.exit_code == 1 and "--index-dim" in result.output and "no model bundle" in result.output, result.output

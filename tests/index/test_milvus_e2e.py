@@ -49,7 +49,7 @@ def assert_exact(retriever: Retriever, ids: list[str], vectors: np.ndarray, spac
 
 
 def test_versions_switch_and_roll_back_through_milvus_with_exact_searches(make_settings, milvus_uri, vectors_factory):
-    settings = make_settings(index_backend="milvus", milvus_uri=milvus_uri, index_shards=2, index_interval_s=0.3)
+    settings = make_settings(index_backend="milvus", milvus_uri=milvus_uri, index_shards=2, index_interval_s=0.3, index_dim=16)
     create_topics(settings)
     n = 1500
     x = vectors_factory(n, dim=16, clusters=30)
@@ -57,7 +57,7 @@ def test_versions_switch_and_roll_back_through_milvus_with_exact_searches(make_s
     publish_vectors(settings, ids, x, model="m1", progress=False)
     env = {**os.environ, "DREAMSTREAM_BROKER": settings.broker, "DREAMSTREAM_TOPIC_PREFIX": settings.topic_prefix,
            "DREAMSTREAM_INDEX_DIR": str(settings.index_dir), "DREAMSTREAM_INDEX_SHARDS": "2",
-           "DREAMSTREAM_INDEX_INTERVAL_S": "0.3", "DREAMSTREAM_INDEX_BACKEND": "milvus", "DREAMSTREAM_MILVUS_URI": milvus_uri,
+           "DREAMSTREAM_INDEX_DIM": "16", "DREAMSTREAM_INDEX_INTERVAL_S": "0.3", "DREAMSTREAM_INDEX_BACKEND": "milvus", "DREAMSTREAM_MILVUS_URI": milvus_uri,
            "DREAMSTREAM_METRICS_PORT": "0", "DREAMSTREAM_INDEX_THREADS": "1"}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dreamstream"), "indexer"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -86,7 +86,7 @@ def test_versions_switch_and_roll_back_through_milvus_with_exact_searches(make_s
         assert_exact(retriever, live_ids, live, "", seed=3)
 
         # a second namespace (another item space), switched to and rolled back
-        ns = settings.in_namespace("v2")
+        ns = settings.in_namespace("v2").model_copy(update={"index_dim": 8})
         create_topics(ns)
         y = vectors_factory(800, dim=8, seed=11)
         b_ids = [f"b{i}" for i in range(len(y))]

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -35,6 +33,12 @@ def test_every_yaml_file_parses():
 
 
 def test_compose_matches_the_compose_spec_schema(compose):
+    """The compose-spec JSON schema is what `docker compose config` validates against.
+
+    Compose v2 (the `docker compose` plugin) installs from neither Debian, PyPI nor npm,
+    and Debian's docker-compose 1.29 rejects the spec's top-level `name`, so the schema,
+    strict about unknown keys, is the check CI can always run.
+    """
     vendor = pytest.importorskip("check_jsonschema.builtin_schemas.vendor",
                                  reason="check-jsonschema (test extra) carries the compose-spec schema")
     schema = json.loads((Path(vendor.__file__).parent / "compose-spec.json").read_text())
@@ -43,14 +47,6 @@ def test_compose_matches_the_compose_spec_schema(compose):
     with pytest.raises(jsonschema.ValidationError):  # the schema is strict enough to catch a typo
         jsonschema.validate(bad, schema)
 
-
-def test_docker_compose_config_accepts_the_file():
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("the `docker compose` plugin is not installed here; the schema check above still ran")
-    done = subprocess.run([docker, "compose", "-f", str(INFRA / "docker-compose.yml"), "config", "--quiet"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
 
 
 def test_compose_runs_real_kafka_in_kraft_mode(compose):

@@ -260,3 +260,34 @@ def test_no_service_is_exposed_outside_the_cluster(k8s_docs):
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", svc["metadata"]["name"]
         assert not svc["spec"].get("externalIPs"), svc["metadata"]["name"]
     assert not by_kind(k8s_docs, "Ingress")
+
+
+def rendered(tmp_path: Path, components: list[str]) -> list[dict]:
+    """``kubectl kustomize`` of the base with these components (an overlay outside the base, as kustomize demands)."""
+    base = tmp_path / "k8s"
+    shutil.copytree(K8S, base)
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["../k8s"],
+        "components": [f"../k8s/{c}" for c in components]}))
+    out = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)")
+@pytest.mark.parametrize("components, secure", [([], False), (["kafka-security"], True)])
+def test_the_kafka_secret_is_required_once_the_configmap_names_a_secure_protocol(tmp_path, components, secure):
+    """Issue 27 #5: the Secret was mounted `optional: true` whatever the protocol, so a missing one went unnoticed."""
+    from dreamstream.kafka.security import unused_settings
+
+    docs = rendered(tmp_path, components)
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "dreamstream-settings"]
+    fields = {k.removeprefix("DREAMSTREAM_").lower(): v for k, v in config["data"].items()}
+    settings = Settings(**fields)
+    assert (settings.kafka_security_protocol != "PLAINTEXT") is secure
+    assert not unused_settings(settings), "the ConfigMap's security settings must be all or nothing"
+    volumes = [v for d in docs if d["kind"] in WORKLOADS for v in pod_spec(d).get("volumes", [])
+               if v.get("secret", {}).get("secretName") == KAFKA_SECRET]
+    assert len(volumes) == 3 and all(v["secret"].get("optional") is (not secure) for v in volumes), volumes

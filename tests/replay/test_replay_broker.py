@@ -67,14 +67,14 @@ def test_dead_letters_go_back_with_their_original_bytes_once(make_settings, read
     prod.flush()
     prod.close()
 
-    assert redrive_dead_letters(settings, reason_contains="unknown video", progress=False) == 1
+    assert redrive_dead_letters(settings, reason_contains="unknown video", progress=False).sent == 1
     back = read_topic(settings, source, 1)
     assert [(r.key, r.value) for r in back] == [(original_key, original_value)]
     assert back[0].partition == murmur2_partition(original_key, 2)
 
     # the group remembers: nothing is re-driven twice, unless rewound
-    assert redrive_dead_letters(settings, progress=False) == 0
-    assert redrive_dead_letters(settings, from_beginning=True, progress=False) == 2
+    assert redrive_dead_letters(settings, progress=False).sent == 0
+    assert redrive_dead_letters(settings, from_beginning=True, progress=False).sent == 2
     assert len(read_topic(settings, source, 3)) == 3
 
 
@@ -117,4 +117,59 @@ def test_a_letter_whose_re_send_fails_is_not_committed_and_comes_back_next_run(m
     with pytest.raises(replay.ReplayError, match="1 letters could not be re-sent"):
         redrive_dead_letters(settings, progress=False)
     monkeypatch.setattr(replay, "producer", real)
-    assert redrive_dead_letters(settings, progress=False) == 2  # the failed letter and the one after it, again
+    assert redrive_dead_letters(settings, progress=False).sent == 2  # the failed letter and the one after it, again
+
+
+def put_letters(settings, letters: list[dict]) -> None:
+    prod = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    for letter in letters:
+        prod.send(settings.topic(DLQ), key=letter["key"], value=codec.pack(letter))
+    prod.flush()
+    prod.close()
+
+
+def test_a_null_letter_is_skipped_and_counted_and_nothing_is_sent_twice(make_settings, read_topic):
+    """Issue 27 #3: a letter of neither key nor value made send raise; close() flushed the ones before, uncommitted."""
+    settings = make_settings(partitions=1)
+    create_topics(settings)
+    source = settings.topic(WATCH_EVENTS)
+    put_letters(settings, [codec.dead_letter("unknown video", source, 0, 1, b"u", b"\x01"),
+                           codec.dead_letter("value is null", source, 0, 2, None, None),
+                           codec.dead_letter("unknown video", source, 0, 3, b"u", b"\x03")])
+    done = redrive_dead_letters(settings, progress=False)
+    assert (done.sent, done.null, done.failed) == (2, 1, 0)
+    again = redrive_dead_letters(settings, progress=False)
+    assert (again.sent, again.null) == (0, 0)
+    assert [r.value for r in read_topic(settings, source, 99, timeout_s=4)] == [b"\x01", b"\x03"]  # no duplicates
+
+
+def test_a_send_refused_at_once_stops_the_run_and_nothing_after_it_is_sent(make_settings, read_topic, monkeypatch):
+    """Issue 27 #3: a synchronous send error was not a counted failure, and close() flushed letters past it."""
+    import dreamstream.replay as replay
+
+    settings = make_settings(partitions=1)
+    create_topics(settings)
+    source = settings.topic(WATCH_EVENTS)
+    put_letters(settings, [codec.dead_letter(f"unknown video v{i}", source, 0, i, b"u", bytes([i])) for i in range(4)])
+    real = replay.producer
+
+    class RefusesThird:
+        def __init__(self, inner):
+            self.inner, self.sends = inner, 0
+
+        def send(self, *args, **kwargs):
+            self.sends += 1
+            if self.sends == 3:
+                raise AssertionError("Need at least one: key or value")
+            return self.inner.send(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(replay, "producer", lambda s: RefusesThird(real(s)))
+    with pytest.raises(replay.ReplayError, match="1 letters could not be re-sent"):
+        redrive_dead_letters(settings, progress=False)
+    assert [r.value for r in read_topic(settings, source, 99, timeout_s=4)] == [b"\x00", b"\x01"]  # nor the fourth
+    monkeypatch.setattr(replay, "producer", real)
+    assert redrive_dead_letters(settings, progress=False).sent == 2  # the third and the fourth, once each
+    assert [r.value for r in read_topic(settings, source, 99, timeout_s=4)] == [b"\x00", b"\x01", b"\x02", b"\x03"]

@@ -36,3 +36,16 @@ def test_replay_command_streams_the_heldout_part_then_redrives(make_settings, tm
     prod.close()
     result = CliRunner().invoke(main, ["replay", *common, "--dlq"])
     assert result.exit_code == 0 and "re-drove 1 dead letter" in result.output, result.output
+
+
+def test_replay_dlq_names_the_namespaces_that_would_see_the_events_again_and_needs_yes(tmp_path):
+    """Refused before any broker is reached: the inputs are shared, the other namespaces would apply them twice."""
+    from dreamstream.serving import switch_serving
+
+    index = tmp_path / "index"
+    index.mkdir()
+    switch_serving(index, "v2")
+    result = CliRunner().invoke(main, ["replay", "--dlq", "--broker", "kafka://127.0.0.1:1", "--index-dir", str(index),
+                                       "--state-dir", str(tmp_path / "state"), "--no-progress"])
+    assert result.exit_code == 2 and "namespace(s) v2 will see each event again" in result.output, result.output
+    assert "--yes" in result.output

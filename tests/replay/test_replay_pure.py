@@ -132,3 +132,28 @@ def test_a_letter_is_only_re_sent_to_an_input_topic_and_never_when_its_value_was
     cut = codec.pack(codec.dead_letter("too big", "p.watch-events", 3, 9, b"u", b"x" * (codec.MAX_LETTER_VALUE_BYTES + 1)))
     with pytest.raises(ReplayError, match="partition 3 offset 9"):
         redrive_request(cut, inputs=inputs)
+
+
+def test_re_driving_onto_shared_inputs_names_the_other_namespaces_and_needs_yes(tmp_path):
+    """Issue 27 #3: one namespace's letters back on watch-events were applied again by every other namespace."""
+    from dreamstream.replay import check_shared_inputs
+    from dreamstream.serving import switch_serving
+    from dreamstream.settings import Settings
+
+    settings = Settings(index_dir=tmp_path / "index", state_dir=tmp_path / "state")
+    assert check_shared_inputs(settings, yes=False) == []  # the default namespace alone: nobody sees it twice
+    (tmp_path / "index").mkdir()
+    switch_serving(tmp_path / "index", "v2")  # v2 serves, the default namespace is previous
+    (tmp_path / "state" / "rollout" / "v3").mkdir(parents=True)
+    with pytest.raises(ReplayError, match=r"v2, v3 will see each event again.*--yes"):
+        check_shared_inputs(settings, yes=False)
+    assert check_shared_inputs(settings, yes=True) == ["v2", "v3"]
+    assert check_shared_inputs(settings.in_namespace("v2"), yes=True) == ["", "v3"]
+    with pytest.raises(ReplayError, match=r"\(default\), v3"):
+        check_shared_inputs(settings.in_namespace("v2"), yes=False)
+
+
+def test_a_letter_with_a_cut_key_is_not_re_driven():
+    letter = codec.pack(codec.dead_letter("key", "p.watch-events", 0, 1, b"k" * 5000, b"v"))
+    with pytest.raises(ReplayError, match="5000-byte key"):
+        redrive_request(letter, inputs=frozenset({"p.watch-events"}))

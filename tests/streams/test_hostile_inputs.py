@@ -62,10 +62,118 @@ def test_the_indexer_refuses_each_hostile_vector_without_raising(name: str) -> N
     assert stats.puts == 1 and stats.rejected == 1 and "b" not in store and "a" in store
 
 
-def test_the_indexer_takes_the_first_width_on_an_empty_store_and_refuses_others() -> None:
-    store, stats = ItemStore(shards=2), ApplyStats()
-    apply_records(store, [(b"a", vector_value(np.ones(D))), (b"b", vector_value(np.ones(D + 3)))], stats)
-    assert stats.puts == 1 and stats.rejected == 1 and "a" in store
+def test_a_stray_narrow_record_first_does_not_set_the_index_width() -> None:
+    """Issue 27 #2: the first valid record used to fix the width; one 2-d record made a 1-item 2-d index."""
+    store, stats = ItemStore(shards=2, dim=D), ApplyStats()
+    apply_records(store, [(b"stray", vector_value(np.ones(2))), (b"a", vector_value(np.ones(D))),
+                          (b"b", vector_value(np.ones(D + 3)))], stats)
+    assert stats.puts == 1 and stats.rejected == 2 and "a" in store and "stray" not in store and store.dim == D
+    with pytest.raises(ValueError, match="width"):
+        apply_records(ItemStore(shards=2), [(b"a", vector_value(np.ones(D)))], ApplyStats())
+
+
+def test_the_index_width_comes_from_the_namespaces_bundle_or_the_setting(bundle_dir, tmp_path) -> None:
+    import shutil
+
+    from dreamstream.bundle import read_manifest
+    from dreamstream.errors import UserError
+    from dreamstream.index.width import index_width
+
+    models = tmp_path / "models"
+    shutil.copytree(bundle_dir, models / bundle_dir.name)
+    dim = read_manifest(bundle_dir).dim
+    assert index_width(Settings(model_dir=models)) == dim
+    assert index_width(Settings(model_dir=models, namespace=bundle_dir.name)) == dim
+    assert index_width(Settings(model_dir=models, index_dim=3)) == 3
+    with pytest.raises(UserError, match="index-dim"):
+        index_width(Settings(model_dir=models, namespace="not-there"))
+    with pytest.raises(UserError, match="index-dim"):
+        index_width(Settings(model_dir=tmp_path / "empty"))
+
+
+def test_a_version_of_another_width_than_the_serving_one_is_never_published(tmp_path) -> None:
+    from dreamstream.index.builder import BuildParams, build_version
+    from dreamstream.index.publish import read_current
+    from dreamstream.index.service import publish_version
+
+    rng = np.random.default_rng(0)
+    wide = ItemStore(shards=1, dim=D)
+    wide.put_many([f"v{i}" for i in range(20)], rng.standard_normal((20, D)))
+    serving = publish_version(build_version(wide, tmp_path, BuildParams()), tmp_path, 0.0).manifest
+    narrow = ItemStore(shards=1, dim=2)
+    narrow.put("stray", np.ones(2))
+    outcome = publish_version(build_version(narrow, tmp_path, BuildParams(), previous=serving), tmp_path, 0.0,
+                              serving=serving)
+    assert not outcome.published and "2-d" in outcome.reason and read_current(tmp_path) == serving.version
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [serving.version]
+
+
+def test_a_600_kb_key_is_one_letter_under_the_limit_with_its_sizes() -> None:
+    """Issue 27 #1: the key was copied whole into the letter and used as its record key: 1.2 MB, refused forever."""
+    from streams.kafka.output import DeadLetter
+
+    key = b"k" * 600_000
+    value = codec.pack({"user": "u", "video": "v", "ts": 1, "watch_ms": 1, "duration_ms": 2, "pad": "x" * 600_000})
+    events, rejections = decode_message(key, value, NOW)
+    assert not events and [r.label for r in rejections] == ["key-too-large"]
+    letter = DeadLetter(rejections[0].reason, "watch-events", 0, 7, key, rejections[0].value, rejections[0].label)
+    assert len(letter.record_key) + len(letter.packed()) <= codec.MAX_LETTER_BYTES
+    unpacked = codec.unpack(letter.packed())
+    assert unpacked["key_truncated"] == 600_000 and unpacked["truncated"] == len(value)
+    assert unpacked["key"] == letter.record_key == key[:codec.MAX_LETTER_KEY_BYTES]
+
+
+def test_an_array_of_1000_events_under_a_400_kb_key_is_one_letter_not_a_thousand() -> None:
+    """Issue 27 #1: each event's letter copied the key: 1,000 letters, ~800 MB held for one batch."""
+    key = b"u" * 400_000
+    value = codec.pack([{"user": "u", "video": "v", "ts": 1, "watch_ms": 1, "duration_ms": 2}] * 1000)
+    events, rejections = decode_message(key, value, NOW)
+    assert not events and len(rejections) == 1 and rejections[0].value == value
+
+
+@pytest.mark.parametrize("key_bytes, value_bytes", [(0, 0), (300, 10), (5_000, 300_000), (2_000_000, 5_000_000)])
+def test_every_letter_is_under_the_limit_whatever_its_key_and_value(key_bytes: int, value_bytes: int) -> None:
+    letter = codec.dead_letter("r" * 5000, "watch-events", 3, 2**62, b"k" * key_bytes, b"v" * value_bytes)
+    assert len(codec.letter_key(b"k" * key_bytes)) + len(codec.pack(letter)) <= codec.MAX_LETTER_BYTES
+    assert ("key_truncated" in letter) == (key_bytes > codec.MAX_LETTER_KEY_BYTES)
+
+
+def test_a_letter_the_broker_refuses_for_good_is_counted_not_retried(monkeypatch) -> None:
+    """Issue 27 #1: a refused letter failed the flush, which redid the batch, whose letter failed again, forever."""
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+    from streams.kafka import output as out
+    from streams.kafka.batch_send import Sent
+    from streams.ops.metrics import WorkerMetrics
+
+    async def run(error: Exception) -> list:
+        async def refused(producer, topic, rows):
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(error)
+            return [Sent(topic, 0, len(list(rows)), future)]
+
+        monkeypatch.setattr(out, "send_records", refused)
+        sink = out.Output(lambda: None, "user-embeddings", "watch-events-dlq", metrics)
+        letter = out.DeadLetter("r", "watch-events", 0, 1, b"u", b"v", "invalid-event")
+        return await asyncio.gather(*await sink.send({}, [letter, letter]), return_exceptions=True)
+
+    metrics = WorkerMetrics()
+    assert asyncio.run(run(MessageSizeTooLargeError())) == [None]
+    assert metrics.registry.get_sample_value("dreamstream_dead_letters_unwritable_total",
+                                             {"error": "MessageSizeTooLargeError"}) == 2
+    assert isinstance(asyncio.run(run(KafkaConnectionError()))[0], KafkaConnectionError)  # transient: still redone
+
+
+def test_a_huge_item_vectors_key_is_refused_by_the_indexer_and_the_item_table() -> None:
+    store, stats = ItemStore(shards=2, dim=D), ApplyStats()
+    apply_records(store, [(b"k" * 600_000, vector_value(np.ones(D))), (b"k" * 600_000, None)], stats)
+    assert stats.rejected == 2 and len(store) == 0
+    refused: list[str] = []
+    table = ItemTable(Settings(), "item-vectors", dim=lambda: D, on_refused=refused.append)
+    table.apply(b"k" * 600_000, vector_value(np.ones(D)))
+    assert refused == ["unreadable"] and not table.vectors
 
 
 def test_a_4_mib_array_of_nils_is_bounded_work_and_one_letter_for_the_excess() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st_
 
 from dreamstream import codec
@@ -73,6 +73,8 @@ def test_stored_values_are_within_the_bound_of_each_part():
 @settings(max_examples=200, deadline=None)
 @given(st_.lists(st_.floats(-2.0 ** 99, 2.0 ** 99, allow_nan=False, width=32), min_size=flat_size(*DIMS),
                  max_size=flat_size(*DIMS)))
+@example([0.0] * (flat_size(*DIMS) - 1) + [1.1754943508222875e-38])  # a part far below 2**-100: flushed, exponent 0
+@example([0.0] * (flat_size(*DIMS) - 1) + [2.0 ** -101 * 1.5])  # just above the flush line: kept at exponent -100
 def test_quantising_is_bounded_and_idempotent(floats):
     """Storing a stored row again changes nothing: a row read from the table and written back is byte-identical."""
     flat = np.array(floats, np.float32)[None]

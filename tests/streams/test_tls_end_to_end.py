@@ -104,7 +104,7 @@ def test_worker_indexer_replay_and_client_run_over_tls(tls_broker, tmp_path, bun
         letters = read_dead_letters(s, 1, timeout_s=60)
         assert len(letters) == 1 and "not in the item table" in letters[0]["reason"]
         h.publish_items(s, [held_back], bundle.items[-1:], model=bundle.version)
-        wait_until(lambda: redrive_dead_letters(s, progress=False) >= 1, 60, "the letter re-driven over TLS")
+        wait_until(lambda: redrive_dead_letters(s, progress=False).sent >= 1, 60, "the letter re-driven over TLS")
         late_rec = h.read_records(s, {"late-user": 1}, timeout_s=60).latest["late-user"]
         np.testing.assert_allclose(codec.bin_to_vec(late_rec["vector"]), items[held_back], atol=1e-5)
 

@@ -104,5 +104,6 @@ def test_the_index_metrics_default_to_loopback_and_the_indexer_passes_web_bind(m
     follower = types.SimpleNamespace(consumer=types.SimpleNamespace(end_offsets=lambda tps: {}), partitions=[])
     monkeypatch.setattr(service, "ItemFollower", lambda settings, store: follower)  # no broker
     for bind in ("127.0.0.1", "0.0.0.0"):
-        indexer = service.Indexer(Settings(index_dir=tmp_path / "index", state_dir=tmp_path / "state", web_bind=bind))
+        indexer = service.Indexer(Settings(index_dir=tmp_path / "index", state_dir=tmp_path / "state", web_bind=bind,
+                                           index_dim=8))
         assert indexer.metrics.bind == bind

@@ -302,8 +302,8 @@ def test_redriven_dead_letter_is_applied_once_its_item_exists(stack):
         if wait_until(outcome, 30, f"{probe['user']} applied or dead-lettered", interval_s=0.2) == "applied":
             break
         assert time.monotonic() < deadline, "the item table never got late-video"
-    assert redrive_dead_letters(s, progress=False) == len(probes)  # the letter (and any probe that came too early)
-    assert redrive_dead_letters(s, progress=False) == 0  # a letter is re-driven once
+    assert redrive_dead_letters(s, progress=False).sent == len(probes)  # the letter (and any probe that came too early)
+    assert redrive_dead_letters(s, progress=False).sent == 0  # a letter is re-driven once
     col = h.read_records(s, counts(good + [late] + probes), timeout_s=60)
     assert_exact(col, good + [late] + probes, {**items, "late-video": late_vec})
     assert w.alive(), w.log_text()[-3000:]

@@ -122,17 +122,35 @@ sha256 = sha256_file  # the name export and the contract checks use
 
 
 def read_manifest(folder: str | Path) -> Manifest:
-    """Parse ``folder/manifest.json`` (no checksum checks: see :func:`verify_bundle`)."""
+    """Parse ``folder/manifest.json`` (no checksum checks: see :func:`verify_bundle`).
+
+    The bundle manifest's one parser: not UTF-8, not JSON, a folder in its
+    place, a missing or wrong-typed field, ``files`` that is not a map of
+    ``{"sha256": str}`` maps: each is a :class:`BundleError` naming the file.
+    """
+    from dreamstream.index.shared_file import field_of, read_json, want
+
     path = Path(folder) / MANIFEST
-    if not path.exists():
+    raw = read_json(path, BundleError)
+    if raw is None:
         raise BundleError(f"{path} does not exist: point at a bundle folder written by `dreamstream export`")
-    try:
-        raw = json.loads(path.read_text())
-        return Manifest(path=path, version=str(raw["version"]), dim=int(raw["dim"]), interests=int(raw["interests"]),
-                        hidden=int(raw["hidden"]), tau=float(raw["tau"]), opset=int(raw["opset"]),
-                        text_dim=int(raw["text_dim"]), visual_dim=int(raw["visual_dim"]), files=raw["files"], raw=raw)
-    except (ValueError, KeyError, TypeError) as err:
-        raise BundleError(f"{path} is not a bundle manifest ({err!r}): re-export with `dreamstream export`") from err
+    where = f"{path} (re-export with `dreamstream export`):"
+    want(raw, dict, where, BundleError)
+
+    def number(name: str, kind: type | tuple[type, ...] = int) -> Any:
+        value = field_of(raw, name, kind, where, error=BundleError)
+        if kind is int and value < (1 if name in ("dim", "interests") else 0):
+            raise BundleError(f"{where} '{name}' is out of range: {value}")
+        return value
+
+    files = field_of(raw, "files", dict, where, error=BundleError)
+    for name, entry in files.items():
+        want(entry, dict, f"{where} files[{name!r:.60}]", BundleError)
+        field_of(entry, "sha256", str, f"{where} files[{name!r:.60}]", error=BundleError)
+    return Manifest(path=path, version=str(field_of(raw, "version", (str, int), where, error=BundleError)),
+                    dim=number("dim"), interests=number("interests"), hidden=number("hidden"),
+                    tau=float(number("tau", (int, float))), opset=number("opset"), text_dim=number("text_dim"),
+                    visual_dim=number("visual_dim"), files=files, raw=raw)
 
 
 def verify_checksums(manifest: Manifest) -> None:

@@ -6,6 +6,7 @@ check can never disagree on what a checksum is.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
@@ -37,3 +38,37 @@ def inside(folder: Path, name: str) -> Path:
     if ".." in Path(name).parts or not path.resolve().is_relative_to(folder.resolve()):
         raise ValueError(f"file name {name!r:.100} points outside {folder}")
     return path
+
+
+def folder_fingerprint(folder: Path) -> tuple:
+    """What a folder's files look like on disk without reading them: (name, size, mtime, inode) of each, sorted.
+
+    Why: a bundle or an index version that failed its checks is not
+    re-read and re-hashed on every poll (gigabytes, twice a second); it is
+    retried when this changes, i.e. when someone copies it again or repairs
+    it in place. ``()`` for a folder that is not there.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    except OSError as err:
+        return (("!", str(err)),)
+    out = []
+    for entry in entries:
+        try:
+            st = entry.stat()
+        except OSError:
+            out.append((entry.name, -1, -1, -1))
+            continue
+        out.append((entry.name, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(sorted(out))
+
+
+def file_fingerprint(path: Path) -> tuple:
+    """(size, mtime, inode) of one file, ``()`` when it is not there: a pointer file changed or not."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)

@@ -6,7 +6,10 @@ background thread checks at most every ``check_interval_ms`` and loads the
 new version off to the side; searches keep using the version they started
 with, and the swap is a single reference assignment, so a search never sees
 half a version. A version that fails verification is refused (the error
-names the file) and the previous one keeps serving.
+names the file) and the previous one keeps serving; it is not read again
+until ``CURRENT`` or one of its files changes on disk
+(:mod:`dreamstream.index.refusals`). A record is ranked only if it holds at
+most the version's bundle K interests (:func:`max_interests`).
 
 ``search(user_record, k)`` searches every shard with the user vector and each
 interest vector and merges them with :mod:`dreamstream.merge`, exactly as
@@ -37,6 +40,7 @@ from dreamstream.codec import bin_to_vec
 from dreamstream.index.backend import FaissBackend, IndexBackend
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
+from dreamstream.index.refusals import Refusals, disk_state
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.blend import INTEREST_WEIGHT, blend_scores
 from dreamstream.merge import query_weights
@@ -45,6 +49,9 @@ from dreamstream.serving import Serving, namespace_dir, read_serving
 log = logging.getLogger(__name__)
 
 __all__ = ["Retriever", "LoadedVersion", "IndexCorruptError", "IndexNotReadyError", "load_version"]
+
+
+MAX_INTERESTS = 64  # interests a record may have when the version does not say its bundle's K (older manifests)
 
 
 class IndexNotReadyError(RuntimeError):
@@ -97,18 +104,25 @@ class LoadedVersion:
 
 
 def load_version(index_dir: Path, name: str) -> LoadedVersion:
-    """Load and verify one version; raises :class:`IndexCorruptError` naming the bad file."""
+    """Load and verify one version; raises :class:`IndexCorruptError` naming the bad file.
+
+    Every shape a version's files can take (a manifest of the wrong shape,
+    shard bytes that are not a Faiss index, an id list that is not a list of
+    strings, counts or widths that disagree) is the version's corruption,
+    never another exception type.
+    """
     folder = Path(index_dir) / name
     manifest = read_manifest(folder)
+    if manifest.version != name:
+        raise IndexCorruptError(f"{folder}/manifest.json describes version {manifest.version!r:.80}, not {name}")
     indexes, ids = [], []
     for entry in manifest.shards:
         try:
             shard_file, ids_file = inside(folder, entry.file), inside(folder, entry.ids)
         except ValueError as err:
             raise IndexCorruptError(f"{folder}/manifest.json: {err}; refusing index version {name}") from None
-        data = read_verified(shard_file, entry.sha256)
-        id_list = json.loads(read_verified(ids_file, entry.ids_sha256))
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index = _faiss_index(shard_file, read_verified(shard_file, entry.sha256), manifest.dim)
+        id_list = _id_list(ids_file, read_verified(ids_file, entry.ids_sha256))
         if index.ntotal != entry.count or len(id_list) != entry.count:
             raise IndexCorruptError(f"{folder / entry.file} holds {index.ntotal} vectors and {len(id_list)} ids, manifest says {entry.count}")
         if isinstance(index, faiss.IndexIVF):
@@ -119,22 +133,63 @@ def load_version(index_dir: Path, name: str) -> LoadedVersion:
     return LoadedVersion(name, manifest, tuple(indexes), tuple(ids), where)
 
 
-def load_space(index_dir: Path, space: str, have: LoadedVersion | None = None) -> LoadedVersion | None:
-    """A namespace's CURRENT version when it is not ``have`` (None: no CURRENT yet, or unchanged).
+def _faiss_index(path: Path, data: bytes, dim: int) -> faiss.Index:
+    """A shard's Faiss index from its verified bytes; bytes that are not one, or of another width, are corruption."""
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except Exception as err:  # Faiss raises RuntimeError (and others) on bytes that are not an index
+        said = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise IndexCorruptError(f"{path} is not a Faiss index ({said})") from None
+    if index.d != dim:
+        raise IndexCorruptError(f"{path} is a {index.d}-d index but the manifest says {dim}-d")
+    return index
+
+
+def _id_list(path: Path, data: bytes) -> list[str]:
+    """A shard's id list (a JSON array of strings, row i = Faiss id i); any other shape is corruption."""
+    try:
+        ids = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise IndexCorruptError(f"{path} is not a JSON id list ({str(err)[:120]})") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise IndexCorruptError(f"{path} must be a JSON array of id strings")
+    return ids
+
+
+def load_space(index_dir: Path, space: str, have: LoadedVersion | None = None,
+               refusals: Refusals | None = None) -> LoadedVersion | None:
+    """A namespace's CURRENT version when it is not ``have`` (None: no CURRENT yet, unchanged, or refused and unchanged).
 
     Raises :class:`RefusedVersion` (naming it) for a version that fails
-    verification or was built for another namespace, and
-    :class:`IndexCorruptError` for one that vanished while loading (pruned
-    under us: the next check sees the newer CURRENT, so it is not refused).
+    verification or was built for another namespace, or a ``CURRENT`` that
+    cannot be read. With ``refusals``, a refused namespace is not read again
+    until its ``CURRENT`` or the version folder changes on disk
+    (:mod:`dreamstream.index.refusals`): no re-hashing of shards at every poll.
     """
     folder = namespace_dir(index_dir, space)
-    name = read_current(folder)
+    state = disk_state(folder) if refusals is not None else ()
+    if refusals is not None and refusals.unchanged(space, state):
+        return None
+    try:
+        loaded = _load_current(folder, space, have)
+    except RefusedVersion:
+        if refusals is not None:
+            refusals.refuse(space, state)
+        raise
+    if refusals is not None:
+        refusals.clear(space)
+    return loaded
+
+
+def _load_current(folder: Path, space: str, have: LoadedVersion | None) -> LoadedVersion | None:
+    try:
+        name = read_current(folder)
+    except IndexCorruptError as err:
+        raise RefusedVersion("CURRENT", str(err)) from None
     if name is None or (have is not None and have.name == name):
         return None
     try:
         loaded = load_version(folder, name)
-    except FileNotFoundError as err:
-        raise IndexCorruptError(f"version {name} vanished while loading ({err.filename})") from None
     except IndexCorruptError as err:
         raise RefusedVersion(name, str(err)) from None
     if loaded.manifest.space != space:
@@ -143,7 +198,7 @@ def load_space(index_dir: Path, space: str, have: LoadedVersion | None = None) -
 
 
 class RefusedVersion(IndexCorruptError):
-    """An index version that fails its checks: ``version`` is not retried until CURRENT moves on."""
+    """An index version (or a ``CURRENT``) that fails its checks: not retried until it changes on disk."""
 
     def __init__(self, version: str, message: str) -> None:
         super().__init__(message)
@@ -186,7 +241,7 @@ class Retriever:
         self.check_interval_s = check_interval_ms / 1000.0
         self.interest_weight = interest_weight
         self.last_error: Exception | None = None
-        self._refused: dict[str, str] = {}  # namespace -> the CURRENT it refused (retried when CURRENT moves on)
+        self._refusals = Refusals()  # namespaces refused, retried when their files change on disk
         self.serving = Serving()
         self._versions: dict[str, Any] = {}  # namespace -> LoadedVersion or MilvusVersion (serving, and previous)
         self._stop = threading.Event()
@@ -242,25 +297,26 @@ class Retriever:
 
     def _load(self, space: str) -> None:
         try:
-            loaded = self.backend.load(space, self._versions.get(space))
+            loaded = self.backend.load(space, self._versions.get(space), self._refusals)
         except RefusedVersion as err:
             self.last_error = err
-            self._refused[space] = err.version
             raise
+        if space not in self._refusals:
+            self.last_error = None  # the namespace reads cleanly again
         if loaded is not None:
             self._versions[space] = loaded  # the atomic swap: one reference assignment
-            self.last_error = None
             log.info("index version=%s namespace=%r items=%d loaded", loaded.name, space, loaded.manifest.items)
 
     def _follow(self) -> None:
+        said = ""  # the last failure logged: the same one is not logged again at every check
         while not self._stop.wait(self.check_interval_s):
             try:
-                if all(self.backend.current(s) == self._refused.get(s)
-                       for s in read_serving(self.index_dir).spaces()):
-                    continue  # already refused; retry only when a CURRENT moves on
-                self.refresh()
-            except Exception as err:  # keep serving the previous version, say why
-                log.error("index reload failed, previous version keeps serving: %s", err)
+                self.refresh()  # a refused version is skipped with stat calls until its files change
+                said = ""
+            except Exception as err:  # keep serving the previous version, say why (once per distinct failure)
+                if str(err) != said:
+                    log.error("index reload failed, previous version keeps serving: %s", err)
+                said = str(err)
 
     def close(self) -> None:
         """Stop following the pointers."""
@@ -302,7 +358,7 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     twice as long, so the result is the whole catalogue's top ``k`` (exact
     on flat shards; IVF shards are as exact as their searches).
     """
-    queries, _ = user_queries(user_record, version.dim, 1.0)
+    queries, _ = user_queries(user_record, version.dim, 1.0, max_interests(version))
     blocked = {str(e) for e in exclude}
     total = version.manifest.items
     fetch = k + len(blocked)
@@ -321,12 +377,23 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
         fetch = min(total, 2 * fetch)
 
 
-def user_queries(user_record: Mapping[str, Any], dim: int, user_share: float) -> tuple[np.ndarray, np.ndarray]:
-    """The query matrix [1+K, D] (user vector, then interests) and its weights from a user record."""
-    user = _as_matrix(user_record.get("vector"), dim, "vector")
+def max_interests(version: LoadedVersion) -> int:
+    """The most interests a record searched in ``version`` may have: its bundle's K, else :data:`MAX_INTERESTS`."""
+    return version.manifest.interests or MAX_INTERESTS
+
+
+def user_queries(user_record: Mapping[str, Any], dim: int, user_share: float,
+                 most_interests: int = MAX_INTERESTS) -> tuple[np.ndarray, np.ndarray]:
+    """The query matrix [1+K, D] (user vector, then interests) and its weights from a user record.
+
+    A record with more than ``most_interests`` interests is refused before
+    it is decoded: the worker writes the bundle's K, and every extra
+    interest is a search (a 1 MB record took 70x a normal one to rank).
+    """
+    user = _as_matrix(user_record.get("vector"), dim, "vector", 1)
     if user.shape[0] != 1:
         raise ValueError(f"user record's vector must be one {dim}-d vector, got {user.shape[0]} rows")
-    interests = _as_matrix(user_record.get("interests"), dim, "interests")
+    interests = _as_matrix(user_record.get("interests"), dim, "interests", most_interests)
     if len(interests) == 0:
         return user, np.ones(1)
     weights = user_record.get("interest_weights") or [1.0] * len(interests)
@@ -337,20 +404,26 @@ def user_queries(user_record: Mapping[str, Any], dim: int, user_share: float) ->
     return np.vstack([user, interests]), query_weights(weights, user_share)
 
 
-def _as_matrix(value: Any, dim: int, field: str) -> np.ndarray:
-    """A record's vector field as float32 [n, dim]; ``ValueError`` (never silently wrong results) when it is not one."""
+def _as_matrix(value: Any, dim: int, field: str, most_rows: int) -> np.ndarray:
+    """A record's vector field as float32 [n <= most_rows, dim]; ``ValueError`` (never silently wrong results) when it is not one."""
     if value is None:
         return np.zeros((0, dim), dtype=np.float32)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        if len(value) % (4 * dim):
-            raise ValueError(f"user record's {field} has {len(value)} bytes, not a multiple of {dim} float32s "
-                             f"(is the index from another model?)")
+    binary = isinstance(value, (bytes, bytearray, memoryview))
+    if binary and len(value) % (4 * dim):
+        raise ValueError(f"user record's {field} has {len(value)} bytes, not a multiple of {dim} float32s "
+                         f"(is the index from another model?)")
+    if isinstance(value, (bytes, bytearray, memoryview, list, tuple)) and len(value) > most_rows * dim * (4 if binary else 1):
+        # checked before decoding: a huge record costs nothing to refuse
+        raise ValueError(f"user record's {field} holds more than {most_rows} {dim}-d vectors (the bundle's limit)")
+    if binary:
         matrix = bin_to_vec(bytes(value), dim)
     else:
         try:
             matrix = np.asarray(value, dtype=np.float32).reshape(-1, dim)
         except (TypeError, ValueError):
             raise ValueError(f"user record's {field} is not {dim}-d float32 vectors") from None
+    if len(matrix) > most_rows:
+        raise ValueError(f"user record's {field} holds {len(matrix)} vectors, more than {most_rows} (the bundle's limit)")
     if not np.isfinite(matrix).all():
         raise ValueError(f"user record's {field} has NaN or infinite values")
     return matrix

@@ -22,7 +22,9 @@ the last event the worker applied to it, so a record includes an event only
 if its ``ts >= event.ts``; the monitor therefore pairs an event with the
 newest record (by ``seq``) of the user whose ``ts < event.ts``. It keeps
 the last :data:`KEEP` records per user (so a worker one batch ahead of the
-monitor still leaves the pre-event record in hand), and scores a sampled
+monitor still leaves the pre-event record in hand) for at most ``max_users``
+users per namespace (the least recently updated is forgotten first, so
+memory is bounded by the setting, not the user base), and scores a sampled
 event only ``delay_s`` after reading it, so a record the worker published
 before the event but that is still in flight is waited for. Known limits:
 a record also counts as "after" an event when a *later-applied* event of the
@@ -48,15 +50,18 @@ import hashlib
 import json
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from dreamstream.index.publish import replace_atomically
+from dreamstream.index.atomic_file import replace_atomically
+from dreamstream.index.layout import MONITOR
+from dreamstream.index.shared_file import IndexCorruptError, field_of, read_json, want
 
-STATUS = "MONITOR.json"
+STATUS = MONITOR
 KEEP = 2  # records kept per user and namespace: the latest, and the one before it
+DEFAULT_MAX_USERS = 250_000  # users held per namespace (~4 KB each at D=64, K=4): ~1 GB, whatever the user base
 DEFAULT_WINDOW = 5000
 DEFAULT_MIN_EVENTS = 200
 DEFAULT_MAX_AGE_S = 300.0
@@ -199,17 +204,35 @@ class Monitor:
     """
 
     def __init__(self, namespaces: Iterable[str], ranker: Ranker, k: int = 20, delay_s: float = 2.0,
-                 window: int = DEFAULT_WINDOW) -> None:
+                 window: int = DEFAULT_WINDOW, max_users: int = DEFAULT_MAX_USERS) -> None:
         self.namespaces = list(dict.fromkeys(namespaces))
         self.ranker, self.k, self.delay_s = ranker, k, delay_s
-        self.records: dict[str, dict[str, list[HeldRecord]]] = {ns: {} for ns in self.namespaces}
+        self.max_users = max_users
+        # per namespace, user -> their last KEEP records, least recently updated user first (evicted first)
+        self.records: dict[str, OrderedDict[str, list[HeldRecord]]] = {ns: OrderedDict() for ns in self.namespaces}
+        self.evicted = {ns: 0 for ns in self.namespaces}
         self.stats = {ns: NamespaceStats(HitWindow(window)) for ns in self.namespaces}
         self.pending: deque[Pending] = deque()
         self._pending_by_user: dict[str, list[Pending]] = {}
 
     def on_record(self, namespace: str, record: HeldRecord) -> None:
-        """Hold the user's newest records; a record older than the event of a waiting event may be its better pair."""
-        kept = self.records[namespace].setdefault(record.user, [])
+        """Hold the user's newest records; a record older than the event of a waiting event may be its better pair.
+
+        At most ``max_users`` users are held per namespace: past that the
+        user updated least recently is forgotten (an event of theirs is then
+        skipped as ``no-record``), so memory is bounded by the setting, not
+        by the user base (it kept every user forever: 10M users x 2
+        namespaces was ~78 GiB).
+        """
+        users = self.records[namespace]
+        kept = users.get(record.user)
+        if kept is None:
+            kept = users[record.user] = []
+            while len(users) > self.max_users:
+                users.popitem(last=False)
+                self.evicted[namespace] += 1
+        else:
+            users.move_to_end(record.user)
         if any(r.seq >= record.seq for r in kept):
             return  # a re-sent or out-of-order older record: the newer one stays
         kept.append(record)
@@ -309,21 +332,25 @@ def write_monitor(index_dir: Path, stats: Mapping[str, MonitorStat]) -> Path:
 
 
 def read_monitor(index_dir: Path) -> dict[str, MonitorStat]:
-    """The last status the monitor wrote, per namespace (``{}`` when none; lines it cannot read are left out)."""
-    try:
-        data = json.loads((Path(index_dir) / STATUS).read_text("utf-8"))
-    except (FileNotFoundError, ValueError):
+    """The last status the monitor wrote, per namespace (``{}`` when none); ``IndexCorruptError`` when it is not one.
+
+    ``MONITOR.json``'s one parser: a map of namespace -> line, every line of
+    the shape :func:`write_monitor` writes; any other shape is the file's
+    corruption (a gate must not judge on half a status).
+    """
+    path = Path(index_dir) / STATUS
+    data = read_json(path)
+    if data is None:
         return {}
-    if not isinstance(data, dict):
-        return {}
+    where = str(path)
     out = {}
-    for ns, line in data.items():
-        try:
-            rate = line.get("hitrate")
-            out[str(ns)] = MonitorStat(int(line["events"]), int(line["hits"]), None if rate is None else float(rate),
-                                       int(line["window"]), float(line["updated_at"]), int(line.get("skipped", 0)))
-        except (AttributeError, KeyError, TypeError, ValueError):
-            continue
+    for ns, line in want(data, dict, where).items():
+        at = f"{where} namespace {ns!r:.60}"
+        want(line, dict, at)
+        rate = field_of(line, "hitrate", (int, float, type(None)), at, None)
+        out[ns] = MonitorStat(field_of(line, "events", int, at), field_of(line, "hits", int, at),
+                              None if rate is None else float(rate), field_of(line, "window", int, at),
+                              float(field_of(line, "updated_at", (int, float), at)), field_of(line, "skipped", int, at, 0))
     return out
 
 
@@ -354,7 +381,11 @@ def gate(index_dir: Path, new_ns: str, old_ns: str, margin: float = 0.0, min_eve
     ``max_age_s`` (the monitor stopped: its numbers no longer describe the
     traffic).
     """
-    stats, now = read_monitor(index_dir), time.time() if now is None else now
+    try:
+        stats = read_monitor(index_dir)
+    except IndexCorruptError as err:
+        return False, f"the live quality cannot be read: {err}; the next write of `dreamstream monitor` replaces it"
+    now = time.time() if now is None else now
     for ns in (new_ns, old_ns):
         refusal = _not_ready(stats.get(ns), ns, Path(index_dir), min_events, max_age_s, now)
         if refusal:

@@ -36,8 +36,9 @@ from dreamstream.errors import broker_bootstrap
 from dreamstream.index.manifest import IndexCorruptError
 from dreamstream.index.metrics import serve_registry
 from dreamstream.kafka.security import kafka_python_options
-from dreamstream.monitor import (DEFAULT_WINDOW, Monitor, Outcome, WatchEvent, held_record, stats_of, to_score, top_k,
-                                 write_monitor)
+from dreamstream.index.refusals import Refusals
+from dreamstream.monitor import (DEFAULT_MAX_USERS, DEFAULT_WINDOW, STATUS, Monitor, Outcome, WatchEvent, held_record,
+                                 stats_of, to_score, top_k, write_monitor)
 from dreamstream.serving import namespace_dir, read_serving
 from dreamstream.settings import Settings
 from dreamstream.topics import USER_EMBEDDINGS, WATCH_EVENTS
@@ -58,11 +59,22 @@ class MonitorOptions:
     status_interval_s: float = 5.0
     from_earliest: bool = False
     namespaces: tuple[str, ...] = ()  # extra namespaces, beside the SERVING pointer's
+    max_users: int = DEFAULT_MAX_USERS  # users whose records are held per namespace (least recently updated evicted)
 
 
 def monitored_namespaces(index_dir: Path, extra: Iterable[str] = ()) -> list[str]:
-    """The serving namespace, the previous one (while a rollout keeps it), then the ones asked for, once each."""
-    spaces = read_serving(index_dir).spaces() + list(extra)
+    """The serving namespace, the previous one (while a rollout keeps it), then the ones asked for, once each.
+
+    An unreadable ``SERVING`` is said in the log and the default namespace
+    stands in for it: the monitor is read-only and must not exit on a file
+    another process broke.
+    """
+    try:
+        pointed = read_serving(index_dir).spaces()
+    except IndexCorruptError as err:
+        log.error("monitoring the default namespace and --namespace ones only: %s", err)
+        pointed = [""]
+    spaces = pointed + list(extra)
     for ns in spaces:
         namespace_dir(index_dir, ns)  # a name that is not a folder name is refused here, not at the first build
     return list(dict.fromkeys(spaces))
@@ -85,6 +97,11 @@ class MonitorMetrics:
                                "bad-record).", ["namespace", "reason"], registry=self.registry)
         self.invalid = Counter("dreamstream_monitor_invalid", "Input values that could not be decoded, skipped.",
                                ["source", "reason"], registry=self.registry)
+        self.users = Gauge("dreamstream_monitor_users_held", "Users whose records are held, per namespace (at most "
+                           "--max-users).", ["namespace"], registry=self.registry)
+        self.evicted = Gauge("dreamstream_monitor_users_evicted", "Users forgotten since start to stay within "
+                             "--max-users (their next event is skipped as no-record), per namespace.", ["namespace"],
+                             registry=self.registry)
 
     def serve(self, port: int) -> Any:
         """Expose /metrics on ``bind``:``port``; None when ``port`` is 0. ``.shutdown()`` stops the server."""
@@ -103,6 +120,8 @@ class MonitorMetrics:
             rate = stats.window.hitrate
             if not math.isnan(rate):
                 self.hitrate.labels(ns).set(rate)
+            self.users.labels(ns).set(len(monitor.records[ns]))
+            self.evicted.labels(ns).set(monitor.evicted[ns])
 
 
 class SpaceIndexes:
@@ -114,12 +133,13 @@ class SpaceIndexes:
         self.index_dir, self.namespaces = Path(index_dir), list(namespaces)
         self.backend = backend or FaissBackend(self.index_dir)  # dreamstream.index.backend: Faiss folders or Milvus
         self.versions: dict[str, Any] = {}
+        self.refusals = Refusals()  # a refused version is not re-read until its files change
 
     def refresh(self) -> None:
         """Load each namespace's CURRENT if it changed; a version that fails to load leaves the previous one in use."""
         for ns in self.namespaces:
             try:
-                loaded = self.backend.load(ns, self.versions.get(ns))
+                loaded = self.backend.load(ns, self.versions.get(ns), self.refusals)
             except IndexCorruptError as err:
                 log.error("namespace=%r index not loaded (previous version stays): %s", ns, err)
                 continue
@@ -201,7 +221,8 @@ class MonitorService:
         from dreamstream.index.backend import index_backend
 
         self.indexes = SpaceIndexes(settings.index_dir, self.namespaces, index_backend(settings))
-        self.monitor = Monitor(self.namespaces, self.indexes.rank, options.k, options.delay_s, options.window)
+        self.monitor = Monitor(self.namespaces, self.indexes.rank, options.k, options.delay_s, options.window,
+                               options.max_users)
         for ns in self.namespaces:  # every monitored namespace is in /metrics from the start, at 0
             self.metrics.events.labels(ns)
             self.metrics.hits.labels(ns)
@@ -218,8 +239,8 @@ class MonitorService:
         self.events_topic = settings.topic(WATCH_EVENTS)
         self.attach_events()
         self._warned: dict[tuple[str, str], int] = {}
-        log.info("monitoring namespaces=%s sample=%g k=%d window=%d", self.namespaces, options.sample, options.k,
-                 options.window)
+        log.info("monitoring namespaces=%s sample=%g k=%d window=%d max_users=%d", self.namespaces, options.sample,
+                 options.k, options.window, options.max_users)
 
     def attach_events(self) -> bool:
         """Read every watch-events partition (once the topic exists); True when they are assigned.
@@ -305,7 +326,10 @@ class MonitorService:
             self.records.attach()
         self.attach_events()
         stats = stats_of(self.monitor, time.time())
-        write_monitor(self.settings.index_dir, stats)
+        try:
+            write_monitor(self.settings.index_dir, stats)
+        except OSError as err:  # e.g. a folder where MONITOR.json belongs: metrics go on, the file is said to be stuck
+            log.error("cannot write %s (%s); the metrics still update", self.settings.index_dir / STATUS, err)
         log.info("status %s", " ".join(f"ns={ns!r}:events={s.events},hits={s.hits},hitrate={s.hitrate}"
                                        for ns, s in stats.items()))
 

@@ -39,8 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreamstream.errors import UserError, broker_bootstrap
+from dreamstream.index.layout import InvalidNamespace, check_namespace, is_version_name
+from dreamstream.index.manifest import IndexCorruptError, read_manifest
 from dreamstream.kafka.security import kafka_python_options
-from dreamstream.serving import Serving, read_serving, switch_serving
+from dreamstream.processes.pid_file import owned_pid, write_pid_file
+from dreamstream.serving import Serving, namespace_dir, read_serving, switch_serving
 from dreamstream.settings import Settings
 from dreamstream.topics import WATCH_EVENTS
 
@@ -150,7 +153,8 @@ def _when(ms: int) -> str:
 
 # --- processes a rollout starts on this machine ------------------------------------------
 def rollout_dir(settings: Settings, namespace: str) -> Path:
-    return settings.state_dir / "rollout" / namespace
+    """Where ``rollout start --spawn`` keeps a namespace's pid files, logs and state: its rollout record."""
+    return settings.state_dir / "rollout" / check_namespace(namespace)
 
 
 def known_namespaces(settings: Settings) -> list[str]:
@@ -160,12 +164,25 @@ def known_namespaces(settings: Settings) -> list[str]:
     namespace deployed elsewhere and not yet switched to is not known here.
     """
     folder = settings.state_dir / "rollout"
-    started = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    started = sorted(p.name for p in folder.iterdir() if p.is_dir() and _is_namespace(p.name)) if folder.is_dir() else []
     return list(dict.fromkeys([*read_serving(settings.index_dir).spaces(), *started]))
 
 
+def _is_namespace(name: str) -> bool:
+    """A rollout record's folder name that is a namespace's (a stray folder there is not one)."""
+    try:
+        check_namespace(name)
+    except InvalidNamespace:
+        return False
+    return True
+
+
 def spawn(settings: Settings, namespace: str) -> dict[str, int]:
-    """Start the namespace's worker and indexer as detached processes (pid files and logs in its rollout dir)."""
+    """Start the namespace's worker and indexer as detached processes (pid files and logs in its rollout dir).
+
+    A process already running under a pid file (checked against its command
+    line and start time, :mod:`dreamstream.processes.pid_file`) is kept.
+    """
     from dreamstream.bench.harness import settings_env
 
     folder = rollout_dir(settings, namespace)
@@ -173,41 +190,41 @@ def spawn(settings: Settings, namespace: str) -> dict[str, int]:
     ns = settings.in_namespace(namespace).model_copy(update={"state_dir": folder / "state", "web_port": 0})
     pids = {}
     for name in PROCESSES:
-        if _alive(folder / f"{name}.pid"):
-            pids[name] = int((folder / f"{name}.pid").read_text())
+        running = owned_pid(folder / f"{name}.pid", name)
+        if running is not None:
+            pids[name] = running
             continue
-        out = open(folder / f"{name}.log", "ab")
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "dreamstream"), name], env=settings_env(ns),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        (folder / f"{name}.pid").write_text(str(proc.pid))
+        with open(folder / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "dreamstream"), name], env=settings_env(ns),
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        write_pid_file(folder / f"{name}.pid", proc.pid)
         pids[name] = proc.pid
     return pids
 
 
 def stop_spawned(settings: Settings, namespace: str, timeout_s: float = 30.0) -> list[str]:
-    """SIGTERM the namespace's spawned processes and wait for them; returns the ones that were running."""
+    """SIGTERM the namespace's spawned processes and wait for them; returns the ones that were running.
+
+    Only a process its pid file still describes is signalled: a stale file
+    (the process died, the PID was reused after a reboot) is removed and
+    nothing is killed.
+    """
     stopped = []
     for name in PROCESSES:
         pid_file = rollout_dir(settings, namespace) / f"{name}.pid"
-        if not _alive(pid_file):
+        pid = owned_pid(pid_file, name)
+        if pid is None:
+            pid_file.unlink(missing_ok=True)
             continue
-        pid = int(pid_file.read_text())
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(pid):
+        if _pid_alive(pid) and owned_pid(pid_file, name) == pid:
             os.kill(pid, signal.SIGKILL)
         pid_file.unlink(missing_ok=True)
         stopped.append(name)
     return stopped
-
-
-def _alive(pid_file: Path) -> bool:
-    try:
-        return _pid_alive(int(pid_file.read_text()))
-    except (OSError, ValueError):
-        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -224,11 +241,80 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+# --- retiring a namespace ------------------------------------------------------------------
+def proven_namespace(settings: Settings, namespace: str) -> str:
+    """How we know ``namespace`` is a namespace ("" when we do not): a rollout record here, or an index version built for it.
+
+    ``retire`` deletes ``<index dir>/<namespace>/``; a name that merely
+    passes the name check (a stray folder, a typo of another one) is not
+    enough to delete a folder.
+    """
+    if rollout_dir(settings, namespace).is_dir():
+        return f"its rollout record {rollout_dir(settings, namespace)}"
+    if settings.index_backend == "milvus":  # its versions live in Milvus: the namespace's alias is the proof
+        from dreamstream.index.backend import index_backend
+
+        backend = index_backend(settings)
+        return f"its {backend.where(namespace)}" if backend.current(namespace) is not None else ""
+    folder = namespace_dir(settings.index_dir, namespace)
+    for version in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if is_version_name(version.name) and version.is_dir():
+            try:
+                if read_manifest(version).space == namespace:
+                    return f"index version {version.name} built for it"
+            except IndexCorruptError:
+                continue
+    return ""
+
+
+def retire(settings: Settings, namespace: str) -> tuple[list[str], str]:
+    """Stop a namespace's spawned processes and remove its index versions: (processes stopped, what was removed).
+
+    Faiss: its index folder; Milvus: its alias and collections
+    (:meth:`dreamstream.index.backend.IndexBackend.retire`).
+
+    Refused (:class:`UserError`) for the default namespace, the serving or
+    previous one, a name that is not a namespace's (an index version's, a
+    pointer file's: :func:`dreamstream.index.layout.check_namespace`), and a
+    namespace it cannot prove is one (:func:`proven_namespace`).
+    """
+    import shutil
+
+    check_namespace(namespace)
+    if not namespace:
+        raise UserError("the default namespace cannot be retired")
+    if namespace in read_serving(settings.index_dir).spaces():
+        raise UserError(f"namespace {namespace!r} is serving or previous; switch away (and again) before retiring it")
+    proof = proven_namespace(settings, namespace)
+    if not proof:
+        raise UserError(f"{namespace!r} is not known as a namespace here (no rollout record under "
+                        f"{settings.state_dir / 'rollout'} and no index version built for it under {settings.index_dir}); "
+                        "nothing retired")
+    log.info("retiring namespace %r, known by %s", namespace, proof)
+    stopped = stop_spawned(settings, namespace)
+    if settings.index_backend == "milvus":
+        from dreamstream.index.backend import index_backend
+
+        return stopped, f"dropped {index_backend(settings).retire(namespace)}"
+    folder = namespace_dir(settings.index_dir, namespace)
+    if not folder.is_dir() or folder.is_symlink():
+        return stopped, "it had no index folder"
+    shutil.rmtree(folder)
+    return stopped, f"removed {folder}"
+
+
 # --- the switch ----------------------------------------------------------------------------
 def switch(settings: Settings, namespace: str, max_lag: int) -> Serving:
-    """Point readers at ``namespace`` once it has an index and is caught up; refuse with the reason otherwise."""
-    current = read_serving(settings.index_dir)
-    if current.namespace == namespace:
+    """Point readers at ``namespace`` once it has an index and is caught up; refuse with the reason otherwise.
+
+    An unreadable ``SERVING`` does not stop it: the switch is how it is repaired.
+    """
+    try:
+        current = read_serving(settings.index_dir)
+    except IndexCorruptError as err:
+        log.warning("replacing an unreadable pointer: %s", err)
+        current = None
+    if current is not None and current.namespace == namespace:
         raise UserError(f"namespace {namespace!r} already serves")
     from dreamstream.index.backend import index_backend
 

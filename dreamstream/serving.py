@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamstream.index.manifest import IndexCorruptError
-from dreamstream.index.publish import replace_atomically
+from dreamstream.index.atomic_file import locked, replace_atomically
+from dreamstream.index.layout import SERVING, InvalidNamespace, check_namespace
+from dreamstream.index.shared_file import IndexCorruptError, field_of, read_json, want
 
-SERVING = "SERVING"
+FIX = "rewrite it with `dreamstream rollout switch`"
 
 
 @dataclass(frozen=True)
@@ -35,32 +36,52 @@ class Serving:
 
 
 def namespace_dir(index_dir: Path, namespace: str) -> Path:
-    """A namespace's index folder (the index dir itself for the default namespace)."""
-    if namespace and (namespace != Path(namespace).name or namespace in (".", "..")):
-        raise IndexCorruptError(f"namespace {namespace!r:.80} is not a folder name")
+    """A namespace's index folder (the index dir itself for the default namespace); refuses names that are not namespaces."""
+    check_namespace(namespace)
     return Path(index_dir) / namespace if namespace else Path(index_dir)
+
+
+def parse_serving(data: object, where: str) -> Serving:
+    """The pointer from ``SERVING``'s JSON value; :class:`IndexCorruptError` for any other shape or a name no namespace has."""
+    want(data, dict, where)
+    namespace = field_of(data, "namespace", str, where, "")
+    previous = field_of(data, "previous", (str, type(None)), where, None)
+    since = float(field_of(data, "since", (int, float), where, 0.0))
+    for name in (namespace, previous):
+        try:
+            if name is not None:
+                check_namespace(name)
+        except InvalidNamespace as err:
+            raise IndexCorruptError(f"{where}: {err}") from None
+    return Serving(namespace, previous, since)
 
 
 def read_serving(index_dir: Path) -> Serving:
     """The pointer (the default namespace when there is none); ``IndexCorruptError`` when it is unreadable."""
     path = Path(index_dir) / SERVING
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        return Serving()
-    except ValueError as err:
-        raise IndexCorruptError(f"{path} is not valid JSON ({err}); rewrite it with `dreamstream rollout switch`") from None
-    serving = Serving(str(data.get("namespace", "")), data.get("previous"), float(data.get("since", 0.0)))
-    for namespace in serving.spaces():
-        namespace_dir(index_dir, namespace)  # a hostile name never leaves the index dir
-    return serving
+        data = read_json(path)
+        return Serving() if data is None else parse_serving(data, str(path))
+    except IndexCorruptError as err:
+        raise IndexCorruptError(f"{err}; {FIX}") from None
 
 
 def switch_serving(index_dir: Path, namespace: str) -> Serving:
-    """Point readers at ``namespace``; the one serving now becomes ``previous`` (for rollback). Atomic."""
-    old = read_serving(index_dir)
+    """Point readers at ``namespace``; the one serving now becomes ``previous`` (for rollback). Atomic.
+
+    The read of the old pointer and the write of the new one hold the
+    pointer's lock, so two concurrent switches never lose one (the second
+    sees the first as its ``previous``). An unreadable pointer is replaced:
+    the switch is how an operator repairs it (its ``previous`` is then lost).
+    """
     namespace_dir(index_dir, namespace)
-    new = Serving(namespace, old.namespace if old.namespace != namespace else old.previous, time.time())
     Path(index_dir).mkdir(parents=True, exist_ok=True)
-    replace_atomically(Path(index_dir) / SERVING, json.dumps(new.__dict__).encode("utf-8"))
+    path = Path(index_dir) / SERVING
+    with locked(path):
+        try:
+            old = read_serving(index_dir)
+        except IndexCorruptError:
+            old = Serving()
+        new = Serving(namespace, old.namespace if old.namespace != namespace else old.previous, time.time())
+        replace_atomically(path, json.dumps(new.__dict__).encode("utf-8"))
     return new

@@ -34,11 +34,13 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = Field("", description="Prefix put before every topic name (e.g. 'prod.').")
     namespace: str = Field(
-        "", pattern=r"^[A-Za-z0-9._-]{0,80}$",
+        "",
         description="The model rollout (item space) this process serves, normally the bundle version it started with "
                     "(`dreamstream rollout`). Its state and outputs live apart: its own consumer group and changelog, "
                     "user-embeddings.<namespace>, item-vectors.<namespace>, watch-events-dlq.<namespace>, "
-                    "<index dir>/<namespace>/. Empty: the default namespace (topics without a suffix).",
+                    "<index dir>/<namespace>/. Empty: the default namespace (topics without a suffix). Letters, digits, '.', '_' "
+                    "and '-', starting with a letter or digit; not an index dir file name (CURRENT, SERVING, ...) nor "
+                    "an index version name (dreamstream/index/layout.py).",
     )
     start_from: str = Field(
         "", description="Where a namespace that has never read watch-events starts: empty = the earliest retained "
@@ -171,6 +173,13 @@ class Settings(BaseSettings):
     milvus_token_file: Path | None = Field(None, description="File holding the Milvus credentials, user:password or an "
                                            "API key, e.g. a mounted Secret (unset: no authentication).")
 
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        from dreamstream.index.layout import check_namespace
+
+        return check_namespace(value)
+
     @field_validator("start_from")
     @classmethod
     def _start_from(cls, value: str) -> str:
@@ -228,11 +237,18 @@ class Settings(BaseSettings):
     @property
     def namespace_index_dir(self) -> Path:
         """Where this namespace's index versions live: the index dir itself for the default namespace."""
-        return self.index_dir / self.namespace if self.namespace else self.index_dir
+        from dreamstream.serving import namespace_dir
+
+        return namespace_dir(self.index_dir, self.namespace)
 
     def in_namespace(self, namespace: str) -> "Settings":
-        """The same settings for another namespace (a rollout's new version, or the one it replaces)."""
-        return self.model_copy(update={"namespace": namespace})
+        """The same settings for another namespace (a rollout's new version, or the one it replaces).
+
+        ``model_copy`` skips validation, so the name is checked here (:func:`dreamstream.index.layout.check_namespace`).
+        """
+        from dreamstream.index.layout import check_namespace
+
+        return self.model_copy(update={"namespace": check_namespace(namespace)})
 
     @property
     def start_from_ms(self) -> int | None:

@@ -8,7 +8,7 @@ import click
 
 from dreamstream.cli_options import INDEX_BACKEND, KAFKA_SECURITY, settings_options
 from dreamstream.logs import setup_logging
-from dreamstream.monitor import DEFAULT_WINDOW
+from dreamstream.monitor import DEFAULT_MAX_USERS, DEFAULT_WINDOW
 from dreamstream.settings import Settings
 
 
@@ -34,13 +34,18 @@ from dreamstream.settings import Settings
 @click.option("--status-interval-s", type=click.FloatRange(0.1), default=5.0, show_default=True,
               envvar="DREAMSTREAM_MONITOR_STATUS_INTERVAL_S",
               help="Seconds between writes of <index dir>/MONITOR.json [env DREAMSTREAM_MONITOR_STATUS_INTERVAL_S].")
+@click.option("--max-users", type=click.IntRange(1), default=DEFAULT_MAX_USERS, show_default=True,
+              envvar="DREAMSTREAM_MONITOR_MAX_USERS",
+              help="Users whose last two records are held per namespace (~4 KB each at D=64, K=4); past it the user "
+                   "updated least recently is forgotten and their next event skipped as no-record "
+                   "[env DREAMSTREAM_MONITOR_MAX_USERS].")
 @click.option("--from-earliest", is_flag=True, envvar="DREAMSTREAM_MONITOR_FROM_EARLIEST",
               help="A new consumer group starts at the earliest watch-events offset instead of the latest "
                    "[env DREAMSTREAM_MONITOR_FROM_EARLIEST].")
 @settings_options("broker", "topic_prefix", "index_dir", "metrics_port", "web_bind", "skip_ratio", "log_level",
                   *KAFKA_SECURITY, *INDEX_BACKEND)
 def monitor(settings: Settings, sample: float, k: int, namespaces: tuple[str, ...], window: int, delay_s: float,
-            status_interval_s: float, from_earliest: bool) -> None:
+            status_interval_s: float, max_users: int, from_earliest: bool) -> None:
     """Measure live HitRate@k per model namespace beside the ranking services.
 
     Samples positive watch events and checks whether each one's video was
@@ -55,7 +60,7 @@ def monitor(settings: Settings, sample: float, k: int, namespaces: tuple[str, ..
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    options = MonitorOptions(sample, k, window, delay_s, status_interval_s, from_earliest, tuple(namespaces))
+    options = MonitorOptions(sample, k, window, delay_s, status_interval_s, from_earliest, tuple(namespaces), max_users)
     service = MonitorService(settings, options)
     server = service.metrics.serve(settings.metrics_port)
     try:

@@ -27,9 +27,10 @@ def prepare(settings: Settings, version: str, start_from: str) -> Settings:
     from dreamstream import rollout
     from dreamstream.bundle import BundleError, load_bundle
     from dreamstream.index.items_publisher import publish_vectors
+    from dreamstream.index.layout import check_namespace
     from dreamstream.topics import create_topics
 
-    folder = Path(settings.model_dir) / version
+    folder = Path(settings.model_dir) / check_namespace(version)  # the name first: ".." must not pick a bundle
     try:
         bundle = load_bundle(folder)
     except (BundleError, FileNotFoundError) as err:
@@ -139,14 +140,18 @@ def status(settings: Settings) -> None:
     """Which namespace serves, which is catching up, and how far behind each is."""
     from dreamstream import rollout
     from dreamstream.index.backend import index_backend
-    from dreamstream.serving import read_serving
-
+    from dreamstream.index.manifest import IndexCorruptError
     from dreamstream.monitor import read_monitor
+    from dreamstream.serving import namespace_dir, read_serving
 
     backend = index_backend(settings)
     serving = read_serving(settings.index_dir)
     names = rollout.known_namespaces(settings)
-    live = read_monitor(settings.index_dir)  # `dreamstream monitor`'s live HitRate per namespace, when it runs
+    try:
+        live = read_monitor(settings.index_dir)  # `dreamstream monitor`'s live HitRate per namespace, when it runs
+    except IndexCorruptError as err:
+        click.echo(f"live quality unknown: {err}", err=True)
+        live = {}
     click.echo(f"{'namespace':<28} {'role':<12} {'lag':>9}  {'live HitRate@K':<22} index version")
     for name in names:
         role = "serving" if name == serving.namespace else "previous" if name == serving.previous else "catching up"
@@ -154,7 +159,10 @@ def status(settings: Settings) -> None:
         shown = behind.total if behind.started else "-"
         stat = live.get(name)
         quality = f"{stat.hitrate:.4f} ({stat.window} ev)" if stat and stat.hitrate is not None else "-"
-        index = backend.current(name) or "-"
+        try:
+            index = backend.current(name) or "-"
+        except IndexCorruptError:
+            index = "(CURRENT unreadable)"
         click.echo(f"{name or '(default)':<28} {role:<12} {shown!s:>9}  {quality:<22} {index}")
 
 
@@ -200,14 +208,8 @@ def rollback(settings: Settings) -> None:
 def retire(settings: Settings, version: str) -> None:
     """Stop a namespace this machine started and remove its index versions (never the serving or previous one)."""
     from dreamstream import rollout
-    from dreamstream.index.backend import index_backend
-    from dreamstream.serving import namespace_dir, read_serving
 
-    if version in read_serving(settings.index_dir).spaces():
-        raise UserError(f"namespace {version!r} is serving or previous; switch away (and again) before retiring it")
-    namespace_dir(settings.index_dir, version)  # a name that is not a folder name is refused before anything stops
-    stopped = rollout.stop_spawned(settings, version)
-    removed = index_backend(settings).retire(version) if version else "nothing (the default namespace keeps its index)"
-    click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; removed {removed}. Its topics stay "
+    stopped, removed = rollout.retire(settings, version)
+    click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; {removed}. Its topics stay "
                "(delete them with your Kafka tools when the history is no longer needed).")
 

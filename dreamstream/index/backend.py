@@ -12,18 +12,19 @@ Two backends with one contract (``DREAMSTREAM_INDEX_BACKEND``):
 
 Either way the ``SERVING`` pointer and ``MONITOR.json`` stay small files in
 the index dir (:mod:`dreamstream.serving`), so rollouts, rollback and the
-live gate are the same commands. A backend answers four questions:
-``current(space)`` (the version name, or None), ``load(space, have)`` (the
-newer version, or None when unchanged), ``where(space)`` (for messages) and
-``retire(space)`` (remove a namespace's versions).
+live gate are the same commands. A backend answers three questions:
+``current(space)`` (the version name, or None), ``load(space, have,
+refusals)`` (the newer version, or None when unchanged or refused and
+unchanged) and ``where(space)`` (for messages); ``rollout retire`` removes
+a namespace's versions (:func:`dreamstream.rollout.retire`).
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
 from dreamstream.index.publish import read_current
+from dreamstream.index.refusals import Refusals
 from dreamstream.serving import namespace_dir
 
 
@@ -32,11 +33,10 @@ class IndexBackend(Protocol):
 
     def current(self, space: str) -> str | None: ...
 
-    def load(self, space: str, have: Any = None) -> Any: ...
+    def load(self, space: str, have: Any = None, refusals: Refusals | None = None) -> Any: ...
 
     def where(self, space: str) -> str: ...
 
-    def retire(self, space: str) -> str: ...
 
 
 class FaissBackend:
@@ -53,17 +53,11 @@ class FaissBackend:
     def where(self, space: str) -> str:
         return str(namespace_dir(self.index_dir, space))
 
-    def load(self, space: str, have: Any = None) -> Any:
+    def load(self, space: str, have: Any = None, refusals: Refusals | None = None) -> Any:
         from dreamstream.client import load_space
 
-        return load_space(self.index_dir, space, have)
+        return load_space(self.index_dir, space, have, refusals)
 
-    def retire(self, space: str) -> str:
-        folder = namespace_dir(self.index_dir, space)
-        if space and folder.is_dir():
-            shutil.rmtree(folder)
-            return str(folder)
-        return "no index folder"
 
 
 def index_backend(settings: Any, index_dir: Path | None = None) -> IndexBackend:

@@ -25,6 +25,8 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+from dreamstream.checksums import inside
+from dreamstream.index.layout import BUILDING_PREFIX
 from dreamstream.index.manifest import Manifest, ShardEntry, fsync_dir, sha256_bytes, write_bytes_synced, write_manifest
 from dreamstream.index.recall import exact_neighbours, recall_at_k, sample_queries
 from dreamstream.index.sharding import ids_file, shard_file
@@ -129,7 +131,7 @@ def new_version_name(index_dir: Path) -> str:
     while True:
         now = time.time()
         name = time.strftime("v%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-        if not (index_dir / name).exists() and not (index_dir / f".building-{name}").exists():
+        if not (index_dir / name).exists() and not (index_dir / f"{BUILDING_PREFIX}{name}").exists():
             return name
         time.sleep(1e-3)
 
@@ -142,27 +144,32 @@ def build_version(
     previous: Manifest | None = None,
     space: str = "",
     progress: bool = False,
+    interests: int = 0,
 ) -> BuiltVersion:
     """Write every shard of a new version into a temporary folder and fsync it.
 
     ``rebuild`` names the shards whose items changed since ``previous``; the
     others are linked from it. With no usable previous version every shard
-    is built.
+    is built. ``interests`` is the namespace's bundle's K (0: not known),
+    the most interests a reader searches per record in this version.
     """
     started = time.perf_counter()
     if params.threads:
         faiss.omp_set_num_threads(params.threads)
     index_dir.mkdir(parents=True, exist_ok=True)
     name = new_version_name(index_dir)
-    folder = index_dir / f".building-{name}"
+    folder = index_dir / f"{BUILDING_PREFIX}{name}"
     folder.mkdir()
     reusable = previous is not None and len(previous.shards) == store.shards and previous.dim == store.dim
     entries: list[ShardEntry] = []
     rebuilt: list[int] = []
     for shard in tqdm(range(store.shards), desc="build shards", unit="shard", disable=not progress):
         if reusable and rebuild is not None and shard not in rebuild:
-            entries.append(_reuse_shard(index_dir / previous.version, folder, previous.shards[shard]))
-            continue
+            try:
+                entries.append(_reuse_shard(index_dir / previous.version, folder, previous.shards[shard]))
+                continue
+            except (OSError, ValueError) as err:  # the previous version's files are gone or hostile: build it afresh
+                log.warning("shard %d not reused from %s (%s); building it", shard, previous.version, err)
         entries.append(_write_shard(store, shard, folder, params))
         rebuilt.append(shard)
     manifest = Manifest(
@@ -176,6 +183,7 @@ def build_version(
         built_at=time.time(),
         build_s=round(time.perf_counter() - started, 3),
         rebuilt=rebuilt,
+        interests=interests,
     )
     write_manifest(folder, manifest)
     fsync_dir(folder)
@@ -205,10 +213,12 @@ def _write_shard(store: ItemStore, shard: int, folder: Path, params: BuildParams
 def _reuse_shard(source: Path, folder: Path, entry: ShardEntry) -> ShardEntry:
     """Share an unchanged shard's files with the previous version (hard link, else copy)."""
     for name in (entry.file, entry.ids):
+        source_file, target = inside(source, name), inside(folder, name)  # names from a manifest stay in their folders
+        target.unlink(missing_ok=True)
         try:
-            os.link(source / name, folder / name)
+            os.link(source_file, target)
         except OSError:
-            shutil.copy2(source / name, folder / name)
-            with open(folder / name, "rb") as fh:
+            shutil.copy2(source_file, target)
+            with open(target, "rb") as fh:
                 os.fsync(fh.fileno())
     return entry

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from dreamstream.checksums import sha256_bytes, sha256_file  # noqa: F401  (re-exported)
+from dreamstream.index.atomic_file import fsync_dir  # noqa: F401  (re-exported)
+from dreamstream.index.layout import MANIFEST
+from dreamstream.index.shared_file import IndexCorruptError, field_of, read_bytes, read_json, want  # noqa: F401  (re-exported)
 
-MANIFEST = "manifest.json"
-
-
-class IndexCorruptError(RuntimeError):
-    """A version's file does not match its manifest (missing, or wrong checksum)."""
+SHARD_KINDS = ("flat", "ivf", "empty")
+MAX_SHARD_BYTES = 1 << 40  # shard files are read whole; the manifest checksum, not a size cap, vouches for them
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,18 @@ class ShardEntry:
     kind: str  # "flat" | "ivf" | "empty"
     recall: float
     nprobe: int = 0
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "shard") -> "ShardEntry":
+        """The entry a JSON value describes; :class:`IndexCorruptError` for any other shape."""
+        want(data, dict, where)
+        kind = field_of(data, "kind", str, where)
+        if kind not in SHARD_KINDS:
+            raise IndexCorruptError(f"{where} 'kind' must be one of {SHARD_KINDS}, got {kind!r:.40}")
+        return cls(file=field_of(data, "file", str, where), ids=field_of(data, "ids", str, where),
+                   count=_count(data, "count", where), sha256=field_of(data, "sha256", str, where),
+                   ids_sha256=field_of(data, "ids_sha256", str, where), kind=kind,
+                   recall=float(field_of(data, "recall", (int, float), where)), nprobe=_count(data, "nprobe", where, 0))
 
 
 @dataclass(frozen=True)
@@ -49,17 +61,32 @@ class Manifest:
     build_s: float = 0.0
     rebuilt: list[int] = field(default_factory=list)
     space: str = ""  # the model namespace whose item vectors it holds ("" = the default namespace)
+    interests: int = 0  # the bundle's K: the most interests a record searched in it may have (0 = not known)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
-        fields = dict(data)
-        fields["shards"] = [ShardEntry(**s) for s in data["shards"]]
-        return cls(**fields)
+    def from_json(cls, data: Any, where: str = "manifest") -> "Manifest":
+        """The manifest a JSON value describes; :class:`IndexCorruptError` for any other shape (unknown keys ignored)."""
+        want(data, dict, where)
+        shards = [ShardEntry.from_json(s, f"{where} shard {n}") for n, s in enumerate(field_of(data, "shards", list, where))]
+        return cls(
+            version=field_of(data, "version", str, where), dim=_count(data, "dim", where),
+            metric=field_of(data, "metric", str, where), shards=shards, items=_count(data, "items", where),
+            recall=float(field_of(data, "recall", (int, float), where)),
+            built_at=float(field_of(data, "built_at", (int, float), where)),
+            build_s=float(field_of(data, "build_s", (int, float), where, 0.0)),
+            rebuilt=[want(r, int, f"{where} 'rebuilt'") for r in field_of(data, "rebuilt", list, where, [])],
+            space=field_of(data, "space", str, where, ""), interests=_count(data, "interests", where, 0),
+        )
 
 
+def _count(data: dict, name: str, where: str, default: Any = ...) -> int:
+    value = field_of(data, name, int, where, default)
+    if value < 0:
+        raise IndexCorruptError(f"{where} '{name}' must not be negative, got {value}")
+    return value
 
 
 def write_bytes_synced(path: Path, data: bytes) -> None:
@@ -70,36 +97,27 @@ def write_bytes_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so the names created in it survive a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     write_bytes_synced(folder / MANIFEST, json.dumps(manifest.to_json(), indent=1).encode("utf-8"))
 
 
 def read_manifest(folder: Path) -> Manifest:
     """Read a version's manifest; a missing or unreadable one is a corrupt version."""
-    path = folder / MANIFEST
+    path = Path(folder) / MANIFEST
     try:
-        return Manifest.from_json(json.loads(path.read_text("utf-8")))
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{path} is missing: the version folder is incomplete") from None
-    except (ValueError, TypeError, KeyError) as err:
-        raise IndexCorruptError(f"{path} is not a valid manifest ({err}); rebuild the index") from None
+        data = read_json(path)
+        if data is None:
+            raise IndexCorruptError(f"{path} is missing: the version folder is incomplete")
+        return Manifest.from_json(data, str(path))
+    except IndexCorruptError as err:
+        raise IndexCorruptError(f"{err}; the version is refused (rebuild the index)") from None
 
 
 def read_verified(path: Path, expected_sha256: str) -> bytes:
     """A file's bytes, after checking them against the manifest's sha256."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{path} is missing although the manifest lists it") from None
+    data = read_bytes(path, max_bytes=MAX_SHARD_BYTES)
+    if data is None:
+        raise IndexCorruptError(f"{path} is missing although the manifest lists it")
     actual = sha256_bytes(data)
     if actual != expected_sha256:
         raise IndexCorruptError(

@@ -61,7 +61,7 @@ def namespace_versions(client: Any, names: MilvusNames, space: str) -> list[str]
 
 
 def build_collection(client: Any, names: MilvusNames, store: ItemStore, params: BuildParams, space: str = "",
-                     timings: dict[str, float] | None = None) -> MilvusBuilt:
+                     timings: dict[str, float] | None = None, interests: int = 0) -> MilvusBuilt:
     """Write the store's items into a new version collection, index and load it, and measure its recall@10.
 
     ``timings`` (optional) receives the seconds of each phase: insert (and
@@ -97,7 +97,7 @@ def build_collection(client: Any, names: MilvusNames, store: ItemStore, params: 
                        recall=round(recall, 5), nprobe=nprobe)
     manifest = Manifest(version=version, space=space, dim=dim, metric=METRIC, shards=[entry], items=len(ids),
                         recall=entry.recall, built_at=time.time(), build_s=round(time.perf_counter() - started, 3),
-                        rebuilt=list(range(store.shards)))
+                        rebuilt=list(range(store.shards)), interests=interests)
     log.info("built milvus version=%s collection=%s items=%d kind=%s recall=%.4f build_s=%.2f", version, collection,
              len(ids), kind, recall, manifest.build_s)
     return MilvusBuilt(collection, manifest)
@@ -251,9 +251,12 @@ class MilvusPublisher:
 
         return cls(connect_settings(settings), MilvusNames(settings.topic_prefix), settings.milvus_uri)
 
-    def publish(self, store: ItemStore, params: BuildParams, space: str) -> tuple[MilvusBuilt, bool, str]:
-        """Build a version of the store and alias it when its recall clears the floor: (built, published, reason)."""
-        built = build_collection(self.client, self.names, store, params, space)
+    def publish(self, store: ItemStore, params: BuildParams, space: str, interests: int = 0) -> tuple[MilvusBuilt, bool, str]:
+        """Build a version of the store and alias it when its recall clears the floor: (built, published, reason).
+
+        ``interests``: the bundle's K, recorded in the manifest as the Faiss path does (client.max_interests).
+        """
+        built = build_collection(self.client, self.names, store, params, space, interests=interests)
         published, reason = publish_collection(self.client, self.names, built, params.recall_floor)
         return built, published, reason
 

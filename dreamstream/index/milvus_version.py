@@ -86,18 +86,34 @@ class MilvusBackend:
     def where(self, space: str) -> str:
         return f"Milvus alias {self.names.alias(space)} at {self.uri or 'the configured URI'}"
 
-    def load(self, space: str, have: Any = None) -> MilvusVersion | None:
-        """The namespace's current version when it is not ``have`` (None: no alias yet, or unchanged).
+    def load(self, space: str, have: Any = None, refusals: Any = None) -> MilvusVersion | None:
+        """The namespace's current version when it is not ``have`` (None: no alias yet, unchanged, or refused and unchanged).
 
         Raises ``RefusedVersion`` for a collection without a valid manifest or
         built for another namespace, and :class:`IndexCorruptError` for one
-        dropped while loading (the next check sees the newer alias).
+        dropped while loading (the next check sees the newer alias). With
+        ``refusals`` (:mod:`dreamstream.index.refusals`) a refused namespace is
+        not read again until its alias points elsewhere.
         """
         from dreamstream.client import RefusedVersion
 
         collection = current_collection(self.client, self.names.alias(space))
-        if collection is None:
+        state = ("milvus", collection)
+        if collection is None or (refusals is not None and refusals.unchanged(space, state)):
             return None
+        try:
+            loaded = self._load(space, collection, have)
+        except RefusedVersion:
+            if refusals is not None:
+                refusals.refuse(space, state)
+            raise
+        if refusals is not None:
+            refusals.clear(space)
+        return loaded
+
+    def _load(self, space: str, collection: str, have: Any) -> MilvusVersion | None:
+        from dreamstream.client import RefusedVersion
+
         version = self.names.version_of(space, collection) or collection
         if have is not None and have.name == version:
             return None
@@ -114,6 +130,6 @@ class MilvusBackend:
         return MilvusVersion(version, manifest, collection, self.client)
 
     def retire(self, space: str) -> str:
-        """Drop the namespace's alias and collections; says what went."""
+        """Drop the namespace's alias and collections (``rollout retire``); says what went."""
         dropped = drop_namespace(self.client, self.names, space)
         return f"{len(dropped)} Milvus collections of alias {self.names.alias(space)}"

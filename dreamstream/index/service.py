@@ -6,6 +6,7 @@ happen in the same thread, so a build sees a consistent store without locks.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifes
 from dreamstream.index.metrics import IndexMetrics
 from dreamstream.index.publish import discard, install, prune, read_current
 from dreamstream.index.store import ItemStore
-from dreamstream.index.width import index_width
+from dreamstream.index.width import bundle_folder, index_width
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.settings import Settings
 from dreamstream.topics import INDEX_VERSIONS
@@ -66,9 +67,44 @@ def publish_version(built: BuiltVersion, index_dir: Path, recall_floor: float, s
         discard(built)
         log.warning("version=%s not published: %s", built.manifest.version, reason)
         return BuildOutcome(built.manifest, False, reason)
-    install(built, index_dir)
+    try:
+        install(built, index_dir)
+    except OSError as err:  # e.g. a folder where CURRENT belongs: the indexer keeps running and says why
+        reason = f"cannot install it in {index_dir} ({err}); fix the index dir, the next build publishes"
+        shutil.rmtree(index_dir / built.manifest.version, ignore_errors=True)
+        discard(built)
+        log.error("version=%s not published: %s", built.manifest.version, reason)
+        return BuildOutcome(built.manifest, False, reason)
     log.info("published version=%s items=%d recall=%.4f", built.manifest.version, built.manifest.items, built.manifest.recall)
     return BuildOutcome(built.manifest, True)
+
+
+def current_manifest(index_dir: Path) -> Manifest | None:
+    """The manifest of the version CURRENT names, to link its unchanged shards; None (said in the log) when unreadable."""
+    try:
+        name = read_current(index_dir)
+        return None if name is None else read_manifest(index_dir / name)
+    except IndexCorruptError as err:
+        log.warning("current version unreadable, building every shard: %s", err)
+        return None
+
+
+def bundle_interests(settings: Settings) -> int:
+    """The K of the namespace's bundle (:func:`~dreamstream.index.width.bundle_folder`); 0 when none is readable.
+
+    Written into every version's manifest, so readers cap the interests they
+    search per record at what the worker can have written (client.max_interests).
+    """
+    from dreamstream.bundle import BundleError, read_manifest as read_bundle_manifest
+
+    folder = bundle_folder(settings)
+    if folder is None or not (folder / "manifest.json").is_file():
+        return 0
+    try:
+        return read_bundle_manifest(folder).interests
+    except BundleError as err:
+        log.warning("bundle K unknown, readers use their default cap: %s", err)
+        return 0
 
 
 class Indexer:
@@ -80,6 +116,7 @@ class Indexer:
         self.params = params or build_params(settings)
         self.metrics = metrics or IndexMetrics(bind=settings.web_bind)  # /metrics listens where DREAMSTREAM_WEB_BIND says
         self.store = ItemStore(settings.index_shards, dim=index_width(settings))
+        self.interests = bundle_interests(settings)
         self.follower = ItemFollower(settings, self.store)
         self._start_ends = self.follower.consumer.end_offsets(self.follower.partitions)
         self._caught_up = False
@@ -122,12 +159,12 @@ class Indexer:
         self._changed = False
         started = time.perf_counter()
         if self.milvus is not None:
-            built, published, reason = self.milvus.publish(self.store, self.params, self.settings.namespace)
+            built, published, reason = self.milvus.publish(self.store, self.params, self.settings.namespace, self.interests)
             outcome = BuildOutcome(built.manifest, published, reason)
         else:
-            previous = self._current_manifest()
+            previous = current_manifest(self.index_dir)
             built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
-                                  space=self.settings.namespace)
+                                  space=self.settings.namespace, interests=self.interests)
             outcome = publish_version(built, self.index_dir, self.params.recall_floor, serving=previous)
         self.metrics.build_seconds.observe(time.perf_counter() - started)
         self.metrics.recall.set(built.manifest.recall)
@@ -148,16 +185,6 @@ class Indexer:
             self.milvus.prune(self.settings.namespace, self.settings.index_grace_s)
         elif self.index_dir.exists():
             prune(self.index_dir, self.settings.index_grace_s)
-
-    def _current_manifest(self) -> Manifest | None:
-        name = read_current(self.index_dir)
-        if name is None:
-            return None
-        try:
-            return read_manifest(self.index_dir / name)
-        except IndexCorruptError as err:
-            log.warning("current version unreadable, building every shard: %s", err)
-            return None
 
     def _announce(self, manifest: Manifest) -> None:
         """Put the new version on ``index-versions`` (key "current")."""

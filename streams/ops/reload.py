@@ -18,13 +18,13 @@ log = logging.getLogger(__name__)
 
 
 class BundleHolder:
-    """The current bundle plus the versions already refused (not retried until they change)."""
+    """The current bundle plus the versions already refused (not retried until their files change)."""
 
     def __init__(self, model_dir: Path, on_switch: Callable[[Any], None] | None = None, namespace: str = "") -> None:
         self.model_dir = Path(model_dir)
         self.namespace = namespace  # a rollout's namespace starts with the bundle of that name, not the newest
         self.bundle: Any = None
-        self.refused: set[str] = set()
+        self.refused: dict[str, tuple] = {}  # version -> its folder's fingerprint when refused (checksums.folder_fingerprint)
         self.on_switch = on_switch
 
     def load_latest(self) -> Any:
@@ -50,20 +50,24 @@ class BundleHolder:
 
     def _maybe_switch(self) -> None:
         from dreamstream import bundle as bundles
+        from dreamstream.checksums import folder_fingerprint
 
         path = bundles.latest_version(self.model_dir)
         current = getattr(self.bundle, "version", None)
         serving = self.bundle.root.name if self.bundle is not None else None
-        if path is None or path.name == serving or path.name in self.refused:
+        if path is None or path.name == serving:
             return
         version = path.name
+        seen = folder_fingerprint(path)  # taken before loading: a copy finishing while we load is seen next time
+        if self.refused.get(version) == seen:
+            return  # refused, and not one file changed since: loading it again would fail again
         try:
             new = bundles.load_bundle(path)  # checksums and ONNX signatures verified
             if self.bundle is not None:
                 _same_shapes(self.bundle, new)
                 _same_item_space(self.bundle, new)
         except Exception as err:  # a bad bundle must never stop the worker
-            self.refused.add(version)
+            self.refused[version] = seen
             log.error("refusing model bundle version=%s path=%s reason=%r; still serving version=%s",
                       version, path, str(err), current)
             return

@@ -174,6 +174,25 @@ def test_a_record_that_already_includes_the_event_is_not_its_pair() -> None:
     assert [o.record_seq for o in late.score_due(1.0)] == [4]
 
 
+def test_the_monitor_holds_at_most_max_users_per_namespace_evicting_the_least_recently_updated() -> None:
+    """Issue 27, finding 8: on main every user's records were held forever (10M users x 2 namespaces ~ 78 GiB)."""
+    monitor = Monitor(["", "v2"], lambda ns, record, k: ["hit"], k=1, delay_s=0.0, max_users=100)
+    rec = lambda user, seq: held_record({"user": user, "seq": seq, "ts": seq, "vector": b"\0" * 4})  # noqa: E731
+    for seq in (1, 2, 3):
+        for u in range(1_000):
+            monitor.on_record("", rec(f"u{u}", seq))
+        monitor.on_record("", rec("u5", seq + 10))  # an active user stays
+    assert len(monitor.records[""]) == 100 and len(monitor.records["v2"]) == 0
+    assert monitor.evicted[""] == 3_001 - 100  # 3,001 users taken in (u5 comes back after each round), 100 held
+    assert "u5" in monitor.records[""] and "u999" in monitor.records[""] and "u0" not in monitor.records[""]
+    for seq in (20, 21, 22):
+        monitor.on_record("", rec("u5", seq))
+    assert [r.seq for r in monitor.records[""]["u5"]] == [21, 22]  # still the last KEEP records of a held user
+    monitor.on_event(WatchEvent("u999", "hit", 10), now=0.0)
+    monitor.on_event(WatchEvent("u0", "hit", 10), now=0.0)  # forgotten: skipped, not scored against nothing
+    assert [(o.hit, o.reason) for o in monitor.score_due(1.0) if o.namespace == ""] == [(True, ""), (None, "no-record")]
+
+
 def test_sampling_is_deterministic_and_near_the_rate() -> None:
     picks = [sampled(f"u{i % 97}", i, 0.1) for i in range(20_000)]
     assert picks == [sampled(f"u{i % 97}", i, 0.1) for i in range(20_000)]
@@ -297,6 +316,8 @@ def test_the_monitor_scores_live_topics_and_writes_metrics_and_status(make_setti
     assert _metric(text, "dreamstream_monitor_hits_total", "v2") == 0
     assert _metric(text, "dreamstream_monitor_hitrate", "") == 1.0
     assert _metric(text, "dreamstream_monitor_hitrate", "v2") == 0.0
+    assert _metric(text, "dreamstream_monitor_users_held", "") == 10  # the users whose records it holds
+    assert _metric(text, "dreamstream_monitor_users_evicted", "") == 0
     assert 'dreamstream_monitor_invalid_total{reason="not-msgpack",source="' in text
     assert gate(settings.index_dir, "v2", "", margin=0.1, min_events=10) == (
         False, "refused: 'v2' hitrate 0.0000 over 10 events vs the default namespace 1.0000 over 10 (margin 0.1)")

@@ -77,7 +77,7 @@ def test_an_index_built_for_another_namespace_is_refused(spaces, vectors_factory
 
 def test_a_pointer_naming_a_path_is_refused(tmp_path) -> None:
     (tmp_path / "SERVING").write_text('{"namespace": "../etc"}')
-    with pytest.raises(IndexCorruptError, match="not a folder name"):
+    with pytest.raises(IndexCorruptError, match="is not allowed"):
         read_serving(tmp_path)
 
 

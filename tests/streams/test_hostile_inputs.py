@@ -270,3 +270,31 @@ def test_a_bundle_manifest_listing_a_file_outside_its_folder_is_refused(bundle_d
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="outside"):
         verify_bundle(copy)
+
+
+def test_a_refused_bundle_is_retried_when_its_files_change_and_not_before(bundle_dir, tmp_path, monkeypatch) -> None:
+    """Issue 27, finding 10: on main a bundle seen half-copied was refused by name until restart."""
+    import os
+    import shutil
+
+    from dreamstream import bundle as bundles
+    from streams.ops.reload import BundleHolder
+
+    copy = tmp_path / "models" / "v29990101-000000"
+    shutil.copytree(bundle_dir, copy)
+    items = copy / "items.npy"
+    whole = items.read_bytes()
+    items.write_bytes(whole[: len(whole) // 2])  # seen half-copied
+    loads: list = []
+    real = bundles.load_bundle
+    monkeypatch.setattr(bundles, "load_bundle", lambda path: (loads.append(path), real(path))[1])
+    holder = BundleHolder(tmp_path / "models")
+    holder._maybe_switch()
+    assert holder.bundle is None and list(holder.refused) == [copy.name] and len(loads) == 1
+    holder._maybe_switch()
+    holder._maybe_switch()
+    assert len(loads) == 1, "an unchanged refused bundle was verified again"
+    items.write_bytes(whole)  # the copy finishes
+    os.utime(items, ns=(items.stat().st_atime_ns, items.stat().st_mtime_ns + 1_000_000))
+    holder._maybe_switch()
+    assert holder.bundle is not None and holder.bundle.version == bundles.read_manifest(copy).version

@@ -115,6 +115,23 @@ def test_hostile_vectors_features_and_huge_arrays_never_stop_the_worker_or_the_i
 
         hits = Retriever(s.index_dir, follow=False).search_vectors(bundle.items[:20], 1)
         assert [top[0][0] for top in hits] == list(bundle.item_ids[:20]), "the real items are served"
+
+        # hostile shared files the indexer reads (issue 27, finding 6): it keeps running and publishes past them
+        served = read_current(s.index_dir)
+        (s.index_dir / "HISTORY.json").write_bytes(b"[1, 2]")
+        (s.index_dir / "CURRENT").write_bytes(b"\xff\xfe not a version\n")
+        h.publish_items(s, ["file-case"], good[None], model=bundle.version)
+        from dreamstream.index.manifest import IndexCorruptError
+
+        def republished() -> bool:
+            try:
+                return indexer.poll() is not None or read_current(s.index_dir) not in (None, served)
+            except IndexCorruptError:
+                return False
+
+        wait_until(republished, 60, "a version published past a hostile CURRENT and HISTORY.json")
+        assert indexer.poll() is None, (tmp_path / "indexer.log").read_text()[-3000:]
+        assert read_manifest(s.index_dir / read_current(s.index_dir)).items == len(items) + 1
     finally:
         worker.stop()
         if indexer.poll() is None:

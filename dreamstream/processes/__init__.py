@@ -1,0 +1,1 @@
+"""Processes a command starts and later stops on this machine (``rollout start --spawn``, ``rollout retire``)."""

@@ -93,7 +93,8 @@ def build_collection(client: Any, names: MilvusNames, store: ItemStore, params: 
     timings["index_s"] = time.perf_counter() - started - timings["insert_s"]
     recall, nprobe = (1.0, 0) if kind == "flat" else _tune_nprobe(client, collection, ids, vectors, nlist, params)
     timings["recall_s"] = time.perf_counter() - started - timings["insert_s"] - timings["index_s"]
-    entry = ShardEntry(file=collection, ids="", count=len(ids), sha256="", ids_sha256="", kind=f"milvus-{kind}",
+    # kind: FLAT / IVF_FLAT are the algorithms of the Faiss kinds; `file` names the collection
+    entry = ShardEntry(file=collection, ids="", count=len(ids), sha256="", ids_sha256="", kind=kind,
                        recall=round(recall, 5), nprobe=nprobe)
     manifest = Manifest(version=version, space=space, dim=dim, metric=METRIC, shards=[entry], items=len(ids),
                         recall=entry.recall, built_at=time.time(), build_s=round(time.perf_counter() - started, 3),

@@ -74,7 +74,7 @@ def test_milvus_ivf_versions_reach_the_floor_and_a_low_floor_miss_is_refused(mil
     store = ItemStore(shards=2)
     store.put_many([f"v{i}" for i in range(len(x))], x)
     built = build_collection(client, milvus_names, store, BuildParams(exact_max=1000, recall_floor=0.95, recall_queries=150))
-    assert built.manifest.shards[0].kind == "milvus-ivf" and built.manifest.recall >= 0.95
+    assert built.manifest.shards[0].kind == "ivf" and built.manifest.recall >= 0.95
     assert publish_collection(client, milvus_names, built, 0.95) == (True, "")
     forced = build_collection(client, milvus_names, store, BuildParams(exact_max=1000, nprobe=1, recall_queries=150))
     published, reason = publish_collection(client, milvus_names, forced, 0.999)
@@ -118,7 +118,7 @@ def test_rollout_retire_drops_a_milvus_namespace_and_nothing_else(milvus_uri, mi
     flags = ["--index-dir", str(tmp_path / "index"), "--state-dir", str(tmp_path / "state"), "--topic-prefix",
              milvus_names.topic_prefix, "--index-backend", "milvus", "--milvus-uri", milvus_uri]
     refused = CliRunner().invoke(main, ["rollout", "retire", "", *flags])
-    assert refused.exit_code == 1 and "serving or previous" in refused.output
+    assert refused.exit_code == 1 and "cannot be retired" in refused.output
     done = CliRunner().invoke(main, ["rollout", "retire", "v3", *flags])
     assert done.exit_code == 0 and "2 Milvus collections" in done.output, done.output
     assert backend.current("v3") is None and namespace_versions(spaces.client, milvus_names, "v3") == []

@@ -42,13 +42,21 @@ def publish():
 
 # --- Milvus Lite: the second index backend ---------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def milvus_uri(tmp_path_factory: pytest.TempPathFactory):
-    """One Milvus Lite server process for the session, in a temporary folder; tests isolate by topic prefix."""
+def milvus_uri():
+    """One Milvus Lite server process for the session, in a temporary folder; tests isolate by topic prefix.
+
+    The folder is a plain temporary directory, not pytest's numbered
+    basetemp: pytest deletes old basetemps of the same user when a later
+    session starts, which would pull the data folder from under a server
+    that lives for the whole session.
+    """
+    import tempfile
+
     from dreamstream.index.milvus_lite_server import MilvusLiteServer
 
-    folder = tmp_path_factory.mktemp("milvus")
-    with MilvusLiteServer(folder / "data", folder / "milvus.log") as server:
-        yield server.uri
+    with tempfile.TemporaryDirectory(prefix="dreamstream-milvus-") as tmp:
+        with MilvusLiteServer(Path(tmp) / "data", Path(tmp) / "milvus.log") as server:
+            yield server.uri
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def version_time(version: str) -> float:
     return calendar.timegm(time.strptime(version[1:16], "%Y%m%dT%H%M%S")) + int(version[16:22]) / 1e6
 
 
-def connect(uri: str, token_file: Path | None = None, timeout_s: float = 10.0) -> Any:
+def connect(uri: str, token_file: Path | None = None, timeout_s: float = 30.0) -> Any:
     """A ``pymilvus.MilvusClient`` for ``uri``, with the credentials in ``token_file`` (user:password or an API key)."""
     if not uri:
         raise MilvusUnavailable("--index-backend milvus needs --milvus-uri (DREAMSTREAM_MILVUS_URI), e.g. http://milvus:19530")

@@ -30,6 +30,8 @@ def _option_for(name: str) -> Callable[[Callable], Callable]:
 KAFKA_SECURITY = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
                   "kafka_ssl_password_file", "kafka_ssl_check_hostname", "kafka_sasl_mechanism", "kafka_sasl_username",
                   "kafka_sasl_password_file")
+# Which index backend readers and the indexer use, and how to reach Milvus (dreamstream/index/backend.py).
+INDEX_BACKEND = ("index_backend", "milvus_uri", "milvus_token_file")
 
 
 def settings_options(*names: str) -> Callable[[Callable], Callable]:

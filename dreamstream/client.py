@@ -43,6 +43,7 @@ import numpy as np
 
 from dreamstream.checksums import inside
 from dreamstream.codec import bin_to_vec
+from dreamstream.index.backend import FaissBackend, IndexBackend
 from dreamstream.index.item_ids import ItemIds
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
@@ -78,8 +79,8 @@ class LoadedVersion:
 
     What :func:`rank` needs of a version, and all another backend has to
     provide beside the Faiss one: ``dim``, ``size``, ``search_places``
-    (ids, scores and an opaque int pair per hit) and ``vectors_at`` (the
-    exact vectors of those pairs).
+    (ids, scores and an opaque place per hit: here a (shard, row) pair) and
+    ``vectors_at`` (the exact vectors of those places).
     """
 
     name: str
@@ -296,27 +297,33 @@ class Retriever:
         follow: bool = True,
         interest_weight: float = INTEREST_WEIGHT,
         wait_s: float = 0.0,
+        backend: IndexBackend | None = None,
     ) -> None:
         """Load the serving namespace's CURRENT now (waiting up to ``wait_s``); follow both pointers in a thread.
 
         ``interest_weight``: how much OPAL's best interest re-ranks the user
         vector's scores (:mod:`dreamstream.blend`, where the value was chosen).
+        ``backend``: where the versions live (:mod:`dreamstream.index.backend`;
+        default Faiss folders under ``index_dir``). ``SERVING`` is read from
+        ``index_dir`` with either backend.
         """
         self.index_dir = Path(index_dir)
+        self.backend: IndexBackend = backend or FaissBackend(self.index_dir)
         self.check_interval_s = check_interval_ms / 1000.0
         self.interest_weight = interest_weight
         self.last_error: Exception | None = None
         self._refusals = Refusals()  # namespaces refused, retried when their files change on disk
         self.serving = Serving()
-        self._versions: dict[str, LoadedVersion] = {}  # namespace -> loaded version (serving, and previous)
+        self._versions: dict[str, Any] = {}  # namespace -> LoadedVersion or MilvusVersion (serving, and previous)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one loader at a time; searches never take it
         deadline = time.monotonic() + wait_s
         while not self.refresh() and time.monotonic() < deadline:
             time.sleep(min(0.1, self.check_interval_s))
         if self.serving.namespace not in self._versions:
-            where = namespace_dir(self.index_dir, self.serving.namespace)
-            raise IndexNotReadyError(f"no index version under {where} (no CURRENT file); is `dreamstream indexer` running"
+            where = self.backend.where(self.serving.namespace)
+            missing = "no CURRENT file" if self.backend.name == "faiss" else "no such alias yet"
+            raise IndexNotReadyError(f"no index version under {where} ({missing}); is `dreamstream indexer` running"
                                      + (f" for namespace {self.serving.namespace}?" if self.serving.namespace else "?"))
         self._thread: threading.Thread | None = None
         if follow:
@@ -361,7 +368,7 @@ class Retriever:
 
     def _load(self, space: str) -> None:
         try:
-            loaded = load_space(self.index_dir, space, self._versions.get(space), self._refusals)
+            loaded = self.backend.load(space, self._versions.get(space), self._refusals)
         except RefusedVersion as err:
             self.last_error = err
             raise
@@ -430,8 +437,8 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     fetch = k + len(blocked)
     while True:
         ids, scores, places = version.search_places(queries, fetch)
-        where: dict[str, list[int]] = {}  # candidate -> (shard, row), first seen first
-        for item, place in zip(ids.reshape(-1).tolist(), places.reshape(-1, 2).tolist()):
+        where: dict[str, list] = {}  # candidate -> its place (the backend's own handle), first seen first
+        for item, place in zip(ids.reshape(-1).tolist(), places.reshape(ids.size, -1).tolist()):
             if item is not None and item not in blocked and item not in where:
                 where[item] = place
         candidates = list(where)

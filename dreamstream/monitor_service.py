@@ -127,18 +127,19 @@ class MonitorMetrics:
 class SpaceIndexes:
     """The current index version of every monitored namespace, reloaded when its CURRENT moves."""
 
-    def __init__(self, index_dir: Path, namespaces: Sequence[str]) -> None:
+    def __init__(self, index_dir: Path, namespaces: Sequence[str], backend: Any = None) -> None:
+        from dreamstream.index.backend import FaissBackend
+
         self.index_dir, self.namespaces = Path(index_dir), list(namespaces)
+        self.backend = backend or FaissBackend(self.index_dir)  # dreamstream.index.backend: Faiss folders or Milvus
         self.versions: dict[str, Any] = {}
         self.refusals = Refusals()  # a refused version is not re-read until its files change
 
     def refresh(self) -> None:
         """Load each namespace's CURRENT if it changed; a version that fails to load leaves the previous one in use."""
-        from dreamstream.client import load_space
-
         for ns in self.namespaces:
             try:
-                loaded = load_space(self.index_dir, ns, self.versions.get(ns), self.refusals)
+                loaded = self.backend.load(ns, self.versions.get(ns), self.refusals)
             except IndexCorruptError as err:
                 log.error("namespace=%r index not loaded (previous version stays): %s", ns, err)
                 continue
@@ -217,7 +218,9 @@ class MonitorService:
         self.settings, self.options = settings, options
         self.namespaces = monitored_namespaces(settings.index_dir, options.namespaces)
         self.metrics = metrics or MonitorMetrics(bind=settings.web_bind)
-        self.indexes = SpaceIndexes(settings.index_dir, self.namespaces)
+        from dreamstream.index.backend import index_backend
+
+        self.indexes = SpaceIndexes(settings.index_dir, self.namespaces, index_backend(settings))
         self.monitor = Monitor(self.namespaces, self.indexes.rank, options.k, options.delay_s, options.window,
                                options.max_users)
         for ns in self.namespaces:  # every monitored namespace is in /metrics from the start, at 0

@@ -251,6 +251,11 @@ def proven_namespace(settings: Settings, namespace: str) -> str:
     """
     if rollout_dir(settings, namespace).is_dir():
         return f"its rollout record {rollout_dir(settings, namespace)}"
+    if settings.index_backend == "milvus":  # its versions live in Milvus: the namespace's alias is the proof
+        from dreamstream.index.backend import index_backend
+
+        backend = index_backend(settings)
+        return f"its {backend.where(namespace)}" if backend.current(namespace) is not None else ""
     folder = namespace_dir(settings.index_dir, namespace)
     for version in sorted(folder.iterdir()) if folder.is_dir() else ():
         if is_version_name(version.name) and version.is_dir():
@@ -262,8 +267,11 @@ def proven_namespace(settings: Settings, namespace: str) -> str:
     return ""
 
 
-def retire(settings: Settings, namespace: str) -> tuple[list[str], Path | None]:
-    """Stop a namespace's spawned processes and remove its index folder: (processes stopped, folder removed or None).
+def retire(settings: Settings, namespace: str) -> tuple[list[str], str]:
+    """Stop a namespace's spawned processes and remove its index versions: (processes stopped, what was removed).
+
+    Faiss: its index folder; Milvus: its alias and collections
+    (:meth:`dreamstream.index.backend.IndexBackend.retire`).
 
     Refused (:class:`UserError`) for the default namespace, the serving or
     previous one, a name that is not a namespace's (an index version's, a
@@ -284,11 +292,15 @@ def retire(settings: Settings, namespace: str) -> tuple[list[str], Path | None]:
                         "nothing retired")
     log.info("retiring namespace %r, known by %s", namespace, proof)
     stopped = stop_spawned(settings, namespace)
+    if settings.index_backend == "milvus":
+        from dreamstream.index.backend import index_backend
+
+        return stopped, f"dropped {index_backend(settings).retire(namespace)}"
     folder = namespace_dir(settings.index_dir, namespace)
     if not folder.is_dir() or folder.is_symlink():
-        return stopped, None
+        return stopped, "it had no index folder"
     shutil.rmtree(folder)
-    return stopped, folder
+    return stopped, f"removed {folder}"
 
 
 # --- the switch ----------------------------------------------------------------------------
@@ -304,10 +316,11 @@ def switch(settings: Settings, namespace: str, max_lag: int) -> Serving:
         current = None
     if current is not None and current.namespace == namespace:
         raise UserError(f"namespace {namespace!r} already serves")
-    from dreamstream.index.publish import read_current
+    from dreamstream.index.backend import index_backend
 
-    if read_current(namespace_dir(settings.index_dir, namespace)) is None:
-        raise UserError(f"namespace {namespace!r} has no index version under {namespace_dir(settings.index_dir, namespace)} "
+    backend = index_backend(settings)
+    if backend.current(namespace) is None:
+        raise UserError(f"namespace {namespace!r} has no index version in {backend.where(namespace)} "
                         "yet; is its indexer running (`dreamstream rollout start --spawn`, or its deployment)?")
     behind = lag(settings, namespace)
     if not behind.started or behind.total > max_lag:

@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         "Index of large shards: ivf-flat (vectors in every reader's RAM), or compressed codes re-ranked exactly against "
         "a memory-mapped vectors file: ivf-pq (16 B/item at D=64, docs/measurements.md), ivf-pq8, opq-pq, ivf-sq8."))
     index_short_list: int = Field(0, ge=0, description="Compressed kinds: candidates per wanted item re-ranked exactly; 0 = smallest that reaches the recall floor at build time.")
+    index_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="Where index versions live: faiss (files in the index dir, loaded into every reader) or "
+        "milvus (one collection per version behind a per-namespace alias, searched on a Milvus cluster; "
+        "docs/production.md#choosing-the-index-backend).")
+    milvus_uri: str = Field("", description="Milvus endpoint when --index-backend milvus, e.g. "
+                            "http://milvus.dreamstream.svc:19530 (https:// for TLS).")
+    milvus_token_file: Path | None = Field(None, description="File holding the Milvus credentials, user:password or an "
+                                           "API key, e.g. a mounted Secret (unset: no authentication).")
 
     @field_validator("namespace")
     @classmethod

@@ -137,12 +137,19 @@ def user_record(vectors: np.ndarray, rng: np.random.Generator, interests: int) -
 @click.option("--out", type=click.Path(path_type=Path), default=None, envvar="DREAMSTREAM_BENCH_OUT", help="Also write the numbers as JSON here [env DREAMSTREAM_BENCH_OUT].")
 @click.option("--history", type=click.Path(path_type=Path), default=None, envvar="DREAMSTREAM_BENCH_HISTORY", help="Append the numbers as one JSON line here [env DREAMSTREAM_BENCH_HISTORY].")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, envvar="DREAMSTREAM_BENCH_PLOT", help="Draw every run of --history as a PNG here (recall and latency against memory and size) [env DREAMSTREAM_BENCH_PLOT].")
+@click.option("--backend", type=click.Choice(["faiss", "milvus"]), default="faiss", show_default=True,
+              envvar="DREAMSTREAM_BENCH_BACKEND",
+              help="Index backend to measure; milvus starts Milvus Lite in a temporary folder unless --milvus-uri is set [env DREAMSTREAM_BENCH_BACKEND].")
 @settings_options("index_dir", "index_shards", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe",
-                  "index_kind", "index_short_list", "log_level")
+                  "index_kind", "index_short_list", "log_level", "milvus_uri", "milvus_token_file")
 def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: float, threads: int, queries: int, k: int,
-                interests: int, out: Path | None, history: Path | None, plot: Path | None) -> None:
+                interests: int, out: Path | None, history: Path | None, plot: Path | None, backend: str) -> None:
     """Build a version of ITEMS synthetic vectors, then measure recall, search latency and memory."""
     setup_logging(settings.log_level)
+    if backend == "milvus":
+        from dreamstream.bench.index_milvus import bench_milvus
+
+        return report(bench_milvus(settings, items, dim, clusters, noise, queries, k, interests), out, history, plot)
     faiss.omp_set_num_threads(threads)
     results: dict[str, float | int | str] = {"items": items, "dim": dim, "shards": settings.index_shards, "threads": threads,
                                              "index_kind": settings.index_kind, "clusters": clusters, "noise": noise}
@@ -205,6 +212,11 @@ def bench_index(settings: Settings, items: int, dim: int, clusters: int, noise: 
                 results["search_cpu_ms_p99_threads1"] = round(float(np.percentile(cpu_ms, 99)), 2)
         retriever.close()
 
+    report(results, out, history, plot)
+
+
+def report(results: dict, out: Path | None, history: Path | None = None, plot: Path | None = None) -> None:
+    """The numbers as a table on stdout, as JSON in ``out``, appended to ``history`` and drawn from it in ``plot``."""
     width = max(len(key) for key in results)
     for key, value in results.items():
         click.echo(f"{key:<{width}}  {value}")

@@ -1,4 +1,4 @@
-"""`dreamstream indexer`: the sidecar that keeps sharded Faiss index versions of the item vectors."""
+"""`dreamstream indexer`: the sidecar that keeps index versions of the item vectors (Faiss folders or Milvus collections)."""
 from __future__ import annotations
 
 import signal
@@ -6,7 +6,7 @@ import threading
 
 import click
 
-from dreamstream.cli_options import KAFKA_SECURITY, settings_options
+from dreamstream.cli_options import INDEX_BACKEND, KAFKA_SECURITY, settings_options
 from dreamstream.index.service import Indexer, build_params
 from dreamstream.index.width import index_width
 from dreamstream.logs import setup_logging
@@ -21,7 +21,7 @@ from dreamstream.topics import create_topics
     "broker", "topic_prefix", "index_dir", "state_dir", "model_dir", "index_dim", "item_partitions", "index_shards",
     "index_interval_s", "index_grace_s", "index_recall_floor", "index_exact_max", "index_nlist", "index_nprobe",
     "index_kind", "index_short_list",
-    "metrics_port", "log_level", "web_bind", "namespace", *KAFKA_SECURITY,
+    "metrics_port", "log_level", "web_bind", "namespace", *KAFKA_SECURITY, *INDEX_BACKEND,
 )
 def indexer(settings: Settings, threads: int) -> None:
     """Follow item-vectors and publish a new index version whenever items changed.

@@ -6,7 +6,7 @@ import threading
 
 import click
 
-from dreamstream.cli_options import KAFKA_SECURITY, settings_options
+from dreamstream.cli_options import INDEX_BACKEND, KAFKA_SECURITY, settings_options
 from dreamstream.logs import setup_logging
 from dreamstream.monitor import DEFAULT_MAX_USERS, DEFAULT_WINDOW
 from dreamstream.settings import Settings
@@ -43,7 +43,7 @@ from dreamstream.settings import Settings
               help="A new consumer group starts at the earliest watch-events offset instead of the latest "
                    "[env DREAMSTREAM_MONITOR_FROM_EARLIEST].")
 @settings_options("broker", "topic_prefix", "index_dir", "metrics_port", "web_bind", "skip_ratio", "log_level",
-                  *KAFKA_SECURITY)
+                  *KAFKA_SECURITY, *INDEX_BACKEND)
 def monitor(settings: Settings, sample: float, k: int, namespaces: tuple[str, ...], window: int, delay_s: float,
             status_interval_s: float, max_users: int, from_earliest: bool) -> None:
     """Measure live HitRate@k per model namespace beside the ranking services.

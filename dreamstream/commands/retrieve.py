@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from dreamstream.cli_options import KAFKA_SECURITY, settings_options
+from dreamstream.cli_options import INDEX_BACKEND, KAFKA_SECURITY, settings_options
 from dreamstream.client import Retriever, latest_user_record
 from dreamstream.settings import Settings
 
@@ -14,11 +14,13 @@ from dreamstream.settings import Settings
 @click.option("--exclude", multiple=True, metavar="VIDEO", help="Video ids to leave out (e.g. recently watched); repeatable.")
 @click.option("--whole-topic", is_flag=True, envvar="DREAMSTREAM_WHOLE_TOPIC",
               help="Scan every partition of user-embeddings, not just the user's (murmur2) one [env DREAMSTREAM_WHOLE_TOPIC].")
-@settings_options("broker", "topic_prefix", "index_dir", *KAFKA_SECURITY)
+@settings_options("broker", "topic_prefix", "index_dir", *KAFKA_SECURITY, *INDEX_BACKEND)
 def retrieve(settings: Settings, user: str, k: int, exclude: tuple[str, ...], whole_topic: bool) -> None:
     """Read USER's latest record from the serving namespace's user-embeddings and print the top-k videos of its index."""
     # the index first: a missing index fails at once, before any wait for the broker
-    with Retriever(settings.index_dir, follow=False) as retriever:
+    from dreamstream.index.backend import index_backend
+
+    with Retriever(settings.index_dir, follow=False, backend=index_backend(settings)) as retriever:
         serving = settings.in_namespace(retriever.serving.namespace)  # SERVING names the records' topic too
         record = latest_user_record(serving, user, whole_topic=whole_topic)
         if record is None:

@@ -12,12 +12,12 @@ from typing import Callable
 
 import click
 
-from dreamstream.cli_options import KAFKA_SECURITY, settings_options
+from dreamstream.cli_options import INDEX_BACKEND, KAFKA_SECURITY, settings_options
 from dreamstream.errors import UserError
 from dreamstream.settings import Settings
 
 ROLLOUT_SETTINGS = ("broker", "topic_prefix", "model_dir", "index_dir", "state_dir", "partitions", "item_partitions",
-                    "replication", "half_life_s", "log_level", *KAFKA_SECURITY)
+                    "replication", "half_life_s", "log_level", *KAFKA_SECURITY, *INDEX_BACKEND)
 MAX_LAG = click.option("--max-lag", type=int, default=1000, show_default=True, envvar="DREAMSTREAM_ROLLOUT_MAX_LAG",
                        help="Events a namespace may be behind watch-events and still count as caught up.")
 
@@ -139,11 +139,12 @@ def start(settings: Settings, version: str, start_from: str, spawn: bool) -> Non
 def status(settings: Settings) -> None:
     """Which namespace serves, which is catching up, and how far behind each is."""
     from dreamstream import rollout
+    from dreamstream.index.backend import index_backend
     from dreamstream.index.manifest import IndexCorruptError
-    from dreamstream.index.publish import read_current
     from dreamstream.monitor import read_monitor
     from dreamstream.serving import namespace_dir, read_serving
 
+    backend = index_backend(settings)
     serving = read_serving(settings.index_dir)
     names = rollout.known_namespaces(settings)
     try:
@@ -159,7 +160,7 @@ def status(settings: Settings) -> None:
         stat = live.get(name)
         quality = f"{stat.hitrate:.4f} ({stat.window} ev)" if stat and stat.hitrate is not None else "-"
         try:
-            index = read_current(namespace_dir(settings.index_dir, name)) or "-"
+            index = backend.current(name) or "-"
         except IndexCorruptError:
             index = "(CURRENT unreadable)"
         click.echo(f"{name or '(default)':<28} {role:<12} {shown!s:>9}  {quality:<22} {index}")
@@ -208,8 +209,7 @@ def retire(settings: Settings, version: str) -> None:
     """Stop a namespace this machine started and remove its index versions (never the serving or previous one)."""
     from dreamstream import rollout
 
-    stopped, folder = rollout.retire(settings, version)
-    removed = f"removed {folder}" if folder is not None else "it had no index folder"
+    stopped, removed = rollout.retire(settings, version)
     click.echo(f"retired {version}: stopped {', '.join(stopped) or 'nothing'}; {removed}. Its topics stay "
                "(delete them with your Kafka tools when the history is no longer needed).")
 

@@ -127,6 +127,11 @@ class Indexer:
         self._last_build = 0.0
         self._producer = None
         self.outcomes: list[BuildOutcome] = []
+        self.milvus = None  # --index-backend milvus: versions are collections (dreamstream/index/milvus_publish.py)
+        if settings.index_backend == "milvus":
+            from dreamstream.index.milvus_publish import MilvusPublisher
+
+            self.milvus = MilvusPublisher.of(settings)
 
     # --- following ----------------------------------------------------------
     def poll(self, timeout_s: float = 0.2) -> None:
@@ -154,11 +159,15 @@ class Indexer:
         """Build and (if its recall clears the floor) publish a version of the store as it is now."""
         self._last_build = time.monotonic()
         self._changed = False
-        previous = current_manifest(self.index_dir)
         started = time.perf_counter()
-        built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
-                              space=self.settings.namespace, interests=self.interests)
-        outcome = publish_version(built, self.index_dir, self.params.recall_floor, serving=previous)
+        if self.milvus is not None:
+            built, published, reason = self.milvus.publish(self.store, self.params, self.settings.namespace, self.interests)
+            outcome = BuildOutcome(built.manifest, published, reason)
+        else:
+            previous = current_manifest(self.index_dir)
+            built = build_version(self.store, self.index_dir, self.params, rebuild=set(self.pending), previous=previous,
+                                  space=self.settings.namespace, interests=self.interests)
+            outcome = publish_version(built, self.index_dir, self.params.recall_floor, serving=previous)
         self.metrics.build_seconds.observe(time.perf_counter() - started)
         self.metrics.recall.set(built.manifest.recall)
         if outcome.published:
@@ -168,9 +177,16 @@ class Indexer:
             self._announce(built.manifest)
         else:
             self.metrics.refused.inc()
-        prune(self.index_dir, self.settings.index_grace_s)
+        self.prune()
         self.outcomes.append(outcome)
         return outcome
+
+    def prune(self) -> None:
+        """Remove versions retired longer than the grace (folders, or Milvus collections)."""
+        if self.milvus is not None:
+            self.milvus.prune(self.settings.namespace, self.settings.index_grace_s)
+        elif self.index_dir.exists():
+            prune(self.index_dir, self.settings.index_grace_s)
 
     def _announce(self, manifest: Manifest) -> None:
         """Put the new version on ``index-versions`` (key "current")."""
@@ -180,7 +196,7 @@ class Indexer:
             self._producer = KafkaProducer(**kafka_python_options(self.settings), client_id="dreamstream-indexer")
         record = {
             "version": manifest.version,
-            "path": str((self.index_dir / manifest.version).resolve()),
+            "path": self.milvus.where(manifest) if self.milvus is not None else str((self.index_dir / manifest.version).resolve()),
             "shards": len(manifest.shards),
             "items": manifest.items,
             "built_at": manifest.built_at,
@@ -200,8 +216,8 @@ class Indexer:
             now = time.monotonic()
             if self.due(now):
                 self.build()
-            elif now - last_prune >= self.settings.index_interval_s and self.index_dir.exists():
-                prune(self.index_dir, self.settings.index_grace_s)  # versions retire on time even when nothing changes
+            elif now - last_prune >= self.settings.index_interval_s:
+                self.prune()  # versions retire on time even when nothing changes
                 last_prune = now
         log.info("indexer stopping")
 

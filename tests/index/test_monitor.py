@@ -242,19 +242,28 @@ def _metric(text: str, name: str, namespace: str) -> float:
     return float("nan")
 
 
-def test_the_monitor_scores_live_topics_and_writes_metrics_and_status(make_settings) -> None:
+def test_the_monitor_scores_live_topics_and_writes_metrics_and_status(make_settings, backend_kind, request) -> None:
     from kafka import KafkaProducer
 
     from dreamstream.kafka.security import kafka_python_options
     from dreamstream.topics import USER_EMBEDDINGS, WATCH_EVENTS, create_topics
 
-    settings = make_settings(partitions=2)
+    if backend_kind == "milvus":  # the same service, its indexes read from Milvus collections behind aliases
+        from backends_support import SpacePublisher
+        from dreamstream.index.milvus_connection import MilvusNames
+
+        settings = make_settings(partitions=2, index_backend="milvus", milvus_uri=request.getfixturevalue("milvus_uri"))
+        spaces = SpacePublisher("milvus", settings.index_dir, settings.milvus_uri, MilvusNames(settings.topic_prefix))
+        publish = lambda ns, vectors: spaces.publish(ns, [f"v{i}" for i in range(len(vectors))], vectors)  # noqa: E731
+    else:
+        settings = make_settings(partitions=2)
+        publish = lambda ns, vectors: publish_space(settings.index_dir, ns, vectors)  # noqa: E731
     create_topics(settings)
     create_topics(settings.in_namespace("v2"))
     old_items, _ = catalogue(16, seed=0)
     new_items, _ = catalogue(8, seed=1)
-    publish_space(settings.index_dir, "", old_items)
-    publish_space(settings.index_dir, "v2", new_items)
+    publish("", old_items)
+    publish("v2", new_items)
     producer = KafkaProducer(**kafka_python_options(settings))
     send = lambda topic, user, value: producer.send(topic, key=user.encode(), value=value)  # noqa: E731
     old_topic, new_topic = settings.topic(USER_EMBEDDINGS), settings.in_namespace("v2").topic(USER_EMBEDDINGS)

@@ -33,9 +33,19 @@ def two_spaces(tmp_path, vectors_factory):
     return tmp_path, old, new
 
 
-def test_without_a_pointer_the_default_namespace_serves_and_a_record_of_another_space_is_refused(two_spaces) -> None:
-    index_dir, old, new = two_spaces
-    with Retriever(index_dir, follow=False) as r:
+@pytest.fixture
+def two_spaces_both(spaces, vectors_factory):
+    """``two_spaces`` through each backend (Faiss folders, Milvus collections); SERVING is the index dir's file."""
+    old, new = vectors_factory(200, dim=16), vectors_factory(300, dim=8, seed=1)
+    spaces.publish("", [f"a{i}" for i in range(200)], old)
+    spaces.publish("v2", [f"b{i}" for i in range(300)], new)
+    return spaces, old, new
+
+
+def test_without_a_pointer_the_default_namespace_serves_and_a_record_of_another_space_is_refused(two_spaces_both) -> None:
+    spaces, old, new = two_spaces_both
+    index_dir = spaces.index_dir
+    with Retriever(index_dir, follow=False, backend=spaces.backend()) as r:
         assert read_serving(index_dir).namespace == "" and r.version.manifest.space == ""
         assert all(i.startswith("a") for i, _ in r.search(record("", old[0]), 5))
         with pytest.raises(ModelMismatch, match="'v2'"):
@@ -43,9 +53,10 @@ def test_without_a_pointer_the_default_namespace_serves_and_a_record_of_another_
         assert all(i.startswith("a") for i, _ in r.search({"vector": codec.vec_to_bin(old[1])}, 5))  # legacy: no space
 
 
-def test_a_switch_moves_readers_and_keeps_the_previous_space_searchable_until_retired(two_spaces) -> None:
-    index_dir, old, new = two_spaces
-    with Retriever(index_dir, follow=False) as r:
+def test_a_switch_moves_readers_and_keeps_the_previous_space_searchable_until_retired(two_spaces_both) -> None:
+    spaces, old, new = two_spaces_both
+    index_dir = spaces.index_dir
+    with Retriever(index_dir, follow=False, backend=spaces.backend()) as r:
         switch_serving(index_dir, "v2")
         assert r.refresh() and r.serving.namespace == "v2" and r.serving.previous == ""
         assert all(i.startswith("b") for i, _ in r.search(record("v2", new[0]), 5))
@@ -55,16 +66,13 @@ def test_a_switch_moves_readers_and_keeps_the_previous_space_searchable_until_re
         assert all(i.startswith("a") for i, _ in r.search(record("", old[0]), 5))
 
 
-def test_an_index_built_for_another_namespace_is_refused(tmp_path, vectors_factory) -> None:
+def test_an_index_built_for_another_namespace_is_refused(spaces, vectors_factory) -> None:
     x = vectors_factory(50, dim=8)
-    store = ItemStore(shards=1)
-    store.put_many([f"x{i}" for i in range(50)], x)
-    folder = tmp_path / "v3"
-    install(build_version(store, folder, BuildParams(), space="v9"), folder)  # mislabelled
-    publish_space(tmp_path, "", [f"a{i}" for i in range(50)], x)
-    switch_serving(tmp_path, "v3")
-    with pytest.raises(IndexCorruptError, match="built for namespace 'v9'"):
-        Retriever(tmp_path, follow=False)
+    spaces.publish("v3", [f"x{i}" for i in range(50)], x, space="v9")  # mislabelled
+    spaces.publish("", [f"a{i}" for i in range(50)], x)
+    switch_serving(spaces.index_dir, "v3")
+    with pytest.raises(IndexCorruptError, match="'v9'"):
+        Retriever(spaces.index_dir, follow=False, backend=spaces.backend())
 
 
 def test_a_pointer_naming_a_path_is_refused(tmp_path) -> None:

@@ -213,7 +213,7 @@ def test_kafka_credentials_are_mounted_from_a_secret(k8s_docs):
             assert mount["mountPath"] == KAFKA_DIR and mount["readOnly"] is True, f"{path.name}: {c['name']}"
         if volume.get("optional") is not False:  # group-readable files need the pod's fsGroup
             assert spec["securityContext"].get("fsGroup") == spec["securityContext"].get("runAsUser"), path.name
-    ((path, secret),) = [(p, d) for p, d in k8s_docs if d["kind"] == "Secret"]
+    ((path, secret),) = [(p, d) for p, d in k8s_docs if d["kind"] == "Secret" and d["metadata"]["name"] == KAFKA_SECRET]
     assert secret["metadata"]["name"] == KAFKA_SECRET and secret["type"] == "Opaque"
     assert set(secret.get("stringData", {})) | set(secret.get("data", {})) == KAFKA_FILES
     assert path.parent.name == "examples", "credentials are created by the operator, never applied from the repository"

@@ -190,6 +190,12 @@ def event_messages(events: Sequence[dict[str, Any]], per_message: int = 1) -> li
     return [(codec.key_bytes(b[0]["user"]), codec.pack(b)) for b in batches]
 
 
+def slim_record(value: bytes) -> dict[str, Any]:
+    """A user-embeddings record reduced to its user and seq: a reader of a million full records would fill the RAM."""
+    record = codec.unpack(value)
+    return {"user": record.get("user"), "seq": record.get("seq")} if isinstance(record, dict) else {}
+
+
 @dataclass
 class Collected:
     """What a reader saw on an output topic."""

@@ -132,12 +132,6 @@ def paced_events(n: int, users: int, videos: int, exponent: float, seed: int) ->
             for i, (u, r, q) in enumerate(zip(who.tolist(), ranks.tolist(), ratio.tolist()))]
 
 
-def _slim(value: bytes) -> dict[str, Any]:
-    """A user-embeddings record reduced to what the bench reads (a million full records would fill the bench's RAM)."""
-    record = codec.unpack(value)
-    return {"user": record.get("user"), "seq": record.get("seq")} if isinstance(record, dict) else {}
-
-
 class RssSampler:
     """A process's RSS every ``period_s`` in a thread: (wall time, MB) pairs."""
 
@@ -179,7 +173,7 @@ def _read_users(settings: Settings, want: set[str] | int, timeout_s: float, star
             state["next"] = time.monotonic() + 15
             progress(f"  {label}: {len(col.latest):,} users have a record")
         return len(col.latest) >= want if isinstance(want, int) else want <= col.latest.keys()
-    return asyncio.run(h.read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s, decode=_slim,
+    return asyncio.run(h.read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s, decode=h.slim_record,
                                     start=start))
 
 
@@ -322,7 +316,7 @@ def _paced(s: Settings, point: ScalePoint, users: int, videos: int, exponent: fl
 
     def done(col: h.Collected) -> bool:
         return all(col.latest.get(u, {}).get("seq", 0) >= 1 + n for u, n in expected.items())
-    col = asyncio.run(h.read_until(s, s.topic(USER_EMBEDDINGS), done, 120 + seconds, decode=_slim, start=start))
+    col = asyncio.run(h.read_until(s, s.topic(USER_EMBEDDINGS), done, 120 + seconds, decode=h.slim_record, start=start))
     sent_at = feeder.join()
     for user, arrivals in col.arrivals.items():  # every user had one event before: count this run's from 1
         col.arrivals[user] = [(seq - 1, t) for seq, t in arrivals]

@@ -26,6 +26,18 @@ def item_vectors(bundle) -> dict[str, object]:
     return dict(zip(bundle.item_ids, bundle.items))
 
 
+@pytest.fixture(scope="session")
+def item_store(bundle, tmp_path_factory: pytest.TempPathFactory):
+    """The bundle's items in the item store the environment names (DREAMSTREAM_ITEM_STORE / _ITEM_DTYPE; memory)."""
+    import numpy as np
+
+    from dreamstream.settings import Settings
+    from streams.items.store import open_item_store
+
+    store = open_item_store(Settings(state_dir=tmp_path_factory.mktemp("items")), "item-vectors")
+    store.put(list(bundle.item_ids), np.asarray(bundle.items, np.float32))
+    return store
+
 
 @pytest.fixture(scope="session")
 def two_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

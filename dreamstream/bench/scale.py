@@ -55,6 +55,7 @@ class ScalePoint:
     videos: int
     users: int
     extrapolated: bool = False
+    item_store: str = ""  # e.g. "rocksdb float32 1024 MiB"
     publish_s: float | None = None  # V item vectors onto item-vectors
     worker_base_mb: float | None = None  # a worker serving a one-video catalogue
     worker_items_mb: float | None = None  # RSS with the catalogue loaded, before the first record
@@ -253,7 +254,8 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     tag = f"v{videos}-u{users}"
     s = brokers.fresh(tag)
     s = s.model_copy(update={"store": s.store if s.store.startswith("rocksdb") else "rocksdb://"})
-    point = ScalePoint(videos, users, worker_base_mb=base_mb)
+    point = ScalePoint(videos, users, worker_base_mb=base_mb,
+                       item_store=f"{s.item_store} {s.item_dtype} {s.item_cache_mb} MiB")
     create_topics(s)
     broker0 = rss_mb(brokers.pid) if brokers.pid else None
     progress(f"[{tag}] publishing {videos:,} videos ...")
@@ -348,7 +350,8 @@ def extrapolate(measured: list[ScalePoint], videos: int, users: int, why: str) -
     throughput and latency are carried over unchanged (labelled, not measured).
     """
     ref = max(measured, key=lambda p: p.videos)
-    p = ScalePoint(videos, users, extrapolated=True, worker_base_mb=ref.worker_base_mb, notes=[why])
+    p = ScalePoint(videos, users, extrapolated=True, item_store=ref.item_store, worker_base_mb=ref.worker_base_mb,
+                   notes=[why])
     if ref.bytes_per_video is not None and ref.worker_base_mb is not None:
         p.bytes_per_video, p.bytes_per_user = ref.bytes_per_video, ref.bytes_per_user
         p.worker_items_mb = ref.worker_base_mb + videos * ref.bytes_per_video / MB
@@ -385,7 +388,8 @@ def table(points: list[ScalePoint]) -> str:
     """The points as a markdown table."""
     def f(x: float | None, fmt: str = ",.0f") -> str:
         return "-" if x is None else format(x, fmt)
-    rows = ["| videos | users | measured | worker RSS: 1 video / catalogue / + users (MB) | B per video | B per user (RSS) "
+    rows = [f"item store: {', '.join(sorted({p.item_store for p in points}))}", "",
+            "| videos | users | measured | worker RSS: 1 video / catalogue / + users (MB) | B per video | B per user (RSS) "
             "| changelog B per user | start -> serving cold / warm (s) | events/s | p50 / p99 event -> record (ms) at events/s "
             "| broker RSS (MB) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]

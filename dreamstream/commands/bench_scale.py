@@ -30,7 +30,8 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 
 
 @click.command("bench-scale")
-@settings_options("broker", "model_dir", "partitions", "batch_size", "store", "log_level")
+@settings_options("broker", "model_dir", "partitions", "batch_size", "store", "item_store", "item_cache_mb", "item_dtype",
+                  "log_level")
 @click.option("--size", "sizes", multiple=True, default=("20k:5k", "100k:20k"), show_default=True, callback=_sizes,
               envvar="DREAMSTREAM_SCALE_SIZES",
               help="A point to measure, VIDEOS:USERS (repeatable; the issue's curve: 1M:100k 3M:300k 10M:1M).")
@@ -66,7 +67,8 @@ def bench_scale(settings: Settings, sizes: list[tuple[int, int]], exponent: floa
     dim = bundle.manifest.dim
     embedded = "DREAMSTREAM_BROKER" not in os.environ and "--broker" not in sys.argv
     brokers = RunBrokers(settings, work, embedded)
-    click.echo(f"bench-scale: sizes {', '.join(f'{v:,}:{u:,}' for v, u in sizes)}; Zipf {exponent}; D={dim}; "
+    click.echo(f"bench-scale: sizes {', '.join(f'{v:,}:{u:,}' for v, u in sizes)}; Zipf {exponent}; D={dim}; item store "
+               f"{settings.item_store} ({settings.item_dtype}, {settings.item_cache_mb} MiB); "
                f"{settings.partitions} partitions; broker {brokers.url}{' (embedded, fresh per point)' if embedded else ''}; "
                f"work {work}; load {open('/proc/loadavg').read().split()[:3]}")
     points: list[scale.ScalePoint] = []

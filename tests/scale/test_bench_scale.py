@@ -54,6 +54,6 @@ def test_bench_scale_writes_table_json_and_plot(bundle_dir: Path, tmp_path: Path
     # the 16-bit row is 2,008 B plus a key and the table's framing: any 4 KB float32 copy would show here
     assert 1_500 < point["changelog_bytes_per_user"] < 3_000, point
     table = (out_dir / "scale.md").read_text()
-    assert table.startswith("| videos | users | measured |") and "| 2,000 | 500 | measured |" in table, table
+    assert table.startswith("item store: memory float32 1024 MiB\n\n| videos | users | measured |") and "| 2,000 | 500 | measured |" in table, table
     png = (out_dir / "scale.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000

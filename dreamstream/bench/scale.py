@@ -39,6 +39,7 @@ import numpy as np
 
 from dreamstream import codec
 from dreamstream.bench import harness as h
+from dreamstream.bench.broker_cost import folder_mb
 from dreamstream.bench.recovery import probe_users
 from dreamstream.bench.run_brokers import RunBrokers
 from dreamstream.bench.soak import rss_mb
@@ -63,6 +64,10 @@ class ScalePoint:
     bytes_per_video: float | None = None
     bytes_per_user: float | None = None  # worker RSS delta per user
     changelog_bytes_per_user: float | None = None  # key + value bytes of partition 0 of the changelog / its users
+    item_disk_bytes_per_video: float | None = None  # the rocksdb item store's folder / videos
+    state_disk_bytes_per_user: float | None = None  # the user-state table's RocksDB folder / users
+    record_bytes: float | None = None  # mean user-embeddings value (Kafka throughput per topic)
+    event_bytes: float | None = None  # mean watch-events value
     broker_mb_items: float | None = None  # embedded broker RSS after the catalogue was published
     broker_mb_end: float | None = None
     cold_start_s: float | None = None
@@ -165,17 +170,39 @@ class RssSampler:
 
 
 def _read_users(settings: Settings, want: set[str] | int, timeout_s: float, start: dict[int, int] | None,
-                progress: Callable[[str], None], label: str) -> h.Collected:
-    """user-embeddings until the users of ``want`` (or that many users) have a record; progress every 15 s."""
-    state = {"next": time.monotonic() + 15}
+                progress: Callable[[str], None], label: str, sizes: list[int] | None = None) -> h.Collected:
+    """user-embeddings until the users of ``want`` (or that many users) have a record; progress every 15 s.
+
+    ``sizes`` gets each record's value size (bytes), sampled every 100th.
+    """
+    state = {"next": time.monotonic() + 15, "n": 0}
+
+    def decode(value: bytes) -> dict[str, Any]:
+        state["n"] += 1
+        if sizes is not None and state["n"] % 100 == 1:
+            sizes.append(len(value))
+        return h.slim_record(value)
 
     def done(col: h.Collected) -> bool:
         if time.monotonic() > state["next"]:
             state["next"] = time.monotonic() + 15
             progress(f"  {label}: {len(col.latest):,} users have a record")
         return len(col.latest) >= want if isinstance(want, int) else want <= col.latest.keys()
-    return asyncio.run(h.read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s, decode=h.slim_record,
+    return asyncio.run(h.read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s, decode=decode,
                                     start=start))
+
+
+def catalogue_loaded_at(log: Path) -> float | None:
+    """Wall time of the worker's "item table caught up" line (its log's local time), None if it has none yet."""
+    import datetime as dt
+    import re
+
+    for line in log.read_text(errors="replace").splitlines():
+        if "item table caught up" in line:
+            m = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
+            if m:
+                return dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(m.group(2)) / 1000
+    return None
 
 
 def _probes(settings: Settings, tag: str) -> list[str]:
@@ -264,7 +291,10 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     progress(f"[{tag}] {videos:,} videos in {point.publish_s:.0f} s"
              + (f"; broker RSS {broker0:.0f} -> {point.broker_mb_items:.0f} MB" if broker0 and point.broker_mb_items else ""))
     probes = _probes(s, "cold")
-    h.produce_sync(s, s.topic(WATCH_EVENTS), user_events(users, videos, exponent, seed=users))
+    events = user_events(users, videos, exponent, seed=users)
+    point.event_bytes = sum(len(v) for _, v in events) / len(events)
+    h.produce_sync(s, s.topic(WATCH_EVENTS), events)
+    del events
     progress(f"[{tag}] {users:,} user events queued; cold start ...")
 
     log = brokers.work / f"{tag}-cold.log"
@@ -272,7 +302,9 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     w = h.WorkerProcess(s, log).start()
     rss = RssSampler(w.proc.pid).start()
     try:
-        col = _read_users(s, users + len(probes), timeout_s + users / 500, None, progress, "cold run")
+        sizes: list[int] = []
+        col = _read_users(s, users + len(probes), timeout_s + users / 500, None, progress, "cold run", sizes)
+        point.record_bytes = sum(sizes) / len(sizes) if sizes else None
         point.cold_start_s = _served_after(col, probes, t0)
         mine = [ts for u, ts in col.written.items() if not u.startswith("cold-")]
         if len(col.latest) < users + len(probes) or not mine:
@@ -281,7 +313,8 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
         first, last = min(t[0] for t in mine), max(t[-1] for t in mine)
         point.events_per_s = users / (last - first) if last > first else None
         time.sleep(2.0)  # the last rows reach the store
-        point.worker_items_mb = rss.before(min(ts[0] for ts in col.written.values()))  # catalogue in, no user yet
+        loaded = catalogue_loaded_at(log) or min(ts[0] for ts in col.written.values())
+        point.worker_items_mb = rss.before(loaded + 0.1)  # catalogue in, no batch yet (a first batch grows ONNX's arenas)
         point.worker_users_mb = rss_mb(w.proc.pid)
         if point.worker_items_mb is not None:
             point.bytes_per_video = (point.worker_items_mb - base_mb) * MB / videos
@@ -293,6 +326,10 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     finally:
         rss.stop()
         w.stop(60)
+    items_dir = s.item_store_dir or s.state_dir / "items"
+    if s.item_store == "rocksdb":
+        point.item_disk_bytes_per_video = folder_mb(items_dir) * MB / videos
+    point.state_disk_bytes_per_user = folder_mb(s.state_dir / "faust") * MB / users
     changelog, keys = changelog_bytes(s)
     point.changelog_bytes_per_user = changelog / keys if keys else None
     point.warm_start_s = _warm_start(s, brokers.work / f"{tag}-warm.log", timeout_s, progress)
@@ -391,14 +428,15 @@ def table(points: list[ScalePoint]) -> str:
     rows = [f"item store: {', '.join(sorted({p.item_store for p in points}))}", "",
             "| videos | users | measured | worker RSS: 1 video / catalogue / + users (MB) | B per video | B per user (RSS) "
             "| changelog B per user | start -> serving cold / warm (s) | events/s | p50 / p99 event -> record (ms) at events/s "
-            "| broker RSS (MB) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| broker RSS (MB) | disk B per video / per user |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         rows.append(
             f"| {p.videos:,} | {p.users:,} | {'extrapolated' if p.extrapolated else 'measured'} "
             f"| {f(p.worker_base_mb)} / {f(p.worker_items_mb)} / {f(p.worker_users_mb)} | {f(p.bytes_per_video)} "
             f"| {f(p.bytes_per_user)} | {f(p.changelog_bytes_per_user)} | {f(p.cold_start_s, '.1f')} / {f(p.warm_start_s, '.1f')} "
-            f"| {f(p.events_per_s)} | {f(p.p50_ms)} / {f(p.p99_ms)} at {f(p.paced_rate)} | {f(p.broker_mb_end or p.broker_mb_items)} |")
+            f"| {f(p.events_per_s)} | {f(p.p50_ms)} / {f(p.p99_ms)} at {f(p.paced_rate)} | {f(p.broker_mb_end or p.broker_mb_items)} "
+            f"| {f(p.item_disk_bytes_per_video)} / {f(p.state_disk_bytes_per_user)} |")
     return "\n".join(rows)
 
 

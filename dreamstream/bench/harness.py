@@ -282,9 +282,13 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         cons = AIOKafkaConsumer(**aiokafka_options(settings), group_id=None, enable_auto_commit=False)
         await cons.start()
         try:
-            parts = None
+            parts, deadline = None, time.monotonic() + 60
             while not parts:
                 parts = await refresh_metadata(cons) and cons.partitions_for_topic(topic)
+                if not parts:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"topic {topic} has no partitions after 60 s; was it created?")
+                    await asyncio.sleep(0.2)
             got = await cons.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
             return {tp.partition: offset for tp, offset in got.items()}
         finally:

@@ -195,6 +195,7 @@ class CompactTable:
             upto = cold[-1] + 1 if len(cold) == need else end
             passed = self.state[self.hand:upto]
             passed[passed == HOT] = COLD
+            self.state[cold] = IDLE  # taken: a second lap of the hand in this call must not take it again
             out.append(cold)
             need -= len(cold)
             self.hand = upto if upto < self.used else 0

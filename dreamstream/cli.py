@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-index": ("dreamstream.commands.bench_index:bench_index", "Measure index build time, recall, search latency and memory at scale."),
     "replay": ("dreamstream.commands.replay:replay", "Replay a dataset (or dead letters) onto watch-events."),
     "bench-recovery": ("dreamstream.commands.bench_recovery:bench_recovery", "Time a worker's recovery of many users' state (memory, RocksDB, standby)."),
+    "bench-items": ("dreamstream.commands.bench_items:bench_items", "Measure each item store's bytes/video, Zipf lookup and warm restart."),
     "bench": ("dreamstream.commands.bench:bench", "Measure worker throughput and latency against a plain Faust agent."),
     "backfill": ("dreamstream.commands.rollout:backfill", "Rebuild user state in a model namespace from the watch-events log."),
     "rollout": ("dreamstream.commands.rollout:rollout_group", "Roll out a model with a new item space: start, status, switch, rollback."),

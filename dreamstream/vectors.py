@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dreamstream import codec
+
 MIN_NORM = 1e-6  # below: direction lost in float32 noise (a 1e-30 vector normalises to garbage)
 MAX_NORM = 1e6   # above: squares overflow float32 in a dot product (1e20 did)
 
@@ -88,8 +90,6 @@ def item_vector_of(value: bytes, dim: int | None) -> np.ndarray:
 
 def vector_bytes_of(value: bytes) -> bytes:
     """The unchecked ``vector`` bytes of an ``item-vectors`` value; :class:`UnreadableRecord` if it has none."""
-    from dreamstream import codec
-
     try:
         record = codec.unpack(value)
     except Exception as err:  # msgpack raises several unrelated types on garbage

@@ -38,7 +38,8 @@ BLOCK_CACHE_BYTES = 16 * MB  # data, index and filter blocks: bounded, so 10M ke
 WRITE_BUFFER_BYTES = 16 * MB  # per memtable, at most two
 
 
-def _options():  # the rocksdict options of the store: bounded memory, no compression (vectors do not compress)
+def _options():
+    """The store's RocksDB options: bounded memory whatever the catalogue, no compression (vectors do not compress)."""
     from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options
 
     opts = Options(raw_mode=True)

@@ -26,11 +26,10 @@ from dreamstream.bench import harness as h
 from dreamstream.topics import DLQ
 
 REPO = Path(__file__).resolve().parents[1]
-# The item store of every test's settings (tests/conftest.py): `DREAMSTREAM_TEST_ITEM_STORE=rocksdb` (and
-# DREAMSTREAM_TEST_ITEM_DTYPE=float16) runs the tests on another store. Read at import: an autouse fixture clears
-# DREAMSTREAM_* variables before each test.
+# The item store of every test's settings (tests/conftest.py): `TEST_ITEM_STORE=rocksdb` (and
+# TEST_ITEM_DTYPE=float16) runs the tests on another store (not DREAMSTREAM_*: those never reach a test).
 ITEM_STORE = {name: value for name in ("item_store", "item_dtype")
-              if (value := os.environ.get(f"DREAMSTREAM_TEST_{name.upper()}"))}
+              if (value := os.environ.get(f"TEST_{name.upper()}"))}
 
 
 # --- waiting -------------------------------------------------------------------------------------------------------

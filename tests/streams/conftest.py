@@ -28,7 +28,7 @@ def item_vectors(bundle) -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def item_store(bundle, tmp_path_factory: pytest.TempPathFactory):
-    """The bundle's items in the item store the tests run on (memory; DREAMSTREAM_TEST_ITEM_STORE, tests/conftest.py)."""
+    """The bundle's items in the item store the tests run on (memory; TEST_ITEM_STORE, tests/conftest.py)."""
     import numpy as np
 
     from e2e_support import ITEM_STORE

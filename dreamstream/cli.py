@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-recovery": ("dreamstream.commands.bench_recovery:bench_recovery", "Time a worker's recovery of many users' state (memory, RocksDB, standby)."),
     "bench-scale": ("dreamstream.commands.bench_scale:bench_scale", "Measure the worker's memory, start-up, throughput and latency against catalogue and user-base size."),
     "bench-broker": ("dreamstream.commands.bench_broker:bench_broker", "Measure the development broker's RAM/disk per record and fetch latency as its log grows."),
+    "bench-items": ("dreamstream.commands.bench_items:bench_items", "Measure each item store's bytes/video, Zipf lookup and warm restart."),
     "bench": ("dreamstream.commands.bench:bench", "Measure worker throughput and latency against a plain Faust agent."),
     "backfill": ("dreamstream.commands.rollout:backfill", "Rebuild user state in a model namespace from the watch-events log."),
     "rollout": ("dreamstream.commands.rollout:rollout_group", "Roll out a model with a new item space: start, status, switch, rollback."),

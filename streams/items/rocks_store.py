@@ -34,11 +34,16 @@ log = logging.getLogger(__name__)
 
 META, OFFSETS, PREFIX = b"\x00meta", b"\x00offsets", b"v"
 LAYOUT = 1
-BLOCK_CACHE_BYTES = 16 * MB  # data, index and filter blocks: bounded, so 10M keys' index never grows RAM
+# Data, index and filter blocks share one bounded cache, so the index of a larger catalogue never grows RAM.
+# Measured (bench-items, 10M float16 videos): with 16 MiB the ~20 MiB of index and filter blocks of 4 KiB
+# data blocks did not fit, and every cache miss of the hot-video cache reloaded them (~150 us a miss).
+BLOCK_CACHE_BYTES = 64 * MB
+BLOCK_BYTES = 16 * 1024  # 4x fewer index entries than RocksDB's 4 KiB; a point read copies 16 KiB from the page cache
 WRITE_BUFFER_BYTES = 16 * MB  # per memtable, at most two
 
 
-def _options():  # the rocksdict options of the store: bounded memory, no compression (vectors do not compress)
+def _options():
+    """The store's RocksDB options: bounded memory whatever the catalogue, no compression (vectors do not compress)."""
     from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options
 
     opts = Options(raw_mode=True)
@@ -51,8 +56,10 @@ def _options():  # the rocksdict options of the store: bounded memory, no compre
     table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
     table.set_cache_index_and_filter_blocks(True)
     table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-    table.set_bloom_filter(10, False)  # an unknown video is answered without a disk read
+    table.set_block_size(BLOCK_BYTES)
+    table.set_bloom_filter(10, False)  # an unknown video is answered without a data block read
     opts.set_block_based_table_factory(table)
+    opts.set_optimize_filters_for_hits(True)  # no filters on the last level (most keys, and nearly every lookup hits)
     return opts
 
 

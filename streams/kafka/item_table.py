@@ -34,7 +34,7 @@ import numpy as np
 
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
-from dreamstream.vectors import UnreadableRecord, item_vector_of
+from dreamstream.vectors import UnreadableRecord, checked_matrix, vector_bytes_of
 from streams.compat.aiokafka_metadata import refresh_metadata
 from streams.items.store import ItemStore, open_item_store
 from streams.kafka.log_reader import caught_up, read_from_start
@@ -55,7 +55,7 @@ class ItemTable:
         self.on_refused = on_refused  # counts a refused record (the worker's metric)
         self.on_read = on_read  # counts records read from the topic (a warm restart reads only the tail)
         self.store = store if store is not None else open_item_store(settings, topic)
-        self.pending: dict[str, np.ndarray | None] = {}  # this fetch's last vector (None: tombstone) per video
+        self.pending: list[tuple[str, bytes | None]] = []  # this fetch's vectors (None: a tombstone), in log order
         self.reached: dict[int, int] = {}  # per partition: the offset after this fetch's last record
         self.read = 0  # records of this fetch (counted by ``on_read`` at the flush)
         self.ready = asyncio.Event()
@@ -70,21 +70,22 @@ class ItemTable:
         return len(self.store)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """One item-vectors record: a vector, or a tombstone (null) removing the item (stored at :meth:`flush`)."""
+        """One item-vectors record: a vector, or a tombstone (null) removing the item (checked and stored at :meth:`flush`)."""
         if key is None:
             return
         video = key.decode("utf-8", "replace")
         if value is None:
-            self.pending[video] = None
+            self.pending.append((video, None))
             return
         try:
-            vector = item_vector_of(value, self.dim())
-        except ValueError as err:  # garbage of any kind: refused, never stored, never fatal
-            self.on_refused("unreadable" if isinstance(err, UnreadableRecord) else "bad-vector")
-            log.warning("item-vectors record refused video=%r: %s; the previous vector (if any) is kept", video[:64],
-                        str(err)[:200])
-            return
-        self.pending[video] = vector
+            self.pending.append((video, vector_bytes_of(value)))
+        except UnreadableRecord as err:  # garbage of any kind: refused, never stored, never fatal
+            self._refuse(video, "unreadable", err)
+
+    def _refuse(self, video: str, label: str, err: Exception | str) -> None:
+        self.on_refused(label)
+        log.warning("item-vectors record refused video=%r: %s; the previous vector (if any) is kept", video[:64],
+                    str(err)[:200])
 
     def handle(self, record: Any) -> None:
         """A consumed record: applied, and its offset remembered for the store's commit."""
@@ -93,16 +94,28 @@ class ItemTable:
         self.read += 1
 
     def flush(self) -> None:
-        """Write the pending vectors and tombstones to the store, then the offsets they reach."""
+        """Check the pending vectors (one vectorised check), write them and the tombstones, then the offsets they reach."""
         if self.pending:
-            gone = [v for v, vec in self.pending.items() if vec is None]
-            kept = [(v, vec) for v, vec in self.pending.items() if vec is not None]
-            self.pending = {}
-            self.store.delete(gone)
+            pending, self.pending = self.pending, []
+            raws = [raw for _, raw in pending if raw is not None]
+            width = self.dim() or (len(raws[0]) // 4 if raws else 0)
+            matrix, errors = checked_matrix(raws, width)
+            final: dict[str, int | None] = {}  # per video, in log order: its last good row (None: removed)
+            row = 0
+            for video, raw in pending:
+                if raw is None:
+                    final[video] = None
+                    continue
+                if errors[row] is None:
+                    final[video] = row
+                else:  # a bad vector: the one before it (in this fetch or the store) is kept
+                    self._refuse(video, "bad-vector", errors[row])
+                row += 1
+            self.store.delete([v for v, r in final.items() if r is None])
+            kept = [(v, r) for v, r in final.items() if r is not None]
             if kept:
                 videos = [v for v, _ in kept]
-                stored = self.store.put(videos, np.stack([vec for _, vec in kept]))
-                self._refuse_unstored(videos, stored)
+                self._refuse_unstored(videos, self.store.put(videos, matrix[[r for _, r in kept]]))
         if self.reached:
             self.store.commit(self.reached)
             self.reached = {}

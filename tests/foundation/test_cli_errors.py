@@ -69,6 +69,7 @@ def _cases(tmp: Path, broker: str) -> dict[str, list[tuple[list[str], str]]]:
         "bench-recovery": [(["--scenario", "nope"], "click:Invalid value for '--scenario'")],
         "bench-scale": [(["--size", "1M"], "click:Invalid value for '--size'")],
         "bench-broker": [(["--engine", "postgres"], "click:Invalid value for '--engine'")],
+        "bench-items": [(["--store", "nope"], "click:Invalid value for '--store'")],
     }
 
 

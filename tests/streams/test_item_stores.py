@@ -172,3 +172,29 @@ def test_the_compact_index_survives_growth_deletes_and_reuse() -> None:
         assert (row >= 0) == (name in truth)
         if row >= 0:
             np.testing.assert_array_equal(vec, truth[name])
+
+
+def test_a_cache_under_random_puts_deletes_and_hits_serves_only_right_vectors() -> None:
+    """Eviction against a dict: whatever the cache still finds is that video's newest vector, one row per video."""
+    table = CompactTable(D, np.float32, 64)
+    rng = np.random.default_rng(2)
+    truth: dict[str, np.ndarray] = {}
+    for step in range(300):
+        names = [f"k{i}" for i in rng.integers(0, 400, int(rng.integers(1, 120)))]
+        vecs = rng.standard_normal((len(names), D)).astype(np.float32)
+        table.put_rows(names, vecs, evict=True)
+        truth.update(zip(names, vecs))
+        table.find([f"k{i}" for i in rng.integers(0, 40, 30)])  # a hot set, hit between puts
+        gone = [f"k{i}" for i in rng.integers(0, 400, int(rng.integers(0, 10)))]
+        table.delete(gone)
+        for name in gone:
+            truth.pop(name, None)
+        everything = [f"k{i}" for i in range(400)]
+        rows = table.find(everything)
+        hit = rows >= 0
+        assert len(set(rows[hit].tolist())) == hit.sum() == len(table) <= 64
+        out = np.zeros((400, D), np.float32)
+        table.gather(rows, out)
+        for name, ok, vec in zip(everything, hit, out):
+            if ok:
+                np.testing.assert_array_equal(vec, truth[name])

@@ -107,3 +107,35 @@ def protocol_bars(name: str, block: Mapping, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def scale_curves(points: Sequence[Mapping], path: str | Path) -> Path:
+    """`bench-scale`'s cost against size: resident memory, start-up, throughput and p99 (extrapolated hollow).
+
+    Memory in MB, not bytes per video: a fixed cost divided by a small
+    catalogue looks like a large per-video cost, a flat line does not lie.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    panels = [
+        (axes[0, 0], "videos", [("worker_items_mb", "worker, catalogue loaded"), ("worker_users_mb", "worker, + every user"),
+                                ("broker_mb_end", "embedded broker")],
+         "MB resident", "memory (a flat line: a cost that does not grow)"),
+        (axes[0, 1], "videos", [("cold_start_s", "cold"), ("warm_start_s", "warm")], "seconds", "start -> serving"),
+        (axes[1, 0], "videos", [("events_per_s", "sustained events/s")], "events/s", "throughput (Zipf videos)"),
+        (axes[1, 1], "videos", [("p99_ms", "p99"), ("p50_ms", "p50")], "ms", "event -> record at half the sustained rate"),
+    ]
+    for ax, x_key, series, ylabel, title in panels:
+        for key, label in series:
+            for extrapolated, marker in ((False, "o"), (True, "o")):
+                rows = [p for p in points if bool(p.get("extrapolated")) == extrapolated and p.get(key) is not None]
+                if rows:
+                    ax.plot([p[x_key] for p in rows], [p[key] for p in rows], marker=marker,
+                            fillstyle="none" if extrapolated else "full", linestyle=":" if extrapolated else "-",
+                            label=f"{label}{' (extrapolated)' if extrapolated else ''}")
+        ax.set_xscale("log")
+        ax.set(title=title, xlabel="videos in the catalogue (users grow with it, see the table)", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(fig, plt, path)

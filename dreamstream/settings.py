@@ -51,6 +51,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/data"), description="Folder of a RecBole atomic dataset (.inter, .item, *_feat.npy).")
     state_dir: Path = Field(Path("var/state"), description="Folder for worker table state (RocksDB) and the indexer's item store.")
     store: str = Field("memory://", description="Faust table store: memory:// (tests, demo) or rocksdb:// (production).")
+    item_store: Literal["memory", "rocksdb"] = Field(
+        "memory", description="Where a worker keeps the item vectors (docs/scaling.md#item-store): memory (one compact "
+                              "table, rebuilt from item-vectors at every start) or rocksdb (on disk under the item store "
+                              "dir, hot videos cached in RAM, a restart reads only the topic's tail).")
+    item_cache_mb: int = Field(
+        1024, ge=1, description="RAM ceiling of the item store in MiB: the whole table (memory: a video beyond it is "
+                                "refused and its events dead-lettered) or the hot-video cache (rocksdb).")
+    item_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="How the item store holds vectors: float32 (exact) or float16 (half the bytes; user "
+                               "vectors move by ~1e-3, docs/scaling.md#item-store).")
+    item_store_dir: Path | None = Field(None, description="Folder of the rocksdb item store (unset: <state dir>/items).")
 
     # --- Kafka security (docs/production.md#security): passed to every Kafka client the project creates -----
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

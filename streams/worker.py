@@ -59,7 +59,8 @@ class Worker:
                                help="Per-user DreamUMM/OPAL state and last applied position.")
         self.rows = ChangelogRows(self.users, settings)
         self.items = ItemTable(settings, settings.topic(ITEM_VECTORS), dim=lambda: self.holder.bundle.manifest.dim,
-                               on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc())
+                               on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc(),
+                               on_read=self._observe_items_read)
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
         output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
         self.checkpoint = Checkpoint(self.feed, output, self.rows, settings,
@@ -182,7 +183,7 @@ class Worker:
         events, letters = self.decode(batch)
         states = {user: st for user in {ev.user for ev in events} if (st := self.row(user)) is not None}
         marks.append(time.perf_counter())
-        result = apply_batch(states, events, self.items, bundle, self.settings)
+        result = apply_batch(states, events, self.items.store, bundle, self.settings)
         marks.append(time.perf_counter())
         letters.extend(self.unknown_video(ev) for ev in result.unknown)
         oldest_ms = oldest_timestamp(batch)
@@ -224,6 +225,11 @@ class Worker:
     def _observe(self, batch: list[Any], result: BatchResult, marks: tuple[float, ...], last: dict[int, int]) -> None:
         lags = {p: high - offset - 1 for p, offset in last.items() if (high := self.feed.highwater(p)) is not None}
         self.metrics.observe_batch(len(batch), result, marks, self.fetch_wait_s, len(self.checkpoint.cache.dirty), lags)
+
+    def _observe_items_read(self, records: int) -> None:
+        """A fetch of item-vectors is stored: the records it read and the item store's RAM."""
+        self.metrics.items_read.inc(records)
+        self.metrics.item_store_bytes.set(self.items.store.resident_bytes())
 
     def _observe_flush(self, seconds: float, committed: bool) -> None:
         """A flush is done: its time, the rows the table now holds, and the commit (the watchdog's progress)."""

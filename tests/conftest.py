@@ -15,6 +15,7 @@ import pytest
 
 from dreamstream.broker import EmbeddedBroker, free_port
 from dreamstream.settings import Settings
+from e2e_support import ITEM_STORE
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -40,6 +41,7 @@ def make_settings(broker: EmbeddedBroker, tmp_path: Path) -> Callable[..., Setti
             index_dir=tmp_path / "index",
             data_dir=tmp_path / "data",
             state_dir=tmp_path / "state",
+            **ITEM_STORE,
         )
         base.update(overrides)
         return Settings(**base)

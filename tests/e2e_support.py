@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,10 @@ from dreamstream.bench import harness as h
 from dreamstream.topics import DLQ
 
 REPO = Path(__file__).resolve().parents[1]
+# The item store of every test's settings (tests/conftest.py): `TEST_ITEM_STORE=rocksdb` (and
+# TEST_ITEM_DTYPE=float16) runs the tests on another store (not DREAMSTREAM_*: those never reach a test).
+ITEM_STORE = {name: value for name in ("item_store", "item_dtype")
+              if (value := os.environ.get(f"TEST_{name.upper()}"))}
 
 
 # --- waiting -------------------------------------------------------------------------------------------------------

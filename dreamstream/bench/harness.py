@@ -190,6 +190,12 @@ def event_messages(events: Sequence[dict[str, Any]], per_message: int = 1) -> li
     return [(codec.key_bytes(b[0]["user"]), codec.pack(b)) for b in batches]
 
 
+def slim_record(value: bytes) -> dict[str, Any]:
+    """A user-embeddings record reduced to its user and seq: a reader of a million full records would fill the RAM."""
+    record = codec.unpack(value)
+    return {"user": record.get("user"), "seq": record.get("seq")} if isinstance(record, dict) else {}
+
+
 @dataclass
 class Collected:
     """What a reader saw on an output topic."""
@@ -217,16 +223,27 @@ class Collected:
 
 
 async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float, decode: Any = codec.unpack,
-                     collected: Collected | None = None, key_of: Any = None) -> Collected:
-    """Read ``topic`` from the beginning until ``done(collected)`` or timeout (then return what was seen)."""
-    from aiokafka import AIOKafkaConsumer
+                     collected: Collected | None = None, key_of: Any = None,
+                     start: dict[int, int] | None = None) -> Collected:
+    """Read ``topic`` from the beginning (or from ``start``: partition -> offset) until ``done(collected)`` or timeout.
+
+    ``start`` (see :func:`end_offsets`) lets a reader skip what a topic held
+    before a measurement: at 1M users, reading their old records first
+    delayed the new ones by tens of seconds (that delay is the reader's, not the worker's).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from streams.ops.gc_tuning import fewer_young_passes
 
     col = collected or Collected()
-    cons = AIOKafkaConsumer(topic, **aiokafka_options(settings), auto_offset_reset="earliest",
+    cons = AIOKafkaConsumer(*(() if start else (topic,)), **aiokafka_options(settings), auto_offset_reset="earliest",
                             enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20)
     await cons.start()
+    if start:
+        tps = {p: TopicPartition(topic, p) for p in start}
+        cons.assign(list(tps.values()))
+        for p, offset in start.items():
+            cons.seek(tps[p], offset)
     try:
         with fewer_young_passes():  # a tuple kept per record: full passes over them paused the reader (streams.ops.gc_tuning)
             deadline = time.monotonic() + timeout_s
@@ -242,11 +259,41 @@ async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float
         await cons.stop()
 
 
-def read_records(settings: Settings, expected_seq: dict[str, int], timeout_s: float) -> Collected:
-    """user-embeddings until every user's record reached its expected seq."""
+def read_records(settings: Settings, expected_seq: dict[str, int], timeout_s: float,
+                 start: dict[int, int] | None = None) -> Collected:
+    """user-embeddings (from ``start``, else the beginning) until every user's record reached its expected seq."""
     def done(col: Collected) -> bool:
         return all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected_seq.items())
-    return asyncio.run(read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s))
+    return asyncio.run(read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s, start=start))
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """partition -> end offset of a topic now, for a reader that must skip what it held before.
+
+    tansu answers ListOffsets one produce batch short (see
+    :func:`streams.kafka.log_reader.caught_up`), so such a reader may see a
+    few older records again; it never misses a newer one.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.compat.aiokafka_metadata import refresh_metadata
+
+    async def ends() -> dict[int, int]:
+        cons = AIOKafkaConsumer(**aiokafka_options(settings), group_id=None, enable_auto_commit=False)
+        await cons.start()
+        try:
+            parts, deadline = None, time.monotonic() + 60
+            while not parts:
+                parts = await refresh_metadata(cons) and cons.partitions_for_topic(topic)
+                if not parts:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"topic {topic} has no partitions after 60 s; was it created?")
+                    await asyncio.sleep(0.2)
+            got = await cons.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
+            return {tp.partition: offset for tp, offset in got.items()}
+        finally:
+            await cons.stop()
+    return asyncio.run(ends())
 
 
 def ensure_bundle(settings: Settings, work: Path, echo: Any = print) -> Settings:

@@ -20,6 +20,11 @@ from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
 
 
+# The longest soak the embedded broker holds without becoming the measurement: 10 minutes at 200 events/s
+# (2026-11-24: p99 154 ms at minute 1, 1.5 s at minute 9, broker RSS 1.1 GB; docs/scaling.md#development-broker).
+SOAK_EVENTS_ON_TANSU = 120_000
+
+
 def _onnx_cost(bundle, batch: int, repeats: int = 200) -> tuple[float, float]:
     """Microseconds per event of dreamumm_step + opal_step at a batch size, run as the worker runs them: (median, best) round.
 
@@ -284,6 +289,11 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
                f"load {open('/proc/loadavg').read().split()[:3]}")
     if soak_minutes:  # dreamstream.bench.soak: steady load, memory must stay flat
         from dreamstream.bench.soak import soak_command
+        if own_broker and soak_minutes * 60 * soak_rate > SOAK_EVENTS_ON_TANSU:
+            click.echo(f"warning: {soak_minutes * 60 * soak_rate:,.0f} events on the embedded broker: its memory engine keeps "
+                       f"every record (~110 MB a minute at 200 events/s) and its fetches slow as the log grows, so the "
+                       f"latency will measure tansu, not the worker; beyond {SOAK_EVENTS_ON_TANSU:,} events use Kafka "
+                       f"(--broker, infra/compose; docs/scaling.md#development-broker)", err=True)
         try:
             soak_command(settings, soak_minutes, soak_rate, n_users, work, echo=click.echo,
                          broker_pid=brokers.pid, send_interval_s=(send_interval_ms or 100) / 1000)

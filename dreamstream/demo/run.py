@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dreamstream.bench.soak import rss_mb
 from dreamstream.broker import EmbeddedBroker, free_port
 from dreamstream.demo import figure, pipeline, report, scoring, traffic
 from dreamstream.demo.pipeline import DemoOptions, Echo, Steps
@@ -76,6 +77,8 @@ def run_demo(opts: DemoOptions, echo: Echo) -> int:
         retriever.close()
 
         step("stopping the worker and the indexer")
+        echo(f"broker: {rss_mb(broker.pid) or 0:,.0f} MB resident (tansu's memory engine holds every record the demo "
+             "wrote; the demo's dataset bounds it, docs/scaling.md#development-broker)")
         for proc in services:
             proc.stop()
         services = []

@@ -40,7 +40,7 @@ from dreamstream import dreamumm_ref
 from dreamstream.engagement import IMPRESSION, decay
 from dreamstream.settings import Settings
 from streams.domain import block_scale, records
-from streams.domain.batch_plan import plan, waves
+from streams.domain.batch_plan import ItemLookup, plan, waves
 from streams.domain.onnx_steps import run_step
 from streams.domain.state import NO_TS, PARTS, UserState, cuts, flat_size, new_state, parts
 from streams.domain.validate import Event
@@ -68,19 +68,6 @@ class BatchResult:
     waves: int = 0
 
 
-def _gather(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    """The arrays stacked into one float32 [n, *shape] array.
-
-    Why not ``np.stack``: it makes a view of every array before joining them,
-    ~0.5-0.7 µs an array. With live traffic a batch gathers a state per user
-    and an item vector per event, and that was ~9% of the worker's time.
-    Joining the flat arrays and reshaping gives the same array 3.5x faster.
-    """
-    if not arrays:
-        return np.zeros((0, *shape), np.float32)
-    return np.concatenate(arrays).astype(np.float32, copy=False).reshape(len(arrays), *shape)
-
-
 def _event_columns(events: Sequence[Event], settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per event: its time, its engagement weight [n, 1] (read for watches only) and whether it is an impression."""
     ts = np.array([ev.ts for ev in events], np.int64)
@@ -98,7 +85,7 @@ def user_vectors(states: np.ndarray, cands: np.ndarray, positives: np.ndarray, s
 def apply_batch(
     states: Mapping[str, UserState | None],
     events: Sequence[Event],
-    items: Mapping[str, np.ndarray],
+    items: ItemLookup,
     bundle: StepBundle,
     settings: Settings,
 ) -> BatchResult:
@@ -119,7 +106,7 @@ def apply_batch(
     imp = np.array([b.impressions for b in bases], np.int64)
 
     ts_all, r_all, imp_all = _event_columns(p.events, settings)
-    V_all = _gather(p.vectors, (d,))
+    V_all = p.vectors.reshape(len(p.events), d)  # one lookup per batch (an empty store has width 0)
     wave_list = waves(p.ranks)
     result.waves = len(wave_list)
     for sel in wave_list:

@@ -4,14 +4,15 @@ Batching without reordering: events of one user must be applied in their
 order, so a batch is cut into *waves*: wave ``w`` holds the ``w``-th event of
 every user that has one. Each wave is one ``session.run`` per step over all
 its users. A replayed event (at or before the row's stored position) is
-skipped here, and an event whose video is not in the item table is set
-aside for a dead letter.
+skipped here, and an event whose video is not in the item store is set
+aside for a dead letter. The batch's item vectors are one
+``ItemLookup.lookup`` (a matrix and a found mask), not a lookup per event.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Mapping, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -19,6 +20,13 @@ from streams.domain.state import UserState
 from streams.domain.validate import Event
 
 _STREAM_ORDER = attrgetter("partition", "offset", "index")
+
+
+class ItemLookup(Protocol):
+    """What a plan needs of the item store (``streams.items.store.ItemStore`` is one)."""
+
+    def lookup(self, videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [n, D] vectors and a bool [n] found mask."""
 
 
 def in_stream_order(events: Sequence[Event]) -> list[Event]:
@@ -51,14 +59,17 @@ class Plan:
     rows: np.ndarray  # per event to apply: its user's row
     ranks: np.ndarray  # per event: how many of its user's events come before it (its wave)
     events: list[Event]  # the events to apply, in stream order
-    vectors: list[np.ndarray]  # their item vectors
+    vectors: np.ndarray  # their item vectors, float32 [events, D]
     replays: int = 0  # events at or before their user's stored position: skipped
     unknown: list[Event] = field(default_factory=list)  # events whose video is not in the item table: dead letters
 
 
-def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items: Mapping[str, np.ndarray],
+def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items: ItemLookup,
          empty: UserState) -> Plan:
     """Rows and waves of the events to apply; replays and unknown videos are counted in the plan and left out."""
+    ordered = in_stream_order(events)
+    matrix, found = items.lookup([ev.video for ev in ordered])
+    known = found.tolist()
     row: dict[str, int] = {}
     users: list[str] = []
     bases: list[UserState] = []
@@ -67,10 +78,10 @@ def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items:
     ranks: list[int] = []
     counts: list[int] = []
     todo: list[Event] = []
-    vectors: list[np.ndarray] = []
+    take: list[int] = []  # per event to apply: its row of ``matrix``
     replays = 0
     unknown: list[Event] = []
-    for ev in in_stream_order(events):
+    for j, ev in enumerate(ordered):
         i = row.get(ev.user)
         if i is None:
             i = row[ev.user] = len(users)
@@ -81,8 +92,7 @@ def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items:
         if _replayed(ev, bases[i], lasts[i]):
             replays += 1
             continue
-        vec = items.get(ev.video)
-        if vec is None:
+        if not known[j]:
             unknown.append(ev)
             continue
         lasts[i] = ev
@@ -90,8 +100,8 @@ def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items:
         ranks.append(counts[i])
         counts[i] += 1
         todo.append(ev)
-        vectors.append(vec)
-    return Plan(users, bases, lasts, np.array(rows, np.int64), np.array(ranks, np.int64), todo, vectors,
+        take.append(j)
+    return Plan(users, bases, lasts, np.array(rows, np.int64), np.array(ranks, np.int64), todo, matrix[take],
                 replays, unknown)
 
 

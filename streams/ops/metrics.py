@@ -36,6 +36,11 @@ class WorkerMetrics:
                                      "(unreadable, or a bad-vector: wrong width, non-finite, absurd norm).", ["reason"],
                                      registry=r)
         self.items = Counter("dreamstream_item_vectors", "Item vectors embedded by the item tower.", registry=r)
+        self.items_read = Counter("dreamstream_item_records_read", "item-vectors records the item table read (a warm "
+                                  "restart of the rocksdb item store reads only the tail written since it stopped).",
+                                  registry=r)
+        self.item_store_bytes = Gauge("dreamstream_item_store_bytes", "RAM held by the item store's own arrays (the "
+                                      "whole table, or the rocksdb store's hot cache).", registry=r)
         self.batch_size = Histogram("dreamstream_batch_events", "Messages per batch taken from watch-events.",
                                     buckets=(1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384), registry=r)
         self.step_seconds = Histogram("dreamstream_step_seconds", "Time of apply_batch (all waves, ONNX included).",

@@ -72,6 +72,9 @@ def _cases(tmp: Path, broker: str) -> dict[str, list[tuple[list[str], str]]]:
                    (["--data-dir", str(tmp / "data"), "--broker", broker, "--no-progress"], NO_BROKER.format(broker=broker))],
         "bench": [(["--latency-repeats", "0"], "click:Invalid value for '--latency-repeats'")],
         "bench-recovery": [(["--scenario", "nope"], "click:Invalid value for '--scenario'")],
+        "bench-scale": [(["--size", "1M"], "click:Invalid value for '--size'")],
+        "bench-broker": [(["--engine", "postgres"], "click:Invalid value for '--engine'")],
+        "bench-items": [(["--store", "nope"], "click:Invalid value for '--store'")],
     }
 
 

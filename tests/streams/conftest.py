@@ -26,6 +26,19 @@ def item_vectors(bundle) -> dict[str, object]:
     return dict(zip(bundle.item_ids, bundle.items))
 
 
+@pytest.fixture(scope="session")
+def item_store(bundle, tmp_path_factory: pytest.TempPathFactory):
+    """The bundle's items in the item store the tests run on (memory; TEST_ITEM_STORE, tests/conftest.py)."""
+    import numpy as np
+
+    from e2e_support import ITEM_STORE
+    from dreamstream.settings import Settings
+    from streams.items.store import open_item_store
+
+    store = open_item_store(Settings(state_dir=tmp_path_factory.mktemp("items"), **ITEM_STORE), "item-vectors")
+    store.put(list(bundle.item_ids), np.asarray(bundle.items, np.float32))
+    return store
+
 
 @pytest.fixture(scope="session")
 def two_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -50,6 +50,7 @@ def test_the_worker_item_table_refuses_each_hostile_vector_and_keeps_the_previou
     table.apply(b"v", vector_value(np.ones(D)))
     before = table.get("v").copy()
     table.apply(b"v", hostile_vectors()[name])
+    table.flush()  # a fetch's vectors are checked together when it is stored
     assert refused and refused[0] in ("unreadable", "bad-vector")
     np.testing.assert_array_equal(table.get("v"), before)
     assert np.isfinite(table.get("v")).all()
@@ -298,3 +299,18 @@ def test_a_refused_bundle_is_retried_when_its_files_change_and_not_before(bundle
     os.utime(items, ns=(items.stat().st_atime_ns, items.stat().st_mtime_ns + 1_000_000))
     holder._maybe_switch()
     assert holder.bundle is not None and holder.bundle.version == bundles.read_manifest(copy).version
+
+
+def test_a_bad_vector_after_a_good_one_in_one_fetch_keeps_the_good_one() -> None:
+    refused: list[str] = []
+    table = ItemTable(Settings(), "item-vectors", dim=lambda: D, on_refused=refused.append)
+    table.apply(b"v", vector_value(np.ones(D)))
+    table.apply(b"w", vector_value(np.ones(D)))
+    table.apply(b"v", vector_value(np.arange(D, dtype=np.float32) + 1))
+    table.apply(b"v", hostile_vectors()["nan"])
+    table.apply(b"w", None)
+    table.flush()
+    assert refused == ["bad-vector"]
+    want = np.arange(D, dtype=np.float32) + 1
+    np.testing.assert_allclose(table.get("v"), want / np.linalg.norm(want), rtol=1e-6)
+    assert table.get("w") is None

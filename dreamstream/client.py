@@ -50,7 +50,7 @@ from dreamstream.index.publish import read_current
 from dreamstream.index.rerank import search_reranked
 from dreamstream.index.shard_vectors import open_vectors
 from dreamstream.index.sharding import shard_of
-from dreamstream.index.refusals import Refusals, disk_state
+from dreamstream.index.refusals import Refusals, disk_state, load_unless_refused
 from dreamstream.kafka.security import kafka_python_options
 from dreamstream.blend import INTEREST_WEIGHT, blend_scores
 from dreamstream.merge import query_weights
@@ -239,17 +239,7 @@ def load_space(index_dir: Path, space: str, have: LoadedVersion | None = None,
     """
     folder = namespace_dir(index_dir, space)
     state = disk_state(folder) if refusals is not None else ()
-    if refusals is not None and refusals.unchanged(space, state):
-        return None
-    try:
-        loaded = _load_current(folder, space, have)
-    except RefusedVersion:
-        if refusals is not None:
-            refusals.refuse(space, state)
-        raise
-    if refusals is not None:
-        refusals.clear(space)
-    return loaded
+    return load_unless_refused(refusals, space, state, lambda: _load_current(folder, space, have), RefusedVersion)
 
 
 def _load_current(folder: Path, space: str, have: LoadedVersion | None) -> LoadedVersion | None:

@@ -19,6 +19,7 @@ import numpy as np
 from dreamstream.index.manifest import IndexCorruptError, Manifest
 from dreamstream.index.milvus_connection import MANIFEST_PROPERTY, MilvusNames
 from dreamstream.index.milvus_publish import ID_FIELD, VECTOR_FIELD, current_collection, drop_namespace, search_collection
+from dreamstream.index.refusals import load_unless_refused
 
 
 @dataclass(frozen=True)
@@ -112,18 +113,10 @@ class MilvusBackend:
         from dreamstream.client import RefusedVersion
 
         collection = current_collection(self.client, self.names.alias(space))
-        state = ("milvus", collection)
-        if collection is None or (refusals is not None and refusals.unchanged(space, state)):
+        if collection is None:
             return None
-        try:
-            loaded = self._load(space, collection, have)
-        except RefusedVersion:
-            if refusals is not None:
-                refusals.refuse(space, state)
-            raise
-        if refusals is not None:
-            refusals.clear(space)
-        return loaded
+        return load_unless_refused(refusals, space, ("milvus", collection), lambda: self._load(space, collection, have),
+                                   RefusedVersion)
 
     def _load(self, space: str, collection: str, have: Any) -> MilvusVersion | None:
         from dreamstream.client import RefusedVersion

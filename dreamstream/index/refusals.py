@@ -12,6 +12,7 @@ stat calls only) and the namespace is retried exactly when that changes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from dreamstream.checksums import file_fingerprint, folder_fingerprint
 from dreamstream.index.layout import CURRENT, is_version_name
@@ -47,3 +48,26 @@ class Refusals:
 
     def __contains__(self, space: str) -> bool:
         return space in self._at
+
+
+T = TypeVar("T")
+
+
+def load_unless_refused(refusals: Refusals | None, space: str, state: tuple, load: Callable[[], T],
+                        refused: type[Exception]) -> T | None:
+    """``load()`` unless ``space`` was refused in this same ``state``; a ``refused`` error marks it, a load clears it.
+
+    One mechanism for every backend: the Faiss reader's state is the folder on
+    disk, Milvus's the collection its alias names.
+    """
+    if refusals is not None and refusals.unchanged(space, state):
+        return None
+    try:
+        loaded = load()
+    except refused:
+        if refusals is not None:
+            refusals.refuse(space, state)
+        raise
+    if refusals is not None:
+        refusals.clear(space)
+    return loaded

@@ -207,7 +207,7 @@ class _PacedRuns:
             thirds = " / ".join(f"{1000 * p:.0f}" for p in p99_by_part(lat.due, lat.total))
             click.echo(f"  run {i + 1}: {len(ms)} events, p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                        f"max {ms.max():.1f} ms; p99 by third of the run {thirds} ms; latency grows "
-                       f"{round(1000 * latency_slope(lat.due, lat.total)):+d} ms per second of load")
+                       f"{1000 * latency_slope(lat.due, lat.total):+.1f} ms per second of load (Theil-Sen, last two thirds)")
             click.echo(f"    {lat.split()}")
             if self.cpu is not None and self.cpu.summary():
                 click.echo(f"    CPU while it ran: {self.cpu.summary()}")
@@ -231,7 +231,8 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
         if not rates:
             judged.append(at)
     if live_max:
-        click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not keep growing")
+        click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not "
+                   f"grow (dreamstream.bench.live_max.judge)")
         live = search_live_max(paced.measure, rate, echo=click.echo)
         if live:
             click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")

@@ -57,7 +57,8 @@ class Worker:
         self.watch_topic = settings.topic(WATCH_EVENTS)
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
-        self.rows = ChangelogRows(self.users, settings)
+        self.rows = ChangelogRows(self.users, settings,
+                                  observe_encode=self.metrics.stage_seconds.labels(stage="flush_encode").observe)
         self.items = ItemTable(settings, settings.topic(ITEM_VECTORS), dim=lambda: self.holder.bundle.manifest.dim,
                                on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc(),
                                on_read=self._observe_items_read)
@@ -109,7 +110,9 @@ class Worker:
             records = [r for r in records if r.partition in self.feed.owned]  # a revocation came in between
             if records:
                 await self.process(records)
+            held = time.perf_counter()
             await self.checkpoint.maybe_flush()
+            self.metrics.stage_seconds.labels(stage="flush_wait").observe(time.perf_counter() - held)
         self._report_progress()
 
     def serving(self) -> bool:

@@ -16,6 +16,7 @@ from dreamstream.bench.cpu_share import CpuShare, busy_share, machine_busy_secon
 from dreamstream.bench.goals import HALF_LIVE, HALF_PRELOADED, BenchResults, LatencyAt, render, verdicts
 from dreamstream.bench.live_max import latency_slope, p99_by_part, search_live_max
 from dreamstream.bench.run_brokers import RunBrokers
+from dreamstream.bench.worker_stages import Snapshot, scrape, summary
 from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
 
@@ -70,6 +71,7 @@ class Latencies:
     total: np.ndarray  # due -> the first record covering it read by the bench's reader
     written: np.ndarray  # due -> that record taken by the worker's producer (its Kafka timestamp, ms resolution)
     sent: np.ndarray  # due -> the event handed to the load generator's producer
+    stages: Snapshot | None = None  # the worker's per-batch stage histograms over the run (dreamstream.bench.worker_stages)
 
     def split(self) -> str:
         """p50/p99 of each stage."""
@@ -82,6 +84,12 @@ class Latencies:
     def pooled(runs: list["Latencies"]) -> "Latencies":
         return Latencies(*(np.concatenate([getattr(r, name) for r in runs]) for name in ("due", "total", "written", "sent")))
 
+    def stage_line(self) -> str | None:
+        """The worker's per-stage p99s per batch and its batch sizes, when its /metrics page was read."""
+        from streams.ops.metrics import STAGES
+
+        return summary(self.stages, STAGES) if self.stages is not None else None
+
 
 def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,
                  broker_pid: int | None = None) -> tuple[Latencies, CpuShare | None]:
@@ -91,7 +99,9 @@ def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float,
     events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
     run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
-    return _latencies(run.sent_at, events, run.col, run.handed_at), run.cpu
+    lat = _latencies(run.sent_at, events, run.col, run.handed_at)
+    lat.stages = run.stages
+    return lat, run.cpu
 
 
 def _latencies(sent_at: list[float], events: list[dict], col, handed_at: list[float]) -> Latencies:
@@ -123,6 +133,7 @@ class ConsumerRun:
     sent_at: list[float] = field(default_factory=list)  # paced runs: each event's due time
     handed_at: list[float] = field(default_factory=list)  # paced runs: when each event went to the generator's producer
     cpu: CpuShare | None = None  # paced runs: CPU of worker, broker, load generator and reader while it ran
+    stages: Snapshot | None = None  # paced runs: the worker's stage histograms from warm-up to the end
 
 
 def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300,
@@ -139,6 +150,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
     sent_at: list[float] = []
     handed_at: list[float] = []
     cpu = None
+    stages = None
     worker = h.WorkerProcess(s, log, command=module)
     if rate is None:
         h.produce_sync(s, s.topic("watch-events"), msgs)
@@ -151,6 +163,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         warm = [dict(events[0], user="__warmup__")]
         h.produce_sync(s, s.topic("watch-events"), h.event_messages(warm))
         h.read_records(s, {"__warmup__": 1}, timeout_s=120)
+        warm_stages = scrape(s.web_port)
         cpu = CpuShare({"worker": worker.proc.pid, "broker": broker_pid, "reader": os.getpid()}).start()
         feeder = h.PacedFeed(s, s.topic("watch-events"), msgs, rate, tick_s).start()
         col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate)
@@ -158,11 +171,13 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         sent_at.extend(feeder.join())
         handed_at = feeder.handed_at
         cpu.add("load generator", feeder.cpu_seconds)
+        end_stages = scrape(s.web_port)
+        stages = end_stages.minus(warm_stages) if end_stages and warm_stages else None
     worker.stop()
     firsts = [t for arr in col.arrivals.values() for _, t in arr]
     done = all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected.items())
     return ConsumerRun(col, launched, min(firsts) if firsts else None, max(firsts) if firsts else None, done, sent_at,
-                       handed_at, cpu)
+                       handed_at, cpu, stages)
 
 
 class _PacedRuns:
@@ -209,6 +224,8 @@ class _PacedRuns:
                        f"max {ms.max():.1f} ms; p99 by third of the run {thirds} ms; latency grows "
                        f"{1000 * latency_slope(lat.due, lat.total):+.1f} ms per second of load (Theil-Sen, last two thirds)")
             click.echo(f"    {lat.split()}")
+            if lat.stage_line():
+                click.echo(f"    {lat.stage_line()}")
             if self.cpu is not None and self.cpu.summary():
                 click.echo(f"    CPU while it ran: {self.cpu.summary()}")
         pooled = Latencies.pooled(runs)

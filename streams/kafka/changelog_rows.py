@@ -31,8 +31,9 @@ log = logging.getLogger("streams.worker")
 class ChangelogRows:
     """Reads rows from a Faust table; writes them through the changelog (``write``) with its own producer."""
 
-    def __init__(self, table: Any, settings: Settings) -> None:
+    def __init__(self, table: Any, settings: Settings, observe_encode: Callable[[float], None] | None = None) -> None:
         self.table, self.settings = table, settings
+        self.observe_encode = observe_encode or (lambda seconds: None)  # each request's encode time (it holds the loop)
         self.producer: Any = None
 
     async def start(self) -> None:
@@ -76,6 +77,7 @@ class ChangelogRows:
                 await pause(len(chunks))
             t1 = time.perf_counter()
             encoded = [(key, state_mod.encode(st), partition) for key, st, partition in chunk]
+            self.observe_encode(time.perf_counter() - t1)
             encode_s += time.perf_counter() - t1
             for sent in await send_records(self.producer, topic, encoded):
                 mark_persisted(self.table, sent.topic, sent.partition, await sent.last_offset())

@@ -34,6 +34,7 @@ from streams.domain.state import UserState
 from streams.domain.validate import Event, decode_message
 from streams.item_tower import ItemTower
 from streams.kafka.changelog_rows import ChangelogRows
+from streams.kafka.batch_sizing import BatchSizing, total_lag
 from streams.kafka.feed import PartitionFeed, last_offsets, oldest_timestamp
 from streams.kafka.item_table import ItemTable
 from streams.kafka.output import DeadLetter, Output
@@ -63,6 +64,7 @@ class Worker:
                                on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc(),
                                on_read=self._observe_items_read)
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
+        self.sizing = BatchSizing(settings.batch_min, settings.batch_size)
         output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
         self.checkpoint = Checkpoint(self.feed, output, self.rows, settings,
                                      observe_flush=self._observe_flush, observe_age=self.metrics.observe_age)
@@ -103,8 +105,10 @@ class Worker:
         if self.generation != self.app.consumer_generation_id:
             await self.take_assignment()
             return
+        lag = total_lag(self.feed.owned, self.feed.next_offsets, self.feed.highwater)
+        self.rows.chunk_bytes = self.sizing.flush_chunk_bytes(lag)  # for a flush that starts in this turn
         waited = time.perf_counter()
-        records = await self.feed.next_batch(self.settings.batch_size, self.settings.batch_timeout_s)
+        records = await self.feed.next_batch(self.sizing.records(lag), self.settings.batch_timeout_s)
         self.fetch_wait_s = time.perf_counter() - waited
         async with self.lock:
             records = [r for r in records if r.partition in self.feed.owned]  # a revocation came in between

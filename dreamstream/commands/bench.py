@@ -13,7 +13,8 @@ import click
 import numpy as np
 
 from dreamstream.bench.cpu_share import CpuShare, busy_share, machine_busy_seconds
-from dreamstream.bench.goals import HALF_LIVE, HALF_PRELOADED, BenchResults, LatencyAt, render, verdicts
+from dreamstream.bench.goals import HALF_LIVE, HALF_PRELOADED, TENTH_LIVE, BenchResults, LatencyAt, render, verdicts
+from dreamstream.bench.latency_curve import FRACTIONS, plot, table
 from dreamstream.bench.live_max import latency_slope, p99_by_part, search_live_max
 from dreamstream.bench.run_brokers import RunBrokers
 from dreamstream.bench.worker_stages import Snapshot, scrape, summary
@@ -235,13 +236,14 @@ class _PacedRuns:
                        f"p99 {np.percentile(ms, 99):.1f} ms (median of the runs' p99s "
                        f"{np.median([np.percentile(r.total, 99) for r in runs]) * 1000:.1f} ms)")
             click.echo(f"    {pooled.split()}")
-        return LatencyAt(rate, float(np.percentile(ms, 99)), label)
+        return LatencyAt(rate, float(np.percentile(ms, 99)), label, float(np.percentile(ms, 50)),
+                         [float(np.percentile(r.total, 99) * 1000) for r in runs])
 
 
-def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], repeats: int, live_max: bool
-                     ) -> list[LatencyAt]:
-    """Latency at the chosen rates, else at half the preloaded maximum (and, with ``live_max``, at half the live
-    one); what was measured at half a maximum, for the goals."""
+def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], repeats: int, live_max: bool,
+                     curve_png: Path | None = None) -> list[LatencyAt]:
+    """Latency at the chosen rates, else at half the preloaded maximum (and, with ``live_max``, the curve at
+    10/25/50/75% of the live one, plotted to ``curve_png``); what was measured at the goals' points."""
     judged = []
     for r in rates or (rate / 2,):
         at = paced.report(r, "paced" if rates else HALF_PRELOADED, repeats)
@@ -253,7 +255,12 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
         live = search_live_max(paced.measure, rate, echo=click.echo)
         if live:
             click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
-            judged.append(paced.report(live / 2, HALF_LIVE, repeats))
+            labels = {0.10: TENTH_LIVE, 0.50: HALF_LIVE}
+            curve = [paced.report(f * live, labels.get(f, f"{f:.0%} of the live max"), repeats) for f in FRACTIONS]
+            judged.extend(curve)
+            click.echo(table(curve, live))
+            if curve_png is not None:
+                click.echo(f"latency curve plotted to {plot(curve, live, curve_png)}")
         else:
             click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
     return judged
@@ -286,12 +293,16 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Latency runs at each reported rate (half the preloaded max, half the live max, each --latency-rate), each on a "
                    "fresh worker and broker; the report gives each run and the percentiles over all their events.")
 @click.option("--live-max", is_flag=True, envvar="DREAMSTREAM_BENCH_LIVE_MAX",
-              help="Also bisect for the highest paced rate the worker keeps up with (4 more latency runs), and measure "
-                   "latency at half of it: live traffic spreads a batch over many more users than a preloaded backlog.")
+              help="Also bisect for the highest paced rate the worker sustains, latency flat over the run (4 more latency "
+                   "runs), and measure latency at 10%, 25%, 50% and 75% of it (--latency-repeats runs each): live traffic "
+                   "spreads a batch over many more users than a preloaded backlog.")
+@click.option("--curve-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="DREAMSTREAM_BENCH_CURVE_PLOT",
+              help="With --live-max: write the latency-against-load curve as a PNG here (default: in the run's work folder).")
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
           latency_rates: tuple[float, ...] = (), latency_seconds: float = 15.0, latency_repeats: int = 3,
-          live_max: bool = False) -> None:
+          live_max: bool = False, curve_plot: Path | None = None) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.bundle import latest_version, load_bundle
@@ -355,7 +366,8 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         results.onnx_us = cb
         if latency:
             paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000)
-            results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max)
+            results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max,
+                                                 curve_plot or work / "latency_curve.png")
         click.echo(render(verdicts(results)))
     finally:
         brokers.stop()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.ops.metrics import STAGES
+
 STAGE_METRIC = "dreamstream_stage_seconds"
 BATCH_METRIC = "dreamstream_batch_events"
 Buckets = dict[float, float]  # upper bound -> cumulative count
@@ -83,7 +85,7 @@ def quantile(q: float, buckets: Buckets) -> float | None:
     return lower
 
 
-def summary(snap: Snapshot, stages: tuple[str, ...]) -> str:
+def summary(snap: Snapshot, stages: tuple[str, ...] = STAGES) -> str:
     """One line: the p99 of each stage per batch (ms), and how many batches of what median size."""
     parts = []
     for stage in stages:

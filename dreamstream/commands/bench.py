@@ -87,9 +87,7 @@ class Latencies:
 
     def stage_line(self) -> str | None:
         """The worker's per-stage p99s per batch and its batch sizes, when its /metrics page was read."""
-        from streams.ops.metrics import STAGES
-
-        return summary(self.stages, STAGES) if self.stages is not None else None
+        return summary(self.stages) if self.stages is not None else None
 
 
 def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,

@@ -91,13 +91,13 @@ class Latencies:
 
 
 def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,
-                 broker_pid: int | None = None) -> tuple[Latencies, CpuShare | None]:
+                 broker_pid: int | None = None, reader_wait_ms: int = 20) -> tuple[Latencies, CpuShare | None]:
     """A fresh worker fed ``seconds`` of synthetic events at ``rate``: each event's latencies, and who used the CPU."""
     from dreamstream.bench import harness as h
 
     events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-    run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
+    run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid, reader_wait_ms=reader_wait_ms)
     lat = _latencies(run.sent_at, events, run.col, run.handed_at)
     lat.stages = run.stages
     return lat, run.cpu
@@ -136,7 +136,8 @@ class ConsumerRun:
 
 
 def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300,
-                  per_message: int = 1, tick_s: float = 0.005, broker_pid: int | None = None) -> ConsumerRun:
+                  per_message: int = 1, tick_s: float = 0.005, broker_pid: int | None = None,
+                  reader_wait_ms: int = 20) -> ConsumerRun:
     """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq."""
     from dreamstream.bench import harness as h
     from dreamstream.topics import create_topics
@@ -165,7 +166,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         warm_stages = scrape(s.web_port)
         cpu = CpuShare({"worker": worker.proc.pid, "broker": broker_pid, "reader": os.getpid()}).start()
         feeder = h.PacedFeed(s, s.topic("watch-events"), msgs, rate, tick_s).start()
-        col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate)
+        col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate, fetch_max_wait_ms=reader_wait_ms)
         cpu.stop()
         sent_at.extend(feeder.join())
         handed_at = feeder.handed_at
@@ -182,8 +183,10 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
 class _PacedRuns:
     """Latency runs of fresh workers, each on its own topics and embedded broker: measure a rate, or measure and report it."""
 
-    def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, tick_s: float) -> None:
+    def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, tick_s: float,
+                 reader_wait_ms: int = 20) -> None:
         self.brokers, self.bundle, self.n_users, self.seconds, self.tick_s = brokers, bundle, n_users, seconds, tick_s
+        self.reader_wait_ms = reader_wait_ms
         self.cpu: CpuShare | None = None
 
     def run(self, rate: float) -> Latencies:
@@ -192,7 +195,7 @@ class _PacedRuns:
         log = self.brokers.work / f"{tag}.log"
         settings = self.brokers.fresh(tag)
         lat, self.cpu = _latency_run(settings, self.bundle, rate, self.n_users, self.seconds, log, self.tick_s,
-                                     self.brokers.pid)
+                                     self.brokers.pid, self.reader_wait_ms)
         if not len(lat.total):
             raise click.ClickException(f"no user-embeddings record arrived in the latency run at {rate:,.0f} events/s; see {log}")
         return lat
@@ -294,13 +297,16 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Also bisect for the highest paced rate the worker sustains, latency flat over the run (4 more latency "
                    "runs), and measure latency at 10%, 25%, 50% and 75% of it (--latency-repeats runs each): live traffic "
                    "spreads a batch over many more users than a preloaded backlog.")
+@click.option("--reader-fetch-wait-ms", type=click.IntRange(min=1, max=1500), default=20, show_default=True,
+              envvar="DREAMSTREAM_BENCH_READER_FETCH_WAIT_MS",
+              help="Longest the broker may hold the bench's reader's fetch of user-embeddings when it has no data (ms).")
 @click.option("--curve-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="DREAMSTREAM_BENCH_CURVE_PLOT",
               help="With --live-max: write the latency-against-load curve as a PNG here (default: in the run's work folder).")
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
           latency_rates: tuple[float, ...] = (), latency_seconds: float = 15.0, latency_repeats: int = 3,
-          live_max: bool = False, curve_plot: Path | None = None) -> None:
+          live_max: bool = False, curve_plot: Path | None = None, reader_fetch_wait_ms: int = 20) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.bundle import latest_version, load_bundle
@@ -363,7 +369,8 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
                    f"(median round; best round {cb_best:.2f} us{meanwhile})")
         results.onnx_us = cb
         if latency:
-            paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000)
+            paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000,
+                               reader_fetch_wait_ms)
             results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max,
                                                  curve_plot or work / "latency_curve.png")
         click.echo(render(verdicts(results)))

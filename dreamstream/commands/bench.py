@@ -299,16 +299,18 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Also bisect for the highest paced rate the worker sustains, latency flat over the run (4 more latency "
                    "runs), and measure latency at 10%, 25%, 50% and 75% of it (--latency-repeats runs each): live traffic "
                    "spreads a batch over many more users than a preloaded backlog.")
-@click.option("--reader-fetch-wait-ms", type=click.IntRange(min=1, max=1500), default=20, show_default=True,
+@click.option("--reader-fetch-wait-ms", type=click.IntRange(min=1, max=1500), default=5, show_default=True,
               envvar="DREAMSTREAM_BENCH_READER_FETCH_WAIT_MS",
-              help="Longest the broker may hold the bench's reader's fetch of user-embeddings when it has no data (ms).")
+              help="Longest the broker may hold the bench's reader's fetch of user-embeddings when it has no data (ms). "
+                   "5: written -> read p50 12-16 ms at 500 events/s, against 13-48 ms at 20 and 30-36 ms at 100 "
+                   "(docs/measurements.md, issue 29).")
 @click.option("--curve-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="DREAMSTREAM_BENCH_CURVE_PLOT",
               help="With --live-max: write the latency-against-load curve as a PNG here (default: in the run's work folder).")
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
           latency_rates: tuple[float, ...] = (), latency_seconds: float = 15.0, latency_repeats: int = 3,
-          live_max: bool = False, curve_plot: Path | None = None, reader_fetch_wait_ms: int = 20) -> None:
+          live_max: bool = False, curve_plot: Path | None = None, reader_fetch_wait_ms: int = 5) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.bundle import latest_version, load_bundle

@@ -293,7 +293,7 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Seconds of paced load in each latency run (its own synthetic events over --users users).")
 @click.option("--latency-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               envvar="DREAMSTREAM_BENCH_LATENCY_REPEATS",
-              help="Latency runs at each reported rate (half the preloaded max, half the live max, each --latency-rate), each on a "
+              help="Latency runs at each reported rate (half the preloaded max, each point of the --live-max curve, each --latency-rate), each on a "
                    "fresh worker and broker; the report gives each run and the percentiles over all their events.")
 @click.option("--live-max", is_flag=True, envvar="DREAMSTREAM_BENCH_LIVE_MAX",
               help="Also bisect for the highest paced rate the worker sustains, latency flat over the run (4 more latency "

@@ -22,6 +22,12 @@ fetch reported it):
 * behind: the cap grows with the lag (the next power of two above it)
   up to ``largest`` (``batch_size``), and flush requests are the full
   ``FLUSH_CHUNK_BYTES``: throughput first while there is a backlog.
+
+The cap is never below what is waiting (the lag counts every buffered
+message), so below ``batch_size`` it holds no message back: what the lag
+changes in practice is the flush request size (measured in
+docs/measurements.md, issue 29), and the policy is written down here
+instead of being a side effect of the consumer's ``getmany``.
 """
 from __future__ import annotations
 

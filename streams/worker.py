@@ -58,8 +58,7 @@ class Worker:
         self.watch_topic = settings.topic(WATCH_EVENTS)
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
-        self.rows = ChangelogRows(self.users, settings,
-                                  observe_encode=self.metrics.stage_seconds.labels(stage="flush_encode").observe)
+        self.rows = ChangelogRows(self.users, settings, self.metrics.stage_seconds.labels(stage="flush_encode").observe)
         self.items = ItemTable(settings, settings.topic(ITEM_VECTORS), dim=lambda: self.holder.bundle.manifest.dim,
                                on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc(),
                                on_read=self._observe_items_read)
@@ -105,8 +104,7 @@ class Worker:
         if self.generation != self.app.consumer_generation_id:
             await self.take_assignment()
             return
-        lag = total_lag(self.feed.owned, self.feed.next_offsets, self.feed.highwater)
-        self.rows.chunk_bytes = self.sizing.flush_chunk_bytes(lag)  # for a flush that starts in this turn
+        self.rows.chunk_bytes = self.sizing.flush_chunk_bytes(lag := total_lag(self.feed))  # for a flush starting now
         waited = time.perf_counter()
         records = await self.feed.next_batch(self.sizing.records(lag), self.settings.batch_timeout_s)
         self.fetch_wait_s = time.perf_counter() - waited
@@ -114,9 +112,8 @@ class Worker:
             records = [r for r in records if r.partition in self.feed.owned]  # a revocation came in between
             if records:
                 await self.process(records)
-            held = time.perf_counter()
-            await self.checkpoint.maybe_flush()
-            self.metrics.stage_seconds.labels(stage="flush_wait").observe(time.perf_counter() - held)
+            with self.metrics.stage_seconds.labels(stage="flush_wait").time():
+                await self.checkpoint.maybe_flush()
         self._report_progress()
 
     def serving(self) -> bool:

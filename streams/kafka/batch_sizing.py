@@ -31,8 +31,8 @@ instead of being a side effect of the consumer's ``getmany``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from streams.checkpoint.flush_pacing import FLUSH_CHUNK_BYTES
 
@@ -60,16 +60,25 @@ class BatchSizing:
         return FLUSH_CHUNK_CAUGHT_UP if self.caught_up(lag) else FLUSH_CHUNK_BYTES
 
 
-def total_lag(owned: Iterable[int], next_offsets: dict[int, int], highwater: Callable[[int], int | None]) -> int:
-    """Messages between the worker's next offsets and the ends its last fetch saw, over the owned partitions.
+class Positions(Protocol):
+    """Where a reader is in its partitions (``streams.kafka.feed.PartitionFeed`` is one)."""
+
+    owned: set[int]
+    next_offsets: dict[int, int]
+
+    def highwater(self, partition: int) -> int | None: ...
+
+
+def total_lag(feed: Positions) -> int:
+    """Messages between the feed's next offsets and the ends its last fetch saw, over its owned partitions.
 
     A partition not fetched yet (no end known) counts as a backlog of
     unknown size: large, so the first batches after an assignment are.
     """
     lag = 0
-    for p in owned:
-        high = highwater(p)
+    for p in feed.owned:
+        high = feed.highwater(p)
         if high is None:
             return 1 << 62
-        lag += max(0, high - next_offsets.get(p, high))
+        lag += max(0, high - feed.next_offsets.get(p, high))
     return lag

@@ -1,6 +1,8 @@
 """Batch caps and flush request sizes follow the lag: small while caught up, growing with a backlog up to batch_size."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from streams.checkpoint.flush_pacing import FLUSH_CHUNK_BYTES
 from streams.kafka.batch_sizing import FLUSH_CHUNK_CAUGHT_UP, BatchSizing, total_lag
 
@@ -26,7 +28,11 @@ def test_flush_requests_are_small_while_caught_up_and_full_while_behind() -> Non
 
 def test_lag_sums_the_owned_partitions_and_an_unfetched_one_counts_as_a_backlog() -> None:
     ends = {0: 100, 1: 50}
-    assert total_lag({0, 1}, {0: 90, 1: 50}, ends.get) == 10
-    assert total_lag({0, 1}, {0: 120, 1: 50}, ends.get) == 0  # a stale end below the position: no negative lag
-    assert total_lag({0, 1, 2}, {0: 90, 1: 50, 2: 0}, ends.get) >= 8192  # partition 2 not fetched yet: large
-    assert total_lag(set(), {}, ends.get) == 0
+
+    def feed(owned: set[int], next_offsets: dict[int, int]) -> SimpleNamespace:
+        return SimpleNamespace(owned=owned, next_offsets=next_offsets, highwater=ends.get)
+
+    assert total_lag(feed({0, 1}, {0: 90, 1: 50})) == 10
+    assert total_lag(feed({0, 1}, {0: 120, 1: 50})) == 0  # a stale end below the position: no negative lag
+    assert total_lag(feed({0, 1, 2}, {0: 90, 1: 50, 2: 0})) >= 8192  # partition 2 not fetched yet: large
+    assert total_lag(feed(set(), {})) == 0

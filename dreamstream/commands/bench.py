@@ -262,7 +262,7 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
             click.echo(table(curve, live))
             if curve_png is not None:
                 load = " ".join(open("/proc/loadavg").read().split()[:3])
-                title = f"dreamstream worker: latency against load ({time.strftime('%Y-%m-%d %H:%M')}, load average {load})"
+                title = f"dreamstream worker: latency against load\n{time.strftime('%Y-%m-%d %H:%M')}, load average {load}"
                 click.echo(f"latency curve plotted to {plot(curve, live, curve_png, title)}")
         else:
             click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")

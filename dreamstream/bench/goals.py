@@ -48,6 +48,7 @@ class BenchResults:
     onnx_us: float | None = None
     batch_size: int = 0
     latencies: list[LatencyAt] = field(default_factory=list)
+    live_max: float | None = None  # None: not searched (no --live-max); 0.0: searched, no rate was sustained
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def verdicts(r: BenchResults) -> list[Verdict]:
         out.append(Verdict(f"p99 < {limit:.0f} ms at {lat.label}", f"{lat.p99_ms:,.0f} ms at {lat.rate:,.0f} events/s",
                            lat.p99_ms < limit))
     if r.latencies:
-        out += [Verdict(f"p99 < {MAX_P99_MS[label]:.0f} ms at {label}", "not measured (add --live-max)", None)
+        why = "not measured (add --live-max)" if r.live_max is None else "not measured (no sustained rate found)"
+        out += [Verdict(f"p99 < {MAX_P99_MS[label]:.0f} ms at {label}", why, None)
                 for label in (HALF_LIVE, TENTH_LIVE) if all(lat.label != label for lat in r.latencies)]
     return out
 

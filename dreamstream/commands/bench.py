@@ -242,7 +242,7 @@ class _PacedRuns:
 
 
 def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], repeats: int, live_max: bool,
-                     curve_png: Path | None = None) -> list[LatencyAt]:
+                     curve_png: Path | None = None, found: list[float] | None = None) -> list[LatencyAt]:
     """Latency at the chosen rates, else at half the preloaded maximum (and, with ``live_max``, the curve at
     10/25/50/75% of the live one, plotted to ``curve_png``); what was measured at the goals' points."""
     judged = []
@@ -254,6 +254,8 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
         click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not "
                    f"grow (dreamstream.bench.live_max.judge)")
         live = search_live_max(paced.measure, rate, echo=click.echo)
+        if found is not None:
+            found.append(live)
         if live:
             click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
             labels = {0.10: TENTH_LIVE, 0.50: HALF_LIVE}
@@ -375,8 +377,10 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         if latency:
             paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000,
                                reader_fetch_wait_ms)
+            found: list[float] = []
             results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max,
-                                                 curve_plot or work / "latency_curve.png")
+                                                 curve_plot or work / "latency_curve.png", found)
+            results.live_max = found[0] if found else None
         click.echo(render(verdicts(results)))
     finally:
         brokers.stop()

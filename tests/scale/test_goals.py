@@ -30,3 +30,8 @@ def test_a_slow_run_fails_each_goal_and_what_was_not_measured_is_not_judged() ->
                                                (">= 10x the plain per-event agent", None)]
     text = render(bare)
     assert text.splitlines()[0].startswith("goals") and text.splitlines()[2].endswith("-")
+
+
+def test_a_search_that_found_no_sustained_rate_says_so() -> None:
+    got = verdicts(BenchResults(20_000, latencies=[LatencyAt(10_000, 900.0, HALF_PRELOADED)], live_max=0.0))
+    assert [v.measured for v in got[-2:]] == ["not measured (no sustained rate found)"] * 2

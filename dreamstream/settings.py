@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         8192, ge=1, description="Most watch-events messages the worker takes in one batch (fewer when fewer are waiting)."
     )
+    batch_min: int = Field(
+        1024, ge=1, description="Most messages in a batch while the worker is caught up (its lag at most this); behind, "
+        "batches grow with the lag up to batch_size. Caught up, a flush also writes its rows in 256 KB requests instead of "
+        "1 MB, so no batch or encode holds the loop long (streams/kafka/batch_sizing.py)."
+    )
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest the worker waits to fill a batch, in seconds.")
     fetch_max_wait_ms: int = Field(
         10, ge=1, le=1500, description="Longest the broker may hold the worker's fetch when no data is there (ms)."

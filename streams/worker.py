@@ -34,6 +34,7 @@ from streams.domain.state import UserState
 from streams.domain.validate import Event, decode_message
 from streams.item_tower import ItemTower
 from streams.kafka.changelog_rows import ChangelogRows
+from streams.kafka.batch_sizing import BatchSizing, total_lag
 from streams.kafka.feed import PartitionFeed, last_offsets, oldest_timestamp
 from streams.kafka.item_table import ItemTable
 from streams.kafka.output import DeadLetter, Output
@@ -57,11 +58,12 @@ class Worker:
         self.watch_topic = settings.topic(WATCH_EVENTS)
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                                help="Per-user DreamUMM/OPAL state and last applied position.")
-        self.rows = ChangelogRows(self.users, settings)
+        self.rows = ChangelogRows(self.users, settings, self.metrics.stage_seconds.labels(stage="flush_encode").observe)
         self.items = ItemTable(settings, settings.topic(ITEM_VECTORS), dim=lambda: self.holder.bundle.manifest.dim,
                                on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc(),
                                on_read=self._observe_items_read)
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
+        self.sizing = BatchSizing(settings.batch_min, settings.batch_size)
         output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
         self.checkpoint = Checkpoint(self.feed, output, self.rows, settings,
                                      observe_flush=self._observe_flush, observe_age=self.metrics.observe_age)
@@ -102,14 +104,16 @@ class Worker:
         if self.generation != self.app.consumer_generation_id:
             await self.take_assignment()
             return
+        self.rows.chunk_bytes = self.sizing.flush_chunk_bytes(lag := total_lag(self.feed))  # for a flush starting now
         waited = time.perf_counter()
-        records = await self.feed.next_batch(self.settings.batch_size, self.settings.batch_timeout_s)
+        records = await self.feed.next_batch(self.sizing.records(lag), self.settings.batch_timeout_s)
         self.fetch_wait_s = time.perf_counter() - waited
         async with self.lock:
             records = [r for r in records if r.partition in self.feed.owned]  # a revocation came in between
             if records:
                 await self.process(records)
-            await self.checkpoint.maybe_flush()
+            with self.metrics.stage_seconds.labels(stage="flush_wait").time():
+                await self.checkpoint.maybe_flush()
         self._report_progress()
 
     def serving(self) -> bool:

@@ -222,9 +222,12 @@ class Collected:
             self.latest[user] = value
 
 
+READER_FETCH_WAIT_MS = 20  # the longest the broker may hold the reader's fetch when it has no data (bench --reader-fetch-wait-ms)
+
+
 async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float, decode: Any = codec.unpack,
                      collected: Collected | None = None, key_of: Any = None,
-                     start: dict[int, int] | None = None) -> Collected:
+                     start: dict[int, int] | None = None, fetch_max_wait_ms: int = READER_FETCH_WAIT_MS) -> Collected:
     """Read ``topic`` from the beginning (or from ``start``: partition -> offset) until ``done(collected)`` or timeout.
 
     ``start`` (see :func:`end_offsets`) lets a reader skip what a topic held
@@ -237,7 +240,7 @@ async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float
 
     col = collected or Collected()
     cons = AIOKafkaConsumer(*(() if start else (topic,)), **aiokafka_options(settings), auto_offset_reset="earliest",
-                            enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20)
+                            enable_auto_commit=False, group_id=None, fetch_max_wait_ms=fetch_max_wait_ms)
     await cons.start()
     if start:
         tps = {p: TopicPartition(topic, p) for p in start}
@@ -260,11 +263,12 @@ async def read_until(settings: Settings, topic: str, done: Any, timeout_s: float
 
 
 def read_records(settings: Settings, expected_seq: dict[str, int], timeout_s: float,
-                 start: dict[int, int] | None = None) -> Collected:
+                 start: dict[int, int] | None = None, fetch_max_wait_ms: int = READER_FETCH_WAIT_MS) -> Collected:
     """user-embeddings (from ``start``, else the beginning) until every user's record reached its expected seq."""
     def done(col: Collected) -> bool:
         return all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected_seq.items())
-    return asyncio.run(read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s, start=start))
+    return asyncio.run(read_until(settings, settings.topic(USER_EMBEDDINGS), done, timeout_s, start=start,
+                                  fetch_max_wait_ms=fetch_max_wait_ms))
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from dreamstream import codec
 from dreamstream.bench import harness as h
+from dreamstream.bench.worker_stages import scrape, summary
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from dreamstream.topics import USER_EMBEDDINGS, WATCH_EVENTS, create_topics
@@ -64,6 +65,7 @@ class SoakReport:
     rss_end_mb: float
     rss_slope_mb_per_h: float  # over the second half
     windows: list[Window] = field(default_factory=list)
+    stages: str | None = None  # the worker's per-stage p99s per batch over the soak (dreamstream.bench.worker_stages)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -187,6 +189,7 @@ def run(settings: Settings, minutes: float, rate: float, users: int, items: list
         warm[0]["user"] = "__warmup__"
         h.produce_sync(settings, settings.topic(WATCH_EVENTS), h.event_messages(warm))
         h.read_records(settings, {"__warmup__": 1}, timeout_s=120)
+        warm_stages = scrape(settings.web_port)
         progress(f"soak: worker serving; {rate:.0f} events/s over {users} users for {minutes:g} min")
         sent: list[int] = []
         feeder = threading.Thread(target=lambda: sent.append(asyncio.run(
@@ -214,6 +217,8 @@ def run(settings: Settings, minutes: float, rate: float, users: int, items: list
         while len(tracker.done) < sent[0] and time.time() < deadline:
             time.sleep(0.2)
         end = time.time()
+        end_stages = scrape(settings.web_port)
+        stages = summary(end_stages.minus(warm_stages)) if end_stages and warm_stages else None
     finally:
         stop.set()
         reader.join(10)
@@ -225,7 +230,7 @@ def run(settings: Settings, minutes: float, rate: float, users: int, items: list
         throughput=len(tracker.done) / max(1e-9, (max(t for t, _ in tracker.done) - t0) if tracker.done else 1),
         p50_ms=float(np.percentile(lat, 50)), p99_ms=float(np.percentile(lat, 99)),
         rss_start_mb=rss[0][1], rss_end_mb=rss[-1][1], rss_slope_mb_per_h=rss_slope_mb_per_hour(rss_rel),
-        windows=_windows(tracker, rss, t0, end, window_s, broker_rss),
+        windows=_windows(tracker, rss, t0, end, window_s, broker_rss), stages=stages,
     )
 
 
@@ -282,4 +287,6 @@ def soak_command(settings: Settings, minutes: float, rate: float, users: int, wo
          f"throughput {report.throughput:,.0f} events/s, latency p50 {report.p50_ms:.0f} ms p99 {report.p99_ms:.0f} ms, "
          f"RSS {report.rss_start_mb:.0f} -> {report.rss_end_mb:.0f} MB (slope {report.rss_slope_mb_per_h:+.1f} MB/h "
          f"over the second half); plot {png}; numbers {work / 'soak.json'}")
+    if report.stages:
+        echo(f"  {report.stages}")
     return report

@@ -13,9 +13,11 @@ import click
 import numpy as np
 
 from dreamstream.bench.cpu_share import CpuShare, busy_share, machine_busy_seconds
-from dreamstream.bench.goals import HALF_LIVE, HALF_PRELOADED, BenchResults, LatencyAt, render, verdicts
+from dreamstream.bench.goals import HALF_LIVE, HALF_PRELOADED, TENTH_LIVE, BenchResults, LatencyAt, render, verdicts
+from dreamstream.bench.latency_curve import FRACTIONS, plot, table
 from dreamstream.bench.live_max import latency_slope, p99_by_part, search_live_max
 from dreamstream.bench.run_brokers import RunBrokers
+from dreamstream.bench.worker_stages import Snapshot, scrape, summary
 from dreamstream.cli_options import settings_options
 from dreamstream.settings import Settings
 
@@ -70,6 +72,7 @@ class Latencies:
     total: np.ndarray  # due -> the first record covering it read by the bench's reader
     written: np.ndarray  # due -> that record taken by the worker's producer (its Kafka timestamp, ms resolution)
     sent: np.ndarray  # due -> the event handed to the load generator's producer
+    stages: Snapshot | None = None  # the worker's per-batch stage histograms over the run (dreamstream.bench.worker_stages)
 
     def split(self) -> str:
         """p50/p99 of each stage."""
@@ -82,16 +85,22 @@ class Latencies:
     def pooled(runs: list["Latencies"]) -> "Latencies":
         return Latencies(*(np.concatenate([getattr(r, name) for r in runs]) for name in ("due", "total", "written", "sent")))
 
+    def stage_line(self) -> str | None:
+        """The worker's per-stage p99s per batch and its batch sizes, when its /metrics page was read."""
+        return summary(self.stages) if self.stages is not None else None
+
 
 def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,
-                 broker_pid: int | None = None) -> tuple[Latencies, CpuShare | None]:
+                 broker_pid: int | None = None, reader_wait_ms: int = 20) -> tuple[Latencies, CpuShare | None]:
     """A fresh worker fed ``seconds`` of synthetic events at ``rate``: each event's latencies, and who used the CPU."""
     from dreamstream.bench import harness as h
 
     events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
     h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-    run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid)
-    return _latencies(run.sent_at, events, run.col, run.handed_at), run.cpu
+    run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid, reader_wait_ms=reader_wait_ms)
+    lat = _latencies(run.sent_at, events, run.col, run.handed_at)
+    lat.stages = run.stages
+    return lat, run.cpu
 
 
 def _latencies(sent_at: list[float], events: list[dict], col, handed_at: list[float]) -> Latencies:
@@ -123,10 +132,12 @@ class ConsumerRun:
     sent_at: list[float] = field(default_factory=list)  # paced runs: each event's due time
     handed_at: list[float] = field(default_factory=list)  # paced runs: when each event went to the generator's producer
     cpu: CpuShare | None = None  # paced runs: CPU of worker, broker, load generator and reader while it ran
+    stages: Snapshot | None = None  # paced runs: the worker's stage histograms from warm-up to the end
 
 
 def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300,
-                  per_message: int = 1, tick_s: float = 0.005, broker_pid: int | None = None) -> ConsumerRun:
+                  per_message: int = 1, tick_s: float = 0.005, broker_pid: int | None = None,
+                  reader_wait_ms: int = 20) -> ConsumerRun:
     """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq."""
     from dreamstream.bench import harness as h
     from dreamstream.topics import create_topics
@@ -139,6 +150,7 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
     sent_at: list[float] = []
     handed_at: list[float] = []
     cpu = None
+    stages = None
     worker = h.WorkerProcess(s, log, command=module)
     if rate is None:
         h.produce_sync(s, s.topic("watch-events"), msgs)
@@ -151,25 +163,30 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         warm = [dict(events[0], user="__warmup__")]
         h.produce_sync(s, s.topic("watch-events"), h.event_messages(warm))
         h.read_records(s, {"__warmup__": 1}, timeout_s=120)
+        warm_stages = scrape(s.web_port)
         cpu = CpuShare({"worker": worker.proc.pid, "broker": broker_pid, "reader": os.getpid()}).start()
         feeder = h.PacedFeed(s, s.topic("watch-events"), msgs, rate, tick_s).start()
-        col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate)
+        col = h.read_records(s, expected, timeout_s=timeout + len(events) / rate, fetch_max_wait_ms=reader_wait_ms)
         cpu.stop()
         sent_at.extend(feeder.join())
         handed_at = feeder.handed_at
         cpu.add("load generator", feeder.cpu_seconds)
+        end_stages = scrape(s.web_port)
+        stages = end_stages.minus(warm_stages) if end_stages and warm_stages else None
     worker.stop()
     firsts = [t for arr in col.arrivals.values() for _, t in arr]
     done = all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected.items())
     return ConsumerRun(col, launched, min(firsts) if firsts else None, max(firsts) if firsts else None, done, sent_at,
-                       handed_at, cpu)
+                       handed_at, cpu, stages)
 
 
 class _PacedRuns:
     """Latency runs of fresh workers, each on its own topics and embedded broker: measure a rate, or measure and report it."""
 
-    def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, tick_s: float) -> None:
+    def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, tick_s: float,
+                 reader_wait_ms: int = 20) -> None:
         self.brokers, self.bundle, self.n_users, self.seconds, self.tick_s = brokers, bundle, n_users, seconds, tick_s
+        self.reader_wait_ms = reader_wait_ms
         self.cpu: CpuShare | None = None
 
     def run(self, rate: float) -> Latencies:
@@ -178,7 +195,7 @@ class _PacedRuns:
         log = self.brokers.work / f"{tag}.log"
         settings = self.brokers.fresh(tag)
         lat, self.cpu = _latency_run(settings, self.bundle, rate, self.n_users, self.seconds, log, self.tick_s,
-                                     self.brokers.pid)
+                                     self.brokers.pid, self.reader_wait_ms)
         if not len(lat.total):
             raise click.ClickException(f"no user-embeddings record arrived in the latency run at {rate:,.0f} events/s; see {log}")
         return lat
@@ -207,8 +224,10 @@ class _PacedRuns:
             thirds = " / ".join(f"{1000 * p:.0f}" for p in p99_by_part(lat.due, lat.total))
             click.echo(f"  run {i + 1}: {len(ms)} events, p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
                        f"max {ms.max():.1f} ms; p99 by third of the run {thirds} ms; latency grows "
-                       f"{round(1000 * latency_slope(lat.due, lat.total)):+d} ms per second of load")
+                       f"{1000 * latency_slope(lat.due, lat.total):+.1f} ms per second of load (Theil-Sen, last two thirds)")
             click.echo(f"    {lat.split()}")
+            if lat.stage_line():
+                click.echo(f"    {lat.stage_line()}")
             if self.cpu is not None and self.cpu.summary():
                 click.echo(f"    CPU while it ran: {self.cpu.summary()}")
         pooled = Latencies.pooled(runs)
@@ -218,24 +237,35 @@ class _PacedRuns:
                        f"p99 {np.percentile(ms, 99):.1f} ms (median of the runs' p99s "
                        f"{np.median([np.percentile(r.total, 99) for r in runs]) * 1000:.1f} ms)")
             click.echo(f"    {pooled.split()}")
-        return LatencyAt(rate, float(np.percentile(ms, 99)), label)
+        return LatencyAt(rate, float(np.percentile(ms, 99)), label, float(np.percentile(ms, 50)),
+                         [float(np.percentile(r.total, 99) * 1000) for r in runs])
 
 
-def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], repeats: int, live_max: bool
-                     ) -> list[LatencyAt]:
-    """Latency at the chosen rates, else at half the preloaded maximum (and, with ``live_max``, at half the live
-    one); what was measured at half a maximum, for the goals."""
+def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], repeats: int, live_max: bool,
+                     curve_png: Path | None = None, found: list[float] | None = None) -> list[LatencyAt]:
+    """Latency at the chosen rates, else at half the preloaded maximum (and, with ``live_max``, the curve at
+    10/25/50/75% of the live one, plotted to ``curve_png``); what was measured at the goals' points."""
     judged = []
     for r in rates or (rate / 2,):
         at = paced.report(r, "paced" if rates else HALF_PRELOADED, repeats)
         if not rates:
             judged.append(at)
     if live_max:
-        click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not keep growing")
+        click.echo(f"live maximum: bisecting (0, {rate:,.0f}] for the highest paced rate whose latency does not "
+                   f"grow (dreamstream.bench.live_max.judge)")
         live = search_live_max(paced.measure, rate, echo=click.echo)
+        if found is not None:
+            found.append(live)
         if live:
             click.echo(f"live maximum: ~{live:,.0f} events/s ({live / rate:.0%} of the preloaded maximum)")
-            judged.append(paced.report(live / 2, HALF_LIVE, repeats))
+            labels = {0.10: TENTH_LIVE, 0.50: HALF_LIVE}
+            curve = [paced.report(f * live, labels.get(f, f"{f:.0%} of the live max"), repeats) for f in FRACTIONS]
+            judged.extend(curve)
+            click.echo(table(curve, live))
+            if curve_png is not None:
+                load = " ".join(open("/proc/loadavg").read().split()[:3])
+                title = f"dreamstream worker: latency against load\n{time.strftime('%Y-%m-%d %H:%M')}, load average {load}"
+                click.echo(f"latency curve plotted to {plot(curve, live, curve_png, title)}")
         else:
             click.echo(f"live maximum: the worker fell behind even at {rate / 16:,.0f} events/s")
     return judged
@@ -265,15 +295,24 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Seconds of paced load in each latency run (its own synthetic events over --users users).")
 @click.option("--latency-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               envvar="DREAMSTREAM_BENCH_LATENCY_REPEATS",
-              help="Latency runs at each reported rate (half the preloaded max, half the live max, each --latency-rate), each on a "
+              help="Latency runs at each reported rate (half the preloaded max, each point of the --live-max curve, each --latency-rate), each on a "
                    "fresh worker and broker; the report gives each run and the percentiles over all their events.")
 @click.option("--live-max", is_flag=True, envvar="DREAMSTREAM_BENCH_LIVE_MAX",
-              help="Also bisect for the highest paced rate the worker keeps up with (4 more latency runs), and measure "
-                   "latency at half of it: live traffic spreads a batch over many more users than a preloaded backlog.")
+              help="Also bisect for the highest paced rate the worker sustains, latency flat over the run (4 more latency "
+                   "runs), and measure latency at 10%, 25%, 50% and 75% of it (--latency-repeats runs each): live traffic "
+                   "spreads a batch over many more users than a preloaded backlog.")
+@click.option("--reader-fetch-wait-ms", type=click.IntRange(min=1, max=1500), default=5, show_default=True,
+              envvar="DREAMSTREAM_BENCH_READER_FETCH_WAIT_MS",
+              help="Longest the broker may hold the bench's reader's fetch of user-embeddings when it has no data (ms). "
+                   "5: written -> read p50 12-16 ms at 500 events/s, against 13-48 ms at 20 and 30-36 ms at 100 "
+                   "(docs/measurements.md, issue 29).")
+@click.option("--curve-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="DREAMSTREAM_BENCH_CURVE_PLOT",
+              help="With --live-max: write the latency-against-load curve as a PNG here (default: in the run's work folder).")
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
           latency_rates: tuple[float, ...] = (), latency_seconds: float = 15.0, latency_repeats: int = 3,
-          live_max: bool = False) -> None:
+          live_max: bool = False, curve_plot: Path | None = None, reader_fetch_wait_ms: int = 5) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.bundle import latest_version, load_bundle
@@ -336,8 +375,12 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
                    f"(median round; best round {cb_best:.2f} us{meanwhile})")
         results.onnx_us = cb
         if latency:
-            paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000)
-            results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max)
+            paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000,
+                               reader_fetch_wait_ms)
+            found: list[float] = []
+            results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max,
+                                                 curve_plot or work / "latency_curve.png", found)
+            results.live_max = found[0] if found else None
         click.echo(render(verdicts(results)))
     finally:
         brokers.stop()

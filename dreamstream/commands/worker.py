@@ -10,7 +10,7 @@ WORKER_SETTINGS = (
     "broker", "broker_kind", "topic_prefix", "model_dir", "state_dir", "store", "item_store", "item_cache_mb", "item_dtype",
     "item_store_dir", "partitions", "item_partitions", "replication",
     "half_life_s", "opal_half_life_s", "skip_ratio", "skip_weight", "replay_cap", "impression_weight", "cold_min_positive",
-    "batch_size", "batch_timeout_s", "fetch_max_wait_ms", "commit_interval_s", "web_port", "web_bind", "log_level",
+    "batch_size", "batch_min", "batch_timeout_s", "fetch_max_wait_ms", "commit_interval_s", "web_port", "web_bind", "log_level",
     "session_timeout_s", "heartbeat_interval_s", "rebalance_timeout_s", "standby_replicas", "watchdog_s", "watchdog_action",
     "shutdown_grace_s", "namespace", "start_from", "dlq_retention_days", *KAFKA_SECURITY,
 )

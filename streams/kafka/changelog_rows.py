@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
-from streams.checkpoint.flush_pacing import byte_chunks
+from streams.checkpoint.flush_pacing import FLUSH_CHUNK_BYTES, byte_chunks
 from streams.compat.faust_tables import changelog_topic, mark_persisted, put_row
 from streams.domain import state as state_mod
 from streams.kafka.batch_send import MAX_BATCH_BYTES, send_records
@@ -31,8 +31,10 @@ log = logging.getLogger("streams.worker")
 class ChangelogRows:
     """Reads rows from a Faust table; writes them through the changelog (``write``) with its own producer."""
 
-    def __init__(self, table: Any, settings: Settings) -> None:
+    def __init__(self, table: Any, settings: Settings, observe_encode: Callable[[float], None] | None = None) -> None:
         self.table, self.settings = table, settings
+        self.observe_encode = observe_encode or (lambda seconds: None)  # each request's encode time (it holds the loop)
+        self.chunk_bytes = FLUSH_CHUNK_BYTES  # a request's rows; the worker sets it by its lag (streams.kafka.batch_sizing)
         self.producer: Any = None
 
     async def start(self) -> None:
@@ -60,7 +62,7 @@ class ChangelogRows:
 
     async def write(self, rows: dict[bytes, tuple[state_mod.UserState, int]],
                     pause: Callable[[int], Awaitable[None]]) -> None:
-        """Rows to the changelog in ~1 MB requests, ``pause`` between them, each into the table once acknowledged.
+        """Rows to the changelog in requests of ``chunk_bytes``, ``pause`` between them, each into the table once acknowledged.
 
         Encoded a request at a time: encoding all ~5,000 rows up front
         stalled the batch loop 14-31 ms (the debug line reports both times).
@@ -69,13 +71,14 @@ class ChangelogRows:
             raise RuntimeError("the changelog producer is not started (or already stopped)")
         t0 = time.perf_counter()
         states = [(key, st, partition) for key, (st, partition) in rows.items()]
-        chunks = byte_chunks(states, size=lambda row: state_mod.row_size(row[1]))
+        chunks = byte_chunks(states, limit=self.chunk_bytes, size=lambda row: state_mod.row_size(row[1]))
         topic, encode_s = changelog_topic(self.table), 0.0
         for i, chunk in enumerate(chunks):
             if i:
                 await pause(len(chunks))
             t1 = time.perf_counter()
             encoded = [(key, state_mod.encode(st), partition) for key, st, partition in chunk]
+            self.observe_encode(time.perf_counter() - t1)
             encode_s += time.perf_counter() - t1
             for sent in await send_records(self.producer, topic, encoded):
                 mark_persisted(self.table, sent.topic, sent.partition, await sent.last_offset())

@@ -31,7 +31,7 @@ def test_bench_reports_rates_ratio_onnx_cost_and_latency(bundle_dir: Path, tmp_p
                      r"[\d.]+ us; the box was \d+% busy meanwhile on \d+ cores\)", out), out
     assert re.search(r"latency at 400 events/s \(paced; 2 runs of 6 s", out), out
     runs = [float(p) for p in re.findall(r"run \d: \d+ events, p50 [\d.]+ ms, p99 ([\d.]+) ms, max [\d.]+ ms; p99 by third of "
-                                          r"the run \d+ / \d+ / \d+ ms; latency grows [+-]\d+ ms per second of load", out)]
+                                          r"the run \d+ / \d+ / \d+ ms; latency grows [+-][\d.]+ ms per second of load \(Theil-Sen", out)]
     assert len(runs) == 2 and all(0 < p99 < 60_000 for p99 in runs), out
     splits = re.findall(r"due -> sent p50 (-?\d+) ms, p99 (-?\d+) ms; sent -> record written p50 (-?\d+) ms, p99 (-?\d+) ms; "
                         r"written -> read p50 (-?\d+) ms, p99 (-?\d+) ms", out)
@@ -44,6 +44,6 @@ def test_bench_reports_rates_ratio_onnx_cost_and_latency(bundle_dir: Path, tmp_p
     assert re.search(r"goals \(README, Performance goals\):\n  >= 10,000 events/s \(preloaded\) +[\d,]+ events/s +(met|NOT met)\n"
                      r"  >= 10x the plain per-event agent +[\d.]+x +(met|NOT met)\n  ONNX steps <= 5 us an event at batch \d+ "
                      r"+[\d.]+ us +(met|NOT met)", out), out
-    assert "p99 < 200 ms" not in out  # latency ran at a chosen rate, not at half a maximum: no latency goal to judge
+    assert "p99 < 100 ms" not in out and "p99 < 50 ms" not in out  # latency ran at a chosen rate, not at half a maximum: no latency goal to judge
     shares = re.search(r"CPU while it ran: worker (\d+)%, broker (\d+)%, reader (\d+)%, load generator (\d+)% of one core", out)
     assert shares and int(shares.group(1)) > 0, out  # the worker did work while the paced load ran

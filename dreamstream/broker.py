@@ -119,6 +119,11 @@ class EmbeddedBroker:
         return self._procs[-1].pid if self._procs and self._procs[-1].poll() is None else None
 
     @property
+    def pids(self) -> list[int]:
+        """Every running process of the broker: tansu and, for the durable engine, its s3rver."""
+        return [p.pid for p in self._procs if p.poll() is None]
+
+    @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 

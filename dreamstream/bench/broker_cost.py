@@ -55,7 +55,7 @@ def folder_mb(path: Path | None) -> float:
 
 def broker_rss(broker: EmbeddedBroker) -> float:
     """RSS of every process of the broker (tansu and, durable, s3rver), MB."""
-    return sum(rss_mb(p.pid) or 0.0 for p in broker._procs if p.poll() is None)
+    return sum(rss_mb(pid) or 0.0 for pid in broker.pids)
 
 
 async def _fill(settings: Settings, topic: str, n: int, record_bytes: int, batch_records: int, seed: int) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 from dreamstream.bench import harness as h
 from dreamstream.bench.soak import rss_mb
 from dreamstream.broker import EmbeddedBroker, free_port
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 
 ENGINES = ("memory", "s3")
@@ -90,7 +91,7 @@ async def _tail_latency(settings: Settings, topic: str, probes: int, give_up_s: 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tp = TopicPartition(topic, 0)
-    cons = AIOKafkaConsumer(**h.aiokafka_options(settings), group_id=None, enable_auto_commit=False,
+    cons = AIOKafkaConsumer(**aiokafka_options(settings), group_id=None, enable_auto_commit=False,
                             fetch_max_wait_ms=100)  # a long poll: the broker answers as soon as the record is there
     prod = await h.open_producer(settings)
     await cons.start()
@@ -117,7 +118,7 @@ async def _full_read(settings: Settings, topic: str) -> float:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tp = TopicPartition(topic, 0)
-    cons = AIOKafkaConsumer(**h.aiokafka_options(settings), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100)
+    cons = AIOKafkaConsumer(**aiokafka_options(settings), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100)
     await cons.start()
     try:
         cons.assign([tp])

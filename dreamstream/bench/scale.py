@@ -43,6 +43,7 @@ from dreamstream.bench.broker_cost import folder_mb
 from dreamstream.bench.recovery import probe_users
 from dreamstream.bench.run_brokers import RunBrokers
 from dreamstream.bench.soak import rss_mb
+from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
 from dreamstream.topics import ITEM_VECTORS, USER_EMBEDDINGS, WATCH_EVENTS, create_topics
 
@@ -231,7 +232,7 @@ def changelog_bytes(settings: Settings, partition: int = 0) -> tuple[int, int]:
     topic = f"{settings.app_id}-user-state-changelog"  # Faust's name for the table's changelog
 
     async def run() -> tuple[int, int]:
-        cons = AIOKafkaConsumer(**h.aiokafka_options(settings), group_id=None, enable_auto_commit=False,
+        cons = AIOKafkaConsumer(**aiokafka_options(settings), group_id=None, enable_auto_commit=False,
                                 fetch_max_wait_ms=100)
         await cons.start()
         try:

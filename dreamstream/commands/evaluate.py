@@ -257,12 +257,21 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
               help="Candidate decay half-lives in seconds (repeatable): DREAM is trained for each and the best on "
                    "validation is used; 'inf' is no decay. Default: just --half-life-s, as the worker uses it. "
                    "[env DREAMSTREAM_EVALUATE_HALF_LIVES]")
+@click.option("--lenient", is_flag=True, default=False, envvar="DREAMSTREAM_EVALUATE_LENIENT",
+              help="LENIENT protocol, for comparison with published numbers only: events of one user in the same "
+                   "second are ordered by file row and each is ranked from the ones before it. Default: strict "
+                   "(each event ranked from the state before its same-timestamp group). "
+                   "[env DREAMSTREAM_EVALUATE_LENIENT]")
+@click.option("--final", is_flag=True, default=False, envvar="DREAMSTREAM_EVALUATE_FINAL",
+              help="Score the TEST window (once per release; the report records the commit scored). Default: the "
+                   "validation window, where every choice is made. [env DREAMSTREAM_EVALUATE_FINAL]")
 @click.option("--progress/--no-progress", default=False, show_default=True, envvar="DREAMSTREAM_EVALUATE_PROGRESS",
               help="Per-epoch bars of every job (they run in parallel, so the bars interleave). "
                    "[env DREAMSTREAM_EVALUATE_PROGRESS]")
 def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, protocols: tuple[str, ...], cutoff: float,
              valid_fraction: float, seeds: int, ablations: bool, baselines: bool, opal: bool, json_path: Path | None,
-             plots_dir: Path | None, upto: str, user_share: float, half_lives: tuple[float, ...], progress: bool) -> None:
+             plots_dir: Path | None, upto: str, user_share: float, half_lives: tuple[float, ...], lenient: bool,
+             final: bool, progress: bool) -> None:
     """Every model next to the baselines on real data: prequential (streaming) and leave-last-out, over seeds.
 
     Without --checkpoint it trains everything itself for each protocol and
@@ -279,7 +288,8 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
                 click.echo(format_table(sub["metrics"], ("recall@20", "ndcg@20", "recall@50")))
     else:
         report = _evaluate_protocols(data_dir, settings, protocols, cutoff, valid_fraction, seeds, ablations,
-                                     baselines, opal, half_lives or (settings.half_life_s,), progress)
+                                     baselines, opal, half_lives or (settings.half_life_s,), progress,
+                                     strict=not lenient, final=final)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1))
@@ -291,7 +301,7 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
 
 
 def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, valid_fraction, seeds, ablations,
-                        baselines, opal, half_lives, progress) -> dict:
+                        baselines, opal, half_lives, progress, strict: bool = True, final: bool = False) -> dict:
     from dreamstream.commands.train import ensure_text_features
     from dreamstream.data.recbole import DatasetError, load_dataset
     from dreamstream.evaluation.runner import EvalConfig, evaluate_dataset
@@ -303,8 +313,12 @@ def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, v
         raise click.ClickException(str(err)) from None
     config = EvalConfig(seeds=tuple(range(seeds)), cutoff=cutoff, valid_fraction=valid_fraction,
                         protocols=tuple(dict.fromkeys(protocols)), ablations=ablations, baselines=baselines, opal=opal,
-                        half_lives=tuple(half_lives), progress=progress)
+                        half_lives=tuple(half_lives), progress=progress, strict=strict, final=final)
     report = evaluate_dataset(ds, config, settings.engagement, echo=click.echo)
+    if final:
+        from dreamstream.evaluation.provenance import commit_record
+
+        report["final"] = commit_record()
     click.echo("\n" + format_report(report))
     return report
 

@@ -4,9 +4,15 @@ The rows, and why each is there:
 
 * ``popularity``, ``item-knn``, ``ease`` — the baselines a practitioner tries
   first, tuned on validation (:mod:`dreamstream.evaluation.baselines`);
-* ``sasrec`` — a sequential model (:mod:`dreamstream.evaluation.sasrec`);
-* ``lightgcn`` — the behaviour line alone, BPR-trained with its own tuned
-  hyperparameters, served by the same readout (:mod:`models.lightgcn_fit`);
+* ``item-knn (decayed)``, ``ease (decayed)`` — the same models scoring a
+  history decayed as the worker decays its user vector, the half-life
+  chosen on validation with their other hyperparameters: the served row's
+  recency, given to an item-to-item method;
+* ``sasrec`` — a sequential model (:mod:`dreamstream.evaluation.sasrec`),
+  scored under the same group rule as every row;
+* ``lightgcn (BPR vectors, served readout)`` — LightGCN's item vectors
+  BPR-trained with their own tuned hyperparameters, read out as the worker
+  reads DREAM's (the decayed DreamUMM user vector; :mod:`models.lightgcn_fit`);
 * ``dream`` — the user vector the worker streams (DreamUMM readout over DREAM's
   item space), with the half-life chosen on validation;
 * ``dream -<part>`` — ablations: one mechanism of DREAM switched off;
@@ -18,7 +24,9 @@ The rows, and why each is there:
   what a daily batch would serve (prequential only).
 
 Deterministic rows are computed once; seeded rows once per seed, and the
-report gives mean and standard deviation over seeds. Seeded work is cut into
+report gives mean and standard deviation over seeds, and for every row its
+difference in HitRate@20 against the served row with a paired bootstrap
+interval over users (:mod:`dreamstream.evaluation.bootstrap`). Seeded work is cut into
 :class:`Job` s (a seed's DREAM and OPAL, a seed's SASRec and LightGCN, one
 ablation, one candidate half-life) that run in parallel processes, one
 thread each: on 2 cores that is what keeps the whole table within minutes.
@@ -38,7 +46,8 @@ import numpy as np
 
 from dreamstream.data.recbole import Dataset
 from dreamstream.engagement import Engagement, dataset_weights
-from dreamstream.evaluation.baselines import EASE_GRID, KNN_GRID, Popularity, ease, item_knn, tune
+from dreamstream.evaluation.baselines import DECAY_GRID, EASE_GRID, KNN_GRID, Popularity, ease, item_knn, tune
+from dreamstream.evaluation.bootstrap import hits, paired_interval
 from dreamstream.evaluation.events import EventLog
 from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queries, summarize
 from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
@@ -46,9 +55,9 @@ from dreamstream.evaluation.scorers import CandidateBlendScorer, DreamUMMScorer
 
 USER_SHARES = (0.3, 0.5, 0.7, 0.9)  # the user vector's share of the client's slots, chosen on validation
 # OPAL's own decay, separate from the user vector's: the interests keep long-term tastes next to the 120-s
-# session vector and re-rank it (score blend). ml-100k-dev prequential, 3 seeds, K=2: HitRate@20 validation
-# +0.0029 (0.3707 vs 0.3678), test +0.0045 (0.3281 vs 0.3236); the client's quota merge loses at every OPAL
-# half-life (120 s ... inf: -0.002 ... -0.010), so the blend is the row to serve.
+# session vector and re-rank it (score blend). Chosen on validation only (ml-100k-dev prequential, 3 seeds,
+# K=2: HitRate@20 +0.0029, 0.3707 vs 0.3678); the client's quota merge lost at every OPAL half-life
+# (120 s ... inf: -0.002 ... -0.010), so the blend is the row to serve.
 OPAL_HALF_LIFE_S = math.inf  # the worker's default (DREAMSTREAM_OPAL_HALF_LIFE_S)
 COLD_MIN_POSITIVE = (2, 5)  # Candidate-DreamUMM thresholds measured (the worker's default is 5)
 ABLATIONS = {"-modal line": {"use_modal": False}, "-filter gate": {"use_filter_gate": False},
@@ -68,6 +77,8 @@ class EvalConfig:
     progress: bool = False             # per-epoch bars: off by default, jobs run in parallel processes
     workers: int = 0                   # processes for the seeded jobs (0: one per core)
     half_lives: tuple[float, ...] = (120.0,)  # decays to choose from on validation (one: no choice, just used)
+    strict: bool = True                # rank each event from the state before its same-timestamp group
+    final: bool = False                # score the test window (else the validation window: development)
 
 
 Rows = list[tuple[str, PrequentialResult, float]]  # (row name, test result, seconds it took)
@@ -86,11 +97,30 @@ class ProtocolRun:
             self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def report(self) -> dict:
+        test = self.protocol.test
         return {"describe": self.protocol.describe, "rows": summarize(dict(sorted(self.results.items(), key=_row_order))),
+                "vs_served": intervals(self.results, test.log.user[test.queries]),
                 "chosen": self.chosen, "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
 
 
 ROW_ORDER = ("popularity", "item-knn", "ease", "sasrec", "lightgcn", "dream", "opal", "served")
+SERVED = "served: dream + opal"  # the row every other is compared with (``dream`` when OPAL is off)
+LIGHTGCN = "lightgcn (BPR vectors, served readout)"
+
+
+def reference_row(results: dict) -> str | None:
+    """The served row of a run: what a ranking service gets (OPAL's blend), else the streamed user vector."""
+    return next((name for name in (SERVED, "dream") if name in results), None)
+
+
+def intervals(results: dict[str, list[PrequentialResult]], users: np.ndarray) -> dict[str, dict]:
+    """Per row, its HitRate@20 difference against the served row with a paired bootstrap interval over users."""
+    ref = reference_row(results)
+    if ref is None:
+        return {}
+    base = hits([r.rank for r in results[ref]])
+    return {name: {"vs": ref, **paired_interval(hits([r.rank for r in runs]) - base, users).to_dict()}
+            for name, runs in results.items() if name != ref and runs[0].rank.size == base.size}
 
 
 def _row_order(item: tuple[str, list]) -> tuple[int, str]:
@@ -109,15 +139,16 @@ class Source:
 
     def protocol(self, name: str) -> Protocol:
         # what a protocol depends on, not id(ds): an id can be reused, and a cutoff may change between runs
-        key = (str(self.ds.path), self.ds.name, self.ds.n_interactions, name, self.config.cutoff,
-               self.config.valid_fraction, self.engagement)
+        c = self.config
+        key = (str(self.ds.path), self.ds.name, self.ds.n_interactions, name, c.cutoff, c.valid_fraction,
+               self.engagement, c.strict, c.final)
         if key not in _PROTOCOLS:
             weights = dataset_weights(self.ds, self.engagement)
             if name == "prequential":
                 log = EventLog.from_dataset(self.ds, weights)
-                _PROTOCOLS[key] = prequential(log, log.cut_at_fraction(self.config.cutoff), self.config.valid_fraction)
+                _PROTOCOLS[key] = prequential(log, log.cut_at_fraction(c.cutoff), c.valid_fraction, c.strict, c.final)
             else:
-                _PROTOCOLS[key] = leave_last_out(self.ds, weights)
+                _PROTOCOLS[key] = leave_last_out(self.ds, weights, strict=c.strict, final=c.final)
         return _PROTOCOLS[key]
 
     @property
@@ -225,14 +256,16 @@ def _scored(protocol: Protocol, name: str, scorer, seconds: float = 0.0, frozen:
 
 
 def run_deterministic(run: ProtocolRun, echo: Callable[[str], None]) -> None:
-    """Popularity, and item-kNN and EASE tuned on validation."""
+    """Popularity, and item-kNN and EASE tuned on validation, undecayed and with the product's decay."""
     protocol = run.protocol
     run.add(_scored(protocol, "popularity", Popularity.fit(protocol.refit_log or protocol.fit_log), frozen=False))
     for name, build, grid in (("item-knn", item_knn, KNN_GRID), ("ease", ease, EASE_GRID)):
-        tuned, seconds = _timed(lambda: tune(build, grid, protocol.fit_log, protocol.valid, protocol.refit_log))
-        run.chosen[name] = tuned.params
-        run.add(_scored(protocol, name, tuned.scorer, seconds))
-        echo(f"  {name}: {tuned.params} ({seconds:.0f} s)")
+        for label, half_lives in ((name, (math.inf,)), (f"{name} (decayed)", DECAY_GRID)):
+            tuned, seconds = _timed(lambda: tune(build, grid, protocol.fit_log, protocol.valid, protocol.refit_log,
+                                                 half_lives))
+            run.chosen[label] = tuned.params
+            run.add(_scored(protocol, label, tuned.scorer, seconds, frozen=label == name))
+            echo(f"  {label}: {tuned.params} ({seconds:.0f} s)")
 
 
 def run_job(source: Source, job: Job) -> JobResult:
@@ -308,7 +341,7 @@ def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) 
     out.rows += _scored(protocol, "dream + opal (quota merge, the previous client)", quota[share], frozen=False)
     served = OpalScorer(model, items, popularity, mode="served", half_life_s=job.half_life,
                         opal_half_life_s=OPAL_HALF_LIFE_S)  # dreamstream.blend: what the client serves
-    out.rows += _scored(protocol, "served: dream + opal", served)
+    out.rows += _scored(protocol, SERVED, served)
     out.lines.append(f"opal K={config.interests} ({seconds:.0f} s); quota merge user_share {share} "
                      f"(validation {by_share})")
 
@@ -322,8 +355,8 @@ def _baselines_job(source: Source, protocol: Protocol, job: Job, out: JobResult)
     out.rows += _scored(protocol, "sasrec", sasrec, seconds)
     out.lines.append(f"sasrec best epoch {sasrec.best_epoch} ({seconds:.0f} s)")
     lightgcn, seconds = _timed(lambda: fit_lightgcn(protocol, seed=job.seed, half_life_s=job.half_life))
-    out.chosen["lightgcn"] = lightgcn.params
-    out.rows += _scored(protocol, "lightgcn", lightgcn.scorer, seconds, frozen=False)
+    out.chosen[LIGHTGCN] = lightgcn.params
+    out.rows += _scored(protocol, LIGHTGCN, lightgcn.scorer, seconds, frozen=False)
     out.lines.append(f"lightgcn {lightgcn.params} ({seconds:.0f} s)")
 
 

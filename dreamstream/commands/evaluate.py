@@ -257,6 +257,9 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
               help="Candidate decay half-lives in seconds (repeatable): DREAM is trained for each and the best on "
                    "validation is used; 'inf' is no decay. Default: just --half-life-s, as the worker uses it. "
                    "[env DREAMSTREAM_EVALUATE_HALF_LIVES]")
+@click.option("--cold-items/--no-cold-items", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_COLD_ITEMS",
+              help="Also run the cold-item protocol (with prequential): a seeded 10% of items lose their past, their "
+                   "vectors come from the item tower. [env DREAMSTREAM_EVALUATE_COLD_ITEMS]")
 @click.option("--lenient", is_flag=True, default=False, envvar="DREAMSTREAM_EVALUATE_LENIENT",
               help="LENIENT protocol, for comparison with published numbers only: events of one user in the same "
                    "second are ordered by file row and each is ranked from the ones before it. Default: strict "
@@ -270,7 +273,7 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
                    "[env DREAMSTREAM_EVALUATE_PROGRESS]")
 def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, protocols: tuple[str, ...], cutoff: float,
              valid_fraction: float, seeds: int, ablations: bool, baselines: bool, opal: bool, json_path: Path | None,
-             plots_dir: Path | None, upto: str, user_share: float, half_lives: tuple[float, ...], lenient: bool,
+             plots_dir: Path | None, upto: str, user_share: float, half_lives: tuple[float, ...], cold_items: bool, lenient: bool,
              final: bool, progress: bool) -> None:
     """Every model next to the baselines on real data: prequential (streaming) and leave-last-out, over seeds.
 
@@ -289,7 +292,7 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
     else:
         report = _evaluate_protocols(data_dir, settings, protocols, cutoff, valid_fraction, seeds, ablations,
                                      baselines, opal, half_lives or (settings.half_life_s,), progress,
-                                     strict=not lenient, final=final)
+                                     strict=not lenient, final=final, cold_items=cold_items)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1))
@@ -301,7 +304,8 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
 
 
 def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, valid_fraction, seeds, ablations,
-                        baselines, opal, half_lives, progress, strict: bool = True, final: bool = False) -> dict:
+                        baselines, opal, half_lives, progress, strict: bool = True, final: bool = False,
+                        cold_items: bool = True) -> dict:
     from dreamstream.commands.train import ensure_text_features
     from dreamstream.data.recbole import DatasetError, load_dataset
     from dreamstream.evaluation.runner import EvalConfig, evaluate_dataset
@@ -313,7 +317,8 @@ def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, v
         raise click.ClickException(str(err)) from None
     config = EvalConfig(seeds=tuple(range(seeds)), cutoff=cutoff, valid_fraction=valid_fraction,
                         protocols=tuple(dict.fromkeys(protocols)), ablations=ablations, baselines=baselines, opal=opal,
-                        half_lives=tuple(half_lives), progress=progress, strict=strict, final=final)
+                        half_lives=tuple(half_lives), progress=progress, strict=strict, final=final,
+                        cold_items=cold_items)
     report = evaluate_dataset(ds, config, settings.engagement, echo=click.echo)
     if final:
         from dreamstream.evaluation.provenance import commit_record

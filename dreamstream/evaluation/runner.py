@@ -21,7 +21,10 @@ The rows, and why each is there:
 * ``served`` / ``opal-*`` — OPAL's interests, merged as ``dreamstream.client``
   merges them (:mod:`dreamstream.evaluation.opal_scorers`);
 * ``... (frozen)`` — the same model with every history stopped at the cutoff:
-  what a daily batch would serve (prequential only).
+  what a daily batch would serve (prequential only);
+* the ``cold-item`` block — new videos: the item tower's vectors for items
+  no model trained on, against content baselines and the trained vectors
+  (:mod:`dreamstream.evaluation.cold_items`).
 
 Deterministic rows are computed once; seeded rows once per seed, and the
 report gives mean and standard deviation over seeds, and for every row its
@@ -48,6 +51,7 @@ from dreamstream.data.recbole import Dataset
 from dreamstream.engagement import Engagement, dataset_weights
 from dreamstream.evaluation.baselines import DECAY_GRID, EASE_GRID, KNN_GRID, Popularity, ease, item_knn, tune
 from dreamstream.evaluation.bootstrap import hits, paired_interval
+from dreamstream.evaluation import cold_items as cold
 from dreamstream.evaluation.events import EventLog
 from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queries, summarize
 from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
@@ -79,6 +83,7 @@ class EvalConfig:
     half_lives: tuple[float, ...] = (120.0,)  # decays to choose from on validation (one: no choice, just used)
     strict: bool = True                # rank each event from the state before its same-timestamp group
     final: bool = False                # score the test window (else the validation window: development)
+    cold_items: bool = True            # the cold-item protocol (with prequential)
 
 
 Rows = list[tuple[str, PrequentialResult, float]]  # (row name, test result, seconds it took)
@@ -109,8 +114,11 @@ LIGHTGCN = "lightgcn (BPR vectors, served readout)"
 
 
 def reference_row(results: dict) -> str | None:
-    """The served row of a run: what a ranking service gets (OPAL's blend), else the streamed user vector."""
-    return next((name for name in (SERVED, "dream") if name in results), None)
+    """The served row of a run: what a ranking service gets (OPAL's blend), else the streamed user vector.
+
+    In the cold-item block: the item tower's row.
+    """
+    return next((name for name in (SERVED, "dream", cold.TOWER_ROW) if name in results), None)
 
 
 def intervals(results: dict[str, list[PrequentialResult]], users: np.ndarray) -> dict[str, dict]:
@@ -147,9 +155,35 @@ class Source:
             if name == "prequential":
                 log = EventLog.from_dataset(self.ds, weights)
                 _PROTOCOLS[key] = prequential(log, log.cut_at_fraction(c.cutoff), c.valid_fraction, c.strict, c.final)
+            elif name == "cold-item":
+                _PROTOCOLS[key] = self._cold_protocol(EventLog.from_dataset(self.ds, weights))
             else:
                 _PROTOCOLS[key] = leave_last_out(self.ds, weights, strict=c.strict, final=c.final)
         return _PROTOCOLS[key]
+
+    def _cold_protocol(self, log: EventLog) -> Protocol:
+        """Prequential without the cold items' past; scored: the streamed events targeting them.
+
+        In development (not ``final``) the same, inside the training past: the
+        cold items lose their events before the validation window, which is scored.
+        """
+        from dataclasses import replace
+
+        c = self.config
+        cutoff = log.cut_at_fraction(c.cutoff)
+        if not c.final:
+            log = log.head(cutoff)
+            cutoff = log.cut_at_fraction(1.0 - c.valid_fraction)
+        items = cold.cold_items(log.n_items)
+        kept, cut = cold.without_cold_past(log, items, cutoff)
+        base = prequential(kept, cut, c.valid_fraction, c.strict, final=True)
+        test = cold.targeting(base.test, items)
+        describe = {**base.describe, "protocol": "cold-item", "window": "test" if c.final else "validation (development)",
+                    "cold_items": int(items.size), "cold_share": cold.COLD_SHARE, "cold_seed": cold.COLD_SEED,
+                    "scored_events": len(test), "scored_users": int(np.unique(kept.user[test.queries]).size)}
+        for k in ("scored_users_new", "tied_share"):
+            describe.pop(k, None)
+        return replace(base, name="cold-item", test=test, frozen=None, describe=describe)
 
     @property
     def features(self) -> dict:
@@ -176,6 +210,7 @@ class JobResult:
     rows: Rows
     chosen: dict
     lines: list[str]
+    other: dict[str, Rows] = field(default_factory=dict)  # rows of another protocol's block (cold-item upper bound)
 
 
 def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement: Engagement | None = None,
@@ -188,7 +223,8 @@ def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement:
 
     started = time.perf_counter()
     source = Source(ds, engagement, config)
-    runs = {name: ProtocolRun(source.protocol(name)) for name in config.protocols}
+    names = list(config.protocols) + (["cold-item"] if config.cold_items and "prequential" in config.protocols else [])
+    runs = {name: ProtocolRun(source.protocol(name)) for name in names}
     report: dict = {"data": {"name": ds.name, "path": str(ds.path), "events": int(ds.n_interactions),
                              "users": ds.n_users, "items": ds.n_items}, "seeds": list(config.seeds), "protocols": {}}
     workers = config.workers or os.cpu_count() or 1
@@ -207,11 +243,13 @@ def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement:
         for name, run in runs.items():  # the deterministic rows, in this process while the jobs run
             echo(f"{name}: {run.protocol.describe}")
             run.chosen["dream"] = {"half_life_s": half_life, "valid_by_half_life": {str(k): v for k, v in tried.items()}}
-            run_deterministic(run, echo)
+            run_deterministic(run, echo, source, half_life)
         for future in tqdm(as_completed(futures), total=len(futures), desc="evaluation jobs", unit="job",
                            dynamic_ncols=True):
             result = future.result()
             runs[result.job.protocol].add(result.rows)
+            for other, rows in result.other.items():
+                runs[other].add(rows)
             for key, value in result.chosen.items():
                 runs[result.job.protocol].chosen.setdefault(key, value)
             for line in result.lines:
@@ -237,6 +275,8 @@ def plan_jobs(config: EvalConfig, half_life: float) -> list[Job]:
             if config.baselines:
                 jobs.append(Job(name, "baselines", seed, half_life))
             jobs.append(Job(name, "dream", seed, half_life))
+    if config.cold_items and "prequential" in config.protocols:
+        jobs += [Job("cold-item", "cold", seed, half_life) for seed in config.seeds]
     if config.ablations:
         jobs += [Job(config.protocols[0], "ablation", config.seeds[0], half_life, label) for label in ABLATIONS]
     return jobs
@@ -255,9 +295,15 @@ def _scored(protocol: Protocol, name: str, scorer, seconds: float = 0.0, frozen:
     return rows
 
 
-def run_deterministic(run: ProtocolRun, echo: Callable[[str], None]) -> None:
-    """Popularity, and item-kNN and EASE tuned on validation, undecayed and with the product's decay."""
+def run_deterministic(run: ProtocolRun, echo: Callable[[str], None], source: Source, half_life: float) -> None:
+    """Popularity, and item-kNN and EASE tuned on validation, undecayed and with the product's decay.
+
+    The cold-item block: the content baselines instead, decayed with the served half-life.
+    """
     protocol = run.protocol
+    if protocol.name == "cold-item":
+        _content_rows(run, source, half_life)
+        return
     run.add(_scored(protocol, "popularity", Popularity.fit(protocol.refit_log or protocol.fit_log), frozen=False))
     for name, build, grid in (("item-knn", item_knn, KNN_GRID), ("ease", ease, EASE_GRID)):
         for label, half_lives in ((name, (math.inf,)), (f"{name} (decayed)", DECAY_GRID)):
@@ -268,12 +314,26 @@ def run_deterministic(run: ProtocolRun, echo: Callable[[str], None]) -> None:
             echo(f"  {label}: {tuned.params} ({seconds:.0f} s)")
 
 
+def _content_rows(run: ProtocolRun, source: Source, half_life: float) -> None:
+    """TF-IDF of the ``.item`` text and popularity within genre: what a content pipeline alone would rank."""
+    protocol, ds = run.protocol, source.ds
+    popularity = Popularity.fit(protocol.refit_log or protocol.fit_log)
+    texts = ds.item_text()
+    if texts is not None:
+        run.add(_scored(protocol, cold.TFIDF_ROW, cold.TfidfScorer(cold.tfidf(texts), popularity.counts, half_life),
+                        frozen=False))
+    genre = cold.genres(ds.item_fields)
+    if genre is not None:
+        run.add(_scored(protocol, cold.GENRE_ROW, cold.GenrePopularity(genre, protocol.test.log, half_life),
+                        frozen=False))
+
+
 def run_job(source: Source, job: Job) -> JobResult:
     """One job in a worker process (top level so the pool can pickle it)."""
     protocol = source.protocol(job.protocol)
     result = JobResult(job, [], {}, [])
     {"half-life": _half_life_job, "dream": _dream_job, "baselines": _baselines_job,
-     "ablation": _ablation_job}[job.kind](source, protocol, job, result)
+     "ablation": _ablation_job, "cold": _cold_job}[job.kind](source, protocol, job, result)
     return result
 
 
@@ -305,6 +365,25 @@ def _dream_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> 
             out.rows += _scored(protocol, f"dream + candidates (k={k})", CandidateBlendScorer(served, k), frozen=False)
     if source.config.opal:
         _opal_rows(protocol, fitted.items, job, out)
+    if protocol.name == "prequential" and source.config.cold_items:  # the cold items' trained vectors: the upper bound
+        cold_protocol = source.protocol("cold-item")
+        upper = DreamUMMScorer(fitted.items, Popularity.fit(cold_protocol.refit_log or cold_protocol.fit_log),
+                               job.half_life)
+        out.other["cold-item"] = _scored(cold_protocol, cold.UPPER_ROW, upper, frozen=False)
+
+
+def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
+    """DREAM trained without the cold items' past; the cold items' vectors from the item tower over their features."""
+    from models.dream import DreamConfig
+    from models.dream_fit import fit_dream
+    from models.readout_trainer import ReadoutConfig
+
+    train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
+    fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(), train))
+    items = cold.tower_vectors(source.features, fitted.items, cold.cold_items(fitted.items.shape[0]), job.seed)
+    served = DreamUMMScorer(items, Popularity.fit(protocol.refit_log or protocol.fit_log), job.half_life)
+    out.rows += _scored(protocol, cold.TOWER_ROW, served, seconds, frozen=False)
+    out.lines.append(f"cold-item dream best epoch {fitted.fit.best_epoch} ({seconds:.0f} s)")
 
 
 def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) -> None:

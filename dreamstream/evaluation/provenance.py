@@ -88,3 +88,35 @@ def held_out_start(ds: Dataset, config: dict, checkpoint: Path) -> float:
 def tail_mask(timestamps: np.ndarray, cutoff: float) -> np.ndarray:
     """bool per event: held out from training (at or after the cutoff)."""
     return np.asarray(timestamps) >= cutoff
+
+
+def parse_until(value: str, ds: Dataset) -> float:
+    """A training cutoff as epoch seconds: a share of the events in (0, 1), epoch seconds, or an ISO date/time (UTC).
+
+    A share falls on a timestamp boundary (no second is split between
+    training and the held-out tail).
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise UserError(f"--train-until {value!r}: give a share of the events (0.8), epoch seconds, or an ISO "
+                            "date such as 1998-01-24") from None
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    if 0 < number < 1:
+        ts = np.sort(ds.timestamp)
+        return float(ts[min(int(ts.size * number), ts.size - 1)])
+    return number
+
+
+def dataset_before(ds: Dataset, cutoff: float) -> Dataset:
+    """``ds`` with only its events strictly before ``cutoff`` (ids, items and features unchanged)."""
+    import dataclasses
+
+    keep = ds.timestamp < cutoff
+    if not keep.any():
+        raise UserError(f"no event of {ds.path} is before {iso(cutoff)}: nothing to train on")
+    return dataclasses.replace(ds, user=ds.user[keep], item=ds.item[keep], rating=ds.rating[keep],
+                               timestamp=ds.timestamp[keep], columns={k: v[keep] for k, v in ds.columns.items()})

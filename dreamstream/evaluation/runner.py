@@ -94,6 +94,7 @@ class ProtocolRun:
     protocol: Protocol
     results: dict[str, list[PrequentialResult]] = field(default_factory=dict)
     chosen: dict[str, object] = field(default_factory=dict)   # hyperparameters chosen on validation, per row
+    spreads: list[np.ndarray] = field(default_factory=list)   # per seed, each test query's history spread
     seconds: dict[str, float] = field(default_factory=dict)   # compute time per row, summed over seeds
 
     def add(self, rows: Rows) -> None:
@@ -105,6 +106,7 @@ class ProtocolRun:
         test = self.protocol.test
         return {"describe": self.protocol.describe, "rows": summarize(dict(sorted(self.results.items(), key=_row_order))),
                 "vs_served": intervals(self.results, test.log.user[test.queries]),
+                "opal_by_spread": opal_by_spread(self.results, self.spreads, test.log.user[test.queries]),
                 "chosen": self.chosen, "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
 
 
@@ -119,6 +121,38 @@ def reference_row(results: dict) -> str | None:
     In the cold-item block: the item tower's row.
     """
     return next((name for name in (SERVED, "dream", cold.TOWER_ROW) if name in results), None)
+
+
+def history_spread(items: np.ndarray, qs) -> np.ndarray:
+    """Per query, how spread its history is in the item space: ``1 - |mean of the unit item vectors|`` (nan: empty).
+
+    0 for a history of one direction (one taste); towards 1 for items
+    pointing every way (several tastes) - where several interests should help.
+    """
+    out = np.full(len(qs), np.nan)
+    for q, rows in enumerate(qs.seen):
+        if rows.size:
+            out[q] = 1.0 - float(np.linalg.norm(items[qs.log.item[rows]].mean(axis=0)))
+    return out
+
+
+def opal_by_spread(results: dict[str, list[PrequentialResult]], spreads: list[np.ndarray], users: np.ndarray
+                   ) -> dict[str, dict]:
+    """OPAL's paired gain (served minus the user vector alone) by tercile of history spread, with intervals."""
+    if not spreads or SERVED not in results or "dream" not in results:
+        return {}
+    spread = np.nanmean(np.stack(spreads), axis=0)
+    gain = hits([r.rank for r in results[SERVED]]) - hits([r.rank for r in results["dream"]])
+    known = ~np.isnan(spread)
+    edges = np.quantile(spread[known], [1 / 3, 2 / 3])
+    band = np.digitize(spread, edges)
+    out = {}
+    for b, name in enumerate(("narrow", "middle", "wide")):
+        rows = np.flatnonzero(known & (band == b))
+        if rows.size:
+            out[name] = {"events": int(rows.size), "spread": [float(spread[rows].min()), float(spread[rows].max())],
+                         **paired_interval(gain[rows], users[rows]).to_dict()}
+    return out
 
 
 def intervals(results: dict[str, list[PrequentialResult]], users: np.ndarray) -> dict[str, dict]:
@@ -250,6 +284,8 @@ def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement:
             runs[result.job.protocol].add(result.rows)
             for other, rows in result.other.items():
                 runs[other].add(rows)
+            if "spread" in result.chosen:
+                runs[result.job.protocol].spreads.append(np.asarray(result.chosen.pop("spread")))
             for key, value in result.chosen.items():
                 runs[result.job.protocol].chosen.setdefault(key, value)
             for line in result.lines:
@@ -421,6 +457,7 @@ def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) 
     served = OpalScorer(model, items, popularity, mode="served", half_life_s=job.half_life,
                         opal_half_life_s=OPAL_HALF_LIFE_S)  # dreamstream.blend: what the client serves
     out.rows += _scored(protocol, SERVED, served)
+    out.chosen["spread"] = history_spread(items, protocol.test)
     out.lines.append(f"opal K={config.interests} ({seconds:.0f} s); quota merge user_share {share} "
                      f"(validation {by_share})")
 

@@ -42,6 +42,10 @@ def format_protocol(name: str, block: dict) -> str:
         cells += [_cell(buckets[b].get("hitrate@20")) if buckets[b]["events"] else f"{'-':>15}" for b in BUCKETS]
         lines.append(f"{row:<{width}}" + "".join(f" {c}" for c in cells)
                      + f"{overall['seeds']:>7}{block['seconds'].get(row, 0.0):>9.0f}  {delta_cell(block, row)}")
+    for band, d in block.get("opal_by_spread", {}).items():
+        lines.append(f"OPAL's gain (served - dream), {band} histories (spread {d['spread'][0]:.2f}-{d['spread'][1]:.2f}, "
+                     f"{d['events']} events): {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+                     + ("*" if d["significant"] else ""))
     events = {b: block["rows"][next(iter(block["rows"]))]["by_prior_events"][b]["events"] for b in BUCKETS}
     lines.append("events by prior events: " + ", ".join(f"{b}: {n}" for b, n in events.items()))
     return "\n".join(lines)

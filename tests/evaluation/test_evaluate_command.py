@@ -39,6 +39,7 @@ def test_evaluate_trains_and_reports_every_row_of_both_protocols(tmp_path: Path)
     assert set(pre["vs_served"]) == set(pre["rows"]) - {served}
     assert all(d["lo"] <= d["diff"] <= d["hi"] and d["vs"] == served for d in pre["vs_served"].values())
     assert "Δhr@20 vs served" in result.output and "(served)" in result.output
+    assert set(pre["opal_by_spread"]) == {"narrow", "middle", "wide"}, pre["opal_by_spread"]
     cold = report["protocols"]["cold-item"]
     assert {"dream, cold items from the item tower", "dream, cold items' trained vectors (upper bound)",
             "content: tf-idf similarity to decayed history"} <= set(cold["rows"]), set(cold["rows"])

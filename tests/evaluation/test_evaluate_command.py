@@ -53,7 +53,7 @@ def test_evaluate_final_scores_the_test_window_and_records_the_commit(tmp_path: 
              progress=False)
     out = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["evaluate", "--data", str(data), "--seeds", "1", "--json", str(out), "--final",
-                                       "--lenient", "--no-ablations", "--no-baselines", "--no-opal",
+                                       "--lenient", "--no-ablations", "--no-baselines", "--no-opal", "--no-cold-items",
                                        "--protocol", "prequential"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     report = json.loads(out.read_text())

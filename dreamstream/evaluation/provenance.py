@@ -85,11 +85,6 @@ def held_out_start(ds: Dataset, config: dict, checkpoint: Path) -> float:
     return cut
 
 
-def tail_mask(timestamps: np.ndarray, cutoff: float) -> np.ndarray:
-    """bool per event: held out from training (at or after the cutoff)."""
-    return np.asarray(timestamps) >= cutoff
-
-
 def parse_until(value: str, ds: Dataset) -> float:
     """A training cutoff as epoch seconds: a share of the events in (0, 1), epoch seconds, or an ISO date/time (UTC).
 

@@ -5,11 +5,12 @@ score(item) = <user vector, item> + INTEREST_WEIGHT * max_k <interest_k, item>
 Why a score blend and not slots per interest: the 120-s user vector follows
 the session, OPAL's interests (kept undecayed, ``DREAMSTREAM_OPAL_HALF_LIFE_S``)
 hold the long-term tastes, and on ml-100k-dev the interests help as a
-re-ranking signal but hurt when they take slots from the user vector. Prequential,
-3 seeds, K=2, HitRate@20 against the user vector alone: this blend +0.0029
-on validation (every seed positive) and +0.0045 on test; the per-interest
-quota merge the client used before -0.006 / -0.005, whatever the share of
-slots and OPAL's half-life (docs/evaluation.md). One function, used by the
+re-ranking signal but hurt when they take slots from the user vector. Prequential
+validation (lenient protocol of the time), 3 seeds, K=2, HitRate@20 against the
+user vector alone: this blend +0.0029 (every seed positive); the per-interest
+quota merge the client used before -0.006, whatever the share of slots and
+OPAL's half-life. Whether the gain is significant is in docs/evaluation.md
+(paired interval over users, strict protocol). One function, used by the
 client (:func:`dreamstream.client.rank`) and by the evaluation's served row,
 so the offline number is the served number.
 """

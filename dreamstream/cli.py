@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("dreamstream.commands.export:export", "Export a checkpoint as the ONNX bundle the worker serves."),
     "evaluate": ("dreamstream.commands.evaluate:evaluate", "Score popularity, LightGCN, DREAM, DreamUMM and OPAL on a split."),
     "publish-items": ("dreamstream.commands.publish_items:publish_items", "Put a bundle's item vectors on item-vectors (or tombstones)."),
+    "publish-features": ("dreamstream.commands.publish_features:publish_features",
+                         "Put a dataset's item features on item-features (the worker's item tower embeds them)."),
     "worker": ("dreamstream.commands.worker:worker", "Run the Faust stream worker that keeps user embeddings fresh."),
     "indexer": ("dreamstream.commands.indexer:indexer", "Run the sidecar that builds sharded Faiss index versions."),
     "monitor": ("dreamstream.commands.monitor:monitor", "Measure live HitRate@k per model namespace (judges a rollout on live traffic)."),

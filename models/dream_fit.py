@@ -8,8 +8,9 @@ HitRate@20 on the protocol's validation queries
 weights are kept, then, when the protocol refits, the model is trained afresh
 on the whole past for that many epochs: the validation slice is the most
 recent past, and the item vectors of the users active in it matter most for
-what comes next (ml-100k-dev, cutoff at 80% of events: HitRate@20 0.231
-without the refit, 0.238 with it).
+what comes next (the same choice as SASRec's refit, which one level down,
+on validation only, scored 0.311 against 0.287 without;
+:mod:`dreamstream.evaluation.sasrec`).
 """
 from __future__ import annotations
 

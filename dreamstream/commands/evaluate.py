@@ -1,25 +1,17 @@
-"""`dreamstream evaluate`: the offline table — baselines beside DreamUMM and OPAL, on the design's split.
+"""`dreamstream evaluate`: every model and baseline on real data, or one trained checkpoint on its held-out tail.
 
-Every model ranks the full catalogue with the user's positive history
-masked, for the same users and the same held-out item:
+Without ``--checkpoint``: :mod:`dreamstream.evaluation.runner` (prequential,
+leave-last-out and cold-item protocols, strict grouping, the validation
+window unless ``--final``); see docs/evaluation.md.
 
-* ``popularity`` — most-interacted training items;
-* ``lightgcn`` — the behaviour line alone (checkpoint ``lightgcn_*.npy``);
-* ``dream`` — DREAM's trained user and item vectors;
-* ``dreamumm`` — DREAM item vectors, the user as :func:`dreamstream.dreamumm_ref.user_vector`
-  over their whole history before the target (engagement weights, no decay):
-  exactly what the stream worker computes;
-* ``opal`` — OPAL's interests after the same history, each searched,
-  merged by :func:`dreamstream.merge.merge_by_score` with quotas from the
-  interest weights; ``opal+dreamumm`` adds the DreamUMM vector as one more
-  query with ``--user-share`` of the slots (what :mod:`dreamstream.client` does);
-  ``opal-max`` scores items by their best interest (the training objective).
+With ``--checkpoint``: :func:`evaluate_checkpoint` scores a checkpoint written
+by ``dreamstream train --train-until ...`` on the events after its training
+cutoff only (prequential, strict), and refuses in one line when the data
+holds none: a checkpoint is never scored on events it was trained on.
 
-Also reported on subsets: users whose history OPAL splits over several
-interests (``multi_interest``: at least two interests each holding >= 25% of
-their hard assignments) and, on the synthetic data, users whose recent
-history really spans several ground-truth categories — where several
-interest vectors should beat one.
+The multi-query helpers (:func:`single_query`, :func:`multi_query`,
+:func:`max_over_queries`) rank users by one or several query vectors; OPAL's
+retrieval tests use them.
 """
 from __future__ import annotations
 
@@ -35,6 +27,7 @@ from dreamstream.data.metrics import KS, full_sort_topk, popularity_topk, topk_m
 from dreamstream.settings import Settings
 
 MAIN_COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@20", "hitrate@20")
+CHECKPOINT_COLUMNS = ("hitrate@10", "hitrate@20", "ndcg@20", "hitrate@50")
 MULTI_SHARE = 0.25     # an interest "has mass" in a history when it holds at least this share of it
 TRUE_WINDOW = 20       # recent positive events looked at for the ground-truth multi-interest subset
 TopK = dict[int, np.ndarray]  # k -> int64 [U, k]
@@ -81,54 +74,33 @@ def metrics_of(topk: TopK, targets: np.ndarray, rows: np.ndarray | None = None) 
     return out
 
 
-def dreamumm_users(split, ds, items: np.ndarray, upto: str, engagement) -> np.ndarray:
-    """The DreamUMM vector of every kept user after their history before ``upto`` (no decay)."""
-    from dreamstream.dreamumm_ref import user_vector
-
-    if "watch_ms" in ds.columns and "duration_ms" in ds.columns:
-        weight = engagement.weight(ds.columns["watch_ms"], ds.columns["duration_ms"])
-    else:
-        weight = np.where(split.positive, 1.0, 0.0).astype(np.float32)
-    return np.stack([user_vector(items[ds.item[rows]], weight[rows])[1] for rows in split.history(upto)])
-
-
 def multi_interest_rows(counts: np.ndarray, share: float = MULTI_SHARE) -> np.ndarray:
     """Users whose hard assignments put at least ``share`` of their events on two or more interests."""
     total = np.maximum(counts.sum(axis=1, keepdims=True), 1)
     return np.flatnonzero(((counts / total) >= share).sum(axis=1) >= 2)
 
 
-def true_interest_rows(split, ds) -> dict[str, np.ndarray] | None:
-    """Ground truth of the synthetic data (``latent.npz``): users whose recent positives span >= 2 categories."""
-    path = Path(ds.path) / "latent.npz"
-    if not path.exists():
-        return None
-    category = np.load(path)["event_category"]
-    if category.shape[0] != ds.n_interactions:
-        return None
-    spans = []
-    for rows in split.history("test"):
-        cats = category[rows[split.positive[rows]][-TRUE_WINDOW:]]
-        shares = np.bincount(cats, minlength=1) / max(len(cats), 1)
-        spans.append(int((shares >= MULTI_SHARE).sum()))
-    spans = np.array(spans)
-    return {"true_multi_interest": np.flatnonzero(spans >= 2), "true_single_interest": np.flatnonzero(spans <= 1)}
+def evaluate_checkpoint(data_dir: Path, ckpt: Path, engagement=None, half_life_s: float = 120.0,
+                        opal_half_life_s: float = float("inf"), echo=print) -> dict:
+    """A trained checkpoint on the events after its training cutoff: prequential, strict, as the worker serves it.
 
-
-def evaluate_checkpoint(data_dir: Path, ckpt: Path, upto: str = "test", user_share: float = 0.3,
-                        engagement=None, echo=print) -> dict:
-    """All models' metrics (and subsets) for a checkpoint on its dataset. Returns the JSON report."""
-    import torch
-
+    Refuses (one line) when ``data_dir`` has no event after the cutoff the
+    checkpoint recorded: those it was trained on are never scored. Rows:
+    popularity of the past, DREAM's served readout (the decayed DreamUMM
+    user vector over the checkpoint's item space), and, with ``opal.pt``,
+    what the client serves (the user vector re-ranked by OPAL's interests).
+    """
     from dreamstream.data.recbole import load_dataset
-    from dreamstream.data.split import global_time_split, leave_last_out
-    from dreamstream.engagement import Engagement
-    from models.opal import final_interests, load_opal, user_sequences
+    from dreamstream.engagement import dataset_weights
+    from dreamstream.errors import UserError
+    from dreamstream.evaluation.baselines import Popularity
+    from dreamstream.evaluation.events import EventLog
+    from dreamstream.evaluation.groups import STRICT, before_group
+    from dreamstream.evaluation.prequential import evaluate_queries, stream_queries
+    from dreamstream.evaluation.provenance import held_out_start, iso
+    from dreamstream.evaluation.scorers import DreamUMMScorer
 
-    engagement = engagement or Engagement()
     if not (ckpt / "config.json").is_file():
-        from dreamstream.errors import UserError
-
         raise UserError(f"{ckpt} is not a checkpoint (no config.json); point --checkpoint at the --out folder of "
                         "`dreamstream train`")
     config = json.loads((ckpt / "config.json").read_text())
@@ -136,54 +108,33 @@ def evaluate_checkpoint(data_dir: Path, ckpt: Path, upto: str = "test", user_sha
     if ds.n_items != config["data"]["n_items"]:
         raise click.ClickException(f"{data_dir} has {ds.n_items} items but the checkpoint was trained on "
                                    f"{config['data']['n_items']}: evaluate on the data it was trained on")
-    split_kind = config["data"].get("split", "loo")
-    split = leave_last_out(ds, engagement=engagement) if split_kind == "loo" else global_time_split(ds, engagement=engagement)
-    exclude = split.exclude_items(upto)
-    targets = split.targets(upto)
+    cutoff = held_out_start(ds, config, ckpt)
+    half_life_s = float(config.get("train", {}).get("half_life_s", half_life_s))
+    log = EventLog.from_dataset(ds, dataset_weights(ds, engagement))
+    start = log.cut_at_time(cutoff)
+    queries = before_group(stream_queries(log, start))
+    popularity = Popularity.fit(log.head(start))
     items = np.load(ckpt / "items.npy").astype(np.float32)
-    echo(f"{ds!r}; {split_kind} split, {upto}: {split.n_users} users, full catalogue of {ds.n_items}")
-
-    topk: dict[str, TopK] = {}
-    train_items = split.train_positive_pairs()[1]
-    pop = popularity_topk(train_items, ds.n_items, exclude, max(KS))
-    topk["popularity"] = {k: pop[:, :k] for k in KS}
-    if (ckpt / "lightgcn_users.npy").exists():
-        lg_users = np.load(ckpt / "lightgcn_users.npy")[split.users]
-        topk["lightgcn"] = single_query(lg_users, np.load(ckpt / "lightgcn_items.npy"), exclude)
-    topk["dream"] = single_query(np.load(ckpt / "users.npy")[split.users], items, exclude)
-    user = dreamumm_users(split, ds, items, upto, engagement)
-    topk["dreamumm"] = single_query(user, items, exclude)
-
-    counts = None
+    scorers = {"popularity": popularity, "dream (served readout)": DreamUMMScorer(items, popularity, half_life_s)}
     if (ckpt / "opal.pt").exists():
+        import torch
+
+        from dreamstream.evaluation.opal_scorers import OpalScorer
+        from models.opal import load_opal
+
         torch.set_num_threads(1)
-        opal = load_opal(ckpt)
-        interests, weights, counts = final_interests(opal, torch.from_numpy(items), user_sequences(split, ds, upto))
-        from dreamstream.merge import query_weights
-
-        w_only = np.stack([query_weights(w, 0.0)[1:] for w in weights])
-        topk["opal"] = multi_query(interests, w_only, items, exclude)
-        topk["opal-max"] = max_over_queries(interests, items, exclude)
-        both = np.concatenate([user[:, None, :], interests], axis=1)
-        topk["opal+dreamumm"] = multi_query(both, np.stack([query_weights(w, user_share) for w in weights]), items,
-                                            exclude)
+        scorers["served: dream + opal"] = OpalScorer(load_opal(ckpt), items, popularity, mode="served",
+                                                     half_life_s=half_life_s, opal_half_life_s=opal_half_life_s)
     else:
-        echo(f"{ckpt / 'opal.pt'} not found: OPAL rows left out (train with --opal)")
-
-    subsets: dict[str, np.ndarray] = {}
-    if counts is not None:
-        subsets["multi_interest"] = multi_interest_rows(counts)
-    subsets.update(true_interest_rows(split, ds) or {})
-    report = {
-        "data": {"path": str(Path(ds.path).resolve()), "name": ds.name, "split": split_kind, "upto": upto,
-                 "users": split.n_users, "items": ds.n_items},
-        "user_share": user_share,
-        "metrics": {name: metrics_of(t, targets) for name, t in topk.items()},
-        "subsets": {name: {"users": int(rows.size),
-                           "metrics": {m: metrics_of(t, targets, rows) for m, t in topk.items()} if rows.size else {}}
-                    for name, rows in subsets.items()},
-    }
-    return report
+        echo(f"{ckpt / 'opal.pt'} not found: the served OPAL row is left out (train with --opal)")
+    echo(f"{ds!r}; scoring the {len(queries)} events from {iso(cutoff)} on (the checkpoint was trained on the "
+         f"events before it), {STRICT}")
+    results = {name: evaluate_queries(queries, scorer) for name, scorer in scorers.items()}
+    return {"data": {"path": str(Path(ds.path).resolve()), "name": ds.name, "items": ds.n_items},
+            "scored": {"from": iso(cutoff), "events": len(queries), "users": int(np.unique(log.user[start:]).size),
+                       "grouping": STRICT, "half_life_s": half_life_s},
+            "metrics": {name: r.metrics() for name, r in results.items()},
+            "by_prior_events": {name: r.by_bucket() for name, r in results.items()}}
 
 
 def format_table(metrics: Mapping[str, Mapping[str, float]], columns: Sequence[str] = MAIN_COLUMNS) -> str:
@@ -213,14 +164,14 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
 
 
 @click.command("evaluate")
-@settings_options("data_dir", "skip_ratio", "skip_weight", "replay_cap", "half_life_s")
+@settings_options("data_dir", "skip_ratio", "skip_weight", "replay_cap", "half_life_s", "opal_half_life_s")
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               envvar="DREAMSTREAM_EVALUATE_DATA",
               help="Dataset folder (default: --data-dir). [env DREAMSTREAM_EVALUATE_DATA]")
 @click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               envvar="DREAMSTREAM_EVALUATE_CHECKPOINT",
-              help="Score this already-trained checkpoint (leave-last-out, its own split) instead of training "
-                   "every model under both protocols. [env DREAMSTREAM_EVALUATE_CHECKPOINT]")
+              help="Score this already-trained checkpoint on the events after its training cutoff (train it with "
+                   "--train-until); refuses to score events it was trained on. [env DREAMSTREAM_EVALUATE_CHECKPOINT]")
 @click.option("--protocol", "protocols", type=click.Choice(["prequential", "leave-last-out"]), multiple=True,
               default=("prequential", "leave-last-out"), show_default=True, envvar="DREAMSTREAM_EVALUATE_PROTOCOL",
               help="Protocols to run (repeatable). [env DREAMSTREAM_EVALUATE_PROTOCOL]")
@@ -246,23 +197,28 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               envvar="DREAMSTREAM_EVALUATE_PLOTS",
               help="Write PNG plots here. [env DREAMSTREAM_EVALUATE_PLOTS]")
-@click.option("--upto", type=click.Choice(["test", "valid"]), default="test", show_default=True,
-              envvar="DREAMSTREAM_EVALUATE_UPTO", help="With --checkpoint: which held-out item to rank. "
-                                                       "[env DREAMSTREAM_EVALUATE_UPTO]")
-@click.option("--user-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-              envvar="DREAMSTREAM_EVALUATE_USER_SHARE",
-              help="With --checkpoint: share of slots for the DreamUMM vector in opal+dreamumm (as dreamstream.client). "
-                   "[env DREAMSTREAM_EVALUATE_USER_SHARE]")
 @click.option("--choose-half-life", "half_lives", type=float, multiple=True, envvar="DREAMSTREAM_EVALUATE_HALF_LIVES",
               help="Candidate decay half-lives in seconds (repeatable): DREAM is trained for each and the best on "
                    "validation is used; 'inf' is no decay. Default: just --half-life-s, as the worker uses it. "
                    "[env DREAMSTREAM_EVALUATE_HALF_LIVES]")
+@click.option("--cold-items/--no-cold-items", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_COLD_ITEMS",
+              help="Also run the cold-item protocol (with prequential): a seeded 10% of items lose their past, their "
+                   "vectors come from the item tower. [env DREAMSTREAM_EVALUATE_COLD_ITEMS]")
+@click.option("--lenient", is_flag=True, default=False, envvar="DREAMSTREAM_EVALUATE_LENIENT",
+              help="LENIENT protocol, for comparison with published numbers only: events of one user in the same "
+                   "second are ordered by file row and each is ranked from the ones before it. Default: strict "
+                   "(each event ranked from the state before its same-timestamp group). "
+                   "[env DREAMSTREAM_EVALUATE_LENIENT]")
+@click.option("--final", is_flag=True, default=False, envvar="DREAMSTREAM_EVALUATE_FINAL",
+              help="Score the TEST window (once per release; the report records the commit scored). Default: the "
+                   "validation window, where every choice is made. [env DREAMSTREAM_EVALUATE_FINAL]")
 @click.option("--progress/--no-progress", default=False, show_default=True, envvar="DREAMSTREAM_EVALUATE_PROGRESS",
               help="Per-epoch bars of every job (they run in parallel, so the bars interleave). "
                    "[env DREAMSTREAM_EVALUATE_PROGRESS]")
 def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, protocols: tuple[str, ...], cutoff: float,
              valid_fraction: float, seeds: int, ablations: bool, baselines: bool, opal: bool, json_path: Path | None,
-             plots_dir: Path | None, upto: str, user_share: float, half_lives: tuple[float, ...], progress: bool) -> None:
+             plots_dir: Path | None, half_lives: tuple[float, ...], cold_items: bool, lenient: bool,
+             final: bool, progress: bool) -> None:
     """Every model next to the baselines on real data: prequential (streaming) and leave-last-out, over seeds.
 
     Without --checkpoint it trains everything itself for each protocol and
@@ -271,15 +227,13 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
     """
     data_dir = data or settings.data_dir
     if checkpoint is not None:
-        report = evaluate_checkpoint(data_dir, checkpoint, upto, user_share, settings.engagement, echo=click.echo)
-        click.echo(format_table(report["metrics"]))
-        for name, sub in report["subsets"].items():
-            click.echo(f"\n{name}: {sub['users']} users")
-            if sub["metrics"]:
-                click.echo(format_table(sub["metrics"], ("recall@20", "ndcg@20", "recall@50")))
+        report = evaluate_checkpoint(data_dir, checkpoint, settings.engagement, settings.half_life_s,
+                                     settings.opal_half_life_s, echo=click.echo)
+        click.echo(format_table(report["metrics"], CHECKPOINT_COLUMNS))
     else:
         report = _evaluate_protocols(data_dir, settings, protocols, cutoff, valid_fraction, seeds, ablations,
-                                     baselines, opal, half_lives or (settings.half_life_s,), progress)
+                                     baselines, opal, half_lives or (settings.half_life_s,), progress,
+                                     strict=not lenient, final=final, cold_items=cold_items)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1))
@@ -291,7 +245,8 @@ def evaluate(settings: Settings, data: Path | None, checkpoint: Path | None, pro
 
 
 def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, valid_fraction, seeds, ablations,
-                        baselines, opal, half_lives, progress) -> dict:
+                        baselines, opal, half_lives, progress, strict: bool = True, final: bool = False,
+                        cold_items: bool = True) -> dict:
     from dreamstream.commands.train import ensure_text_features
     from dreamstream.data.recbole import DatasetError, load_dataset
     from dreamstream.evaluation.runner import EvalConfig, evaluate_dataset
@@ -303,8 +258,13 @@ def _evaluate_protocols(data_dir: Path, settings: Settings, protocols, cutoff, v
         raise click.ClickException(str(err)) from None
     config = EvalConfig(seeds=tuple(range(seeds)), cutoff=cutoff, valid_fraction=valid_fraction,
                         protocols=tuple(dict.fromkeys(protocols)), ablations=ablations, baselines=baselines, opal=opal,
-                        half_lives=tuple(half_lives), progress=progress)
+                        half_lives=tuple(half_lives), progress=progress, strict=strict, final=final,
+                        cold_items=cold_items)
     report = evaluate_dataset(ds, config, settings.engagement, echo=click.echo)
+    if final:
+        from dreamstream.evaluation.provenance import commit_record
+
+        report["final"] = commit_record()
     click.echo("\n" + format_report(report))
     return report
 

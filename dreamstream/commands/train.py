@@ -2,11 +2,16 @@
 
 Validation is prequential on the latest ``--valid-fraction`` of the log
 (:mod:`models.dream_fit`): the epoch count is chosen there, then the model is
-refitted on the whole log. Baselines are ``dreamstream evaluate``'s business.
+refitted on the whole log (or, with ``--train-until``, on the events before
+that cutoff: the tail is held out for ``evaluate --checkpoint``). The
+checkpoint records what it learnt (:mod:`dreamstream.evaluation.provenance`).
+Baselines are ``dreamstream evaluate``'s business.
 
 Checkpoint contract (read by ``export`` and ``evaluate``)::
 
-    config.json     {"data": {path, name, n_users, n_items, split, valid_from, text_dim, visual_dim},
+    config.json     {"data": {path, name, n_users, n_items, split, valid_from, text_dim, visual_dim,
+                              inter_sha256, first_event, last_event, trained_before, trained_before_iso,
+                              trained_events},
                      "dream": DreamConfig, "train": ReadoutConfig, "seed", "epochs", "created_at"}
     item_ids.json   raw item ids (str), model order (= Dataset.item_ids)
     user_ids.json   raw user ids (str), model order (= Dataset.user_ids)
@@ -83,6 +88,9 @@ def _opt(*decls: str, **kwargs):
 @_opt("--item-graph/--no-item-graph", default=True, help="Use the item-item kNN relation graph.")
 @_opt("--tower-steps", type=int, default=400, help="Distillation steps of the item tower.")
 @_opt("--opal/--no-opal", default=True, help="Train OPAL on DREAM's item vectors afterwards.")
+@_opt("--train-until", default=None, metavar="SHARE|EPOCH|ISO",
+      help="Train only on the events before this cutoff (a share of the events such as 0.8, epoch seconds, or an ISO "
+           "date); the rest is held out for `evaluate --checkpoint`. Default: every event (nothing left to score).")
 @_opt("--progress/--no-progress", default=True, help="Show tqdm progress bars.")
 @_opt("--threads", type=int, default=1,
       help="Torch intra-op threads. 1 is fastest on a shared small machine; raise it on a dedicated one.")
@@ -90,7 +98,8 @@ def train(settings: Settings, data: str | None, name: str | None, out: Path, epo
           valid_fraction: float, dim: int, batch_size: int, lr: float | None, patience: int, tau: float | None,
           layers: int | None, knn_k: int | None, w_s3: float | None, w_intra: float | None, w_inter: float | None,
           temperature: float | None, modal: bool, s3: bool, intra: bool, inter: bool, filter_gate: bool,
-          item_graph: bool, tower_steps: int, opal: bool, progress: bool, threads: int) -> None:
+          item_graph: bool, tower_steps: int, opal: bool, train_until: str | None, progress: bool,
+          threads: int) -> None:
     """Train DREAM's item space for the served user vector, its item tower, then OPAL; write a checkpoint to --out."""
     data_dir, name = training_data(data, name, settings.data_dir, seed, click.echo)  # before torch: a typo fails at once
     import torch
@@ -107,14 +116,15 @@ def train(settings: Settings, data: str | None, name: str | None, out: Path, epo
     train_config = ReadoutConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, progress=progress,
                                  half_life_s=settings.half_life_s, **({"lr": lr} if lr is not None else {}))
     metrics = run_training(data_dir, name, out, dream_config, train_config, valid_fraction=valid_fraction,
-                           tower_steps=tower_steps, with_opal=opal, engagement=settings.engagement, echo=click.echo)
+                           tower_steps=tower_steps, with_opal=opal, engagement=settings.engagement, echo=click.echo,
+                           until=train_until)
     click.echo(format_table(metrics))
     click.echo(f"checkpoint written to {out}")
 
 
 def run_training(data_dir: Path, name: str | None, out: Path, dream_config, train_config,
                  valid_fraction: float = 0.125, tower_steps: int = 400, with_opal: bool = True, engagement=None,
-                 echo=print) -> dict:
+                 echo=print, until: str | None = None) -> dict:
     """Everything `dreamstream train` does, callable from tests and the demo. Returns metrics.json's content."""
     from dreamstream.data.recbole import load_dataset
     import torch
@@ -129,7 +139,15 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
     from models.dream import distil_item_tower, save_item_tower, tower_inputs
     from models.dream_fit import fit_dream
 
-    ds = ensure_text_features(load_dataset(data_dir, name), echo)
+    from dreamstream.evaluation.provenance import data_record, dataset_before, parse_until
+
+    whole = ensure_text_features(load_dataset(data_dir, name), echo)
+    cutoff = None if until is None else parse_until(until, whole)
+    ds = whole if cutoff is None else dataset_before(whole, cutoff)
+    provenance = data_record(whole, cutoff)
+    if cutoff is not None:
+        echo(f"training on the {provenance['trained_events']} events before {provenance['trained_before_iso']}; "
+             f"the {whole.n_interactions - ds.n_interactions} after it are held out")
     log = EventLog.from_dataset(ds, dataset_weights(ds, engagement))
     protocol = prequential(log, len(log), valid_fraction)
     echo(f"{ds!r}; validation: the {protocol.describe['valid_events']} events from "
@@ -162,7 +180,7 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
     _write_json(out / "config.json", {
         "data": {"path": str(Path(ds.path).resolve()), "name": ds.name, "n_users": ds.n_users, "n_items": ds.n_items,
                  "split": "loo", "valid_from": protocol.describe["valid_from"], "text_dim": feature_info["text_dim"],
-                 "visual_dim": feature_info["visual_dim"]},
+                 "visual_dim": feature_info["visual_dim"], **provenance},
         "dream": dream_config.to_dict(),
         "train": train_config.to_dict(),
         "seed": train_config.seed,

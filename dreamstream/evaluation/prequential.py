@@ -37,6 +37,7 @@ class Histories:
     log: EventLog
     rows: list[np.ndarray]
     exclude: list[np.ndarray] | None = None  # per query, item indexes the ranking will mask (the user's watched items)
+    queries: np.ndarray | None = None  # per query, the event it predicts (for scorers that count the live past)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -121,7 +122,8 @@ def evaluate_queries(qs: QuerySet, scorer: Scorer, batch: int = 1024,
     for lo in range(0, len(qs), batch):
         hi = min(lo + batch, len(qs))
         exclude = [np.unique(log.item[r]) for r in qs.masked[lo:hi]]
-        scores = np.array(scorer.scores(Histories(log, qs.seen[lo:hi], exclude)), dtype=np.float32, copy=True)
+        scores = np.array(scorer.scores(Histories(log, qs.seen[lo:hi], exclude, qs.queries[lo:hi])), dtype=np.float32,
+                          copy=True)
         top = topk_of_scores(scores, exclude, k_max)
         hit = top == log.item[qs.queries[lo:hi], None]
         rank[lo:hi] = np.where(hit.any(axis=1), hit.argmax(axis=1), k_max)

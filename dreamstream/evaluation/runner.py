@@ -4,9 +4,15 @@ The rows, and why each is there:
 
 * ``popularity``, ``item-knn``, ``ease`` — the baselines a practitioner tries
   first, tuned on validation (:mod:`dreamstream.evaluation.baselines`);
-* ``sasrec`` — a sequential model (:mod:`dreamstream.evaluation.sasrec`);
-* ``lightgcn`` — the behaviour line alone, BPR-trained with its own tuned
-  hyperparameters, served by the same readout (:mod:`models.lightgcn_fit`);
+* ``item-knn (decayed)``, ``ease (decayed)`` — the same models scoring a
+  history decayed as the worker decays its user vector, the half-life
+  chosen on validation with their other hyperparameters: the served row's
+  recency, given to an item-to-item method;
+* ``sasrec`` — a sequential model (:mod:`dreamstream.evaluation.sasrec`),
+  scored under the same group rule as every row;
+* ``lightgcn (BPR vectors, served readout)`` — LightGCN's item vectors
+  BPR-trained with their own tuned hyperparameters, read out as the worker
+  reads DREAM's (the decayed DreamUMM user vector; :mod:`models.lightgcn_fit`);
 * ``dream`` — the user vector the worker streams (DreamUMM readout over DREAM's
   item space), with the half-life chosen on validation;
 * ``dream -<part>`` — ablations: one mechanism of DREAM switched off;
@@ -15,10 +21,15 @@ The rows, and why each is there:
 * ``served`` / ``opal-*`` — OPAL's interests, merged as ``dreamstream.client``
   merges them (:mod:`dreamstream.evaluation.opal_scorers`);
 * ``... (frozen)`` — the same model with every history stopped at the cutoff:
-  what a daily batch would serve (prequential only).
+  what a daily batch would serve (prequential only);
+* the ``cold-item`` block — new videos: the item tower's vectors for items
+  no model trained on, against content baselines and the trained vectors
+  (:mod:`dreamstream.evaluation.cold_items`).
 
 Deterministic rows are computed once; seeded rows once per seed, and the
-report gives mean and standard deviation over seeds. Seeded work is cut into
+report gives mean and standard deviation over seeds, and for every row its
+difference in HitRate@20 against the served row with a paired bootstrap
+interval over users (:mod:`dreamstream.evaluation.bootstrap`). Seeded work is cut into
 :class:`Job` s (a seed's DREAM and OPAL, a seed's SASRec and LightGCN, one
 ablation, one candidate half-life) that run in parallel processes, one
 thread each: on 2 cores that is what keeps the whole table within minutes.
@@ -38,7 +49,9 @@ import numpy as np
 
 from dreamstream.data.recbole import Dataset
 from dreamstream.engagement import Engagement, dataset_weights
-from dreamstream.evaluation.baselines import EASE_GRID, KNN_GRID, Popularity, ease, item_knn, tune
+from dreamstream.evaluation.baselines import DECAY_GRID, EASE_GRID, KNN_GRID, Popularity, ease, item_knn, tune
+from dreamstream.evaluation.bootstrap import hits, paired_interval
+from dreamstream.evaluation import cold_items as cold
 from dreamstream.evaluation.events import EventLog
 from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queries, summarize
 from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
@@ -46,9 +59,9 @@ from dreamstream.evaluation.scorers import CandidateBlendScorer, DreamUMMScorer
 
 USER_SHARES = (0.3, 0.5, 0.7, 0.9)  # the user vector's share of the client's slots, chosen on validation
 # OPAL's own decay, separate from the user vector's: the interests keep long-term tastes next to the 120-s
-# session vector and re-rank it (score blend). ml-100k-dev prequential, 3 seeds, K=2: HitRate@20 validation
-# +0.0029 (0.3707 vs 0.3678), test +0.0045 (0.3281 vs 0.3236); the client's quota merge loses at every OPAL
-# half-life (120 s ... inf: -0.002 ... -0.010), so the blend is the row to serve.
+# session vector and re-rank it (score blend). Chosen on validation only (ml-100k-dev prequential, 3 seeds,
+# K=2: HitRate@20 +0.0029, 0.3707 vs 0.3678); the client's quota merge lost at every OPAL half-life
+# (120 s ... inf: -0.002 ... -0.010), so the blend is the row to serve.
 OPAL_HALF_LIFE_S = math.inf  # the worker's default (DREAMSTREAM_OPAL_HALF_LIFE_S)
 COLD_MIN_POSITIVE = (2, 5)  # Candidate-DreamUMM thresholds measured (the worker's default is 5)
 ABLATIONS = {"-modal line": {"use_modal": False}, "-filter gate": {"use_filter_gate": False},
@@ -68,6 +81,9 @@ class EvalConfig:
     progress: bool = False             # per-epoch bars: off by default, jobs run in parallel processes
     workers: int = 0                   # processes for the seeded jobs (0: one per core)
     half_lives: tuple[float, ...] = (120.0,)  # decays to choose from on validation (one: no choice, just used)
+    strict: bool = True                # rank each event from the state before its same-timestamp group
+    final: bool = False                # score the test window (else the validation window: development)
+    cold_items: bool = True            # the cold-item protocol (with prequential)
 
 
 Rows = list[tuple[str, PrequentialResult, float]]  # (row name, test result, seconds it took)
@@ -78,6 +94,7 @@ class ProtocolRun:
     protocol: Protocol
     results: dict[str, list[PrequentialResult]] = field(default_factory=dict)
     chosen: dict[str, object] = field(default_factory=dict)   # hyperparameters chosen on validation, per row
+    spreads: list[np.ndarray] = field(default_factory=list)   # per seed, each test query's history spread
     seconds: dict[str, float] = field(default_factory=dict)   # compute time per row, summed over seeds
 
     def add(self, rows: Rows) -> None:
@@ -86,11 +103,66 @@ class ProtocolRun:
             self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def report(self) -> dict:
+        test = self.protocol.test
         return {"describe": self.protocol.describe, "rows": summarize(dict(sorted(self.results.items(), key=_row_order))),
+                "vs_served": intervals(self.results, test.log.user[test.queries]),
+                "opal_by_spread": opal_by_spread(self.results, self.spreads, test.log.user[test.queries]),
                 "chosen": self.chosen, "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
 
 
 ROW_ORDER = ("popularity", "item-knn", "ease", "sasrec", "lightgcn", "dream", "opal", "served")
+SERVED = "served: dream + opal"  # the row every other is compared with (``dream`` when OPAL is off)
+LIGHTGCN = "lightgcn (BPR vectors, served readout)"
+
+
+def reference_row(results: dict) -> str | None:
+    """The served row of a run: what a ranking service gets (OPAL's blend), else the streamed user vector.
+
+    In the cold-item block: the item tower's row.
+    """
+    return next((name for name in (SERVED, "dream", cold.TOWER_ROW) if name in results), None)
+
+
+def history_spread(items: np.ndarray, qs) -> np.ndarray:
+    """Per query, how spread its history is in the item space: ``1 - |mean of the unit item vectors|`` (nan: empty).
+
+    0 for a history of one direction (one taste); towards 1 for items
+    pointing every way (several tastes) - where several interests should help.
+    """
+    out = np.full(len(qs), np.nan)
+    for q, rows in enumerate(qs.seen):
+        if rows.size:
+            out[q] = 1.0 - float(np.linalg.norm(items[qs.log.item[rows]].mean(axis=0)))
+    return out
+
+
+def opal_by_spread(results: dict[str, list[PrequentialResult]], spreads: list[np.ndarray], users: np.ndarray
+                   ) -> dict[str, dict]:
+    """OPAL's paired gain (served minus the user vector alone) by tercile of history spread, with intervals."""
+    if not spreads or SERVED not in results or "dream" not in results:
+        return {}
+    spread = np.nanmean(np.stack(spreads), axis=0)
+    gain = hits([r.rank for r in results[SERVED]]) - hits([r.rank for r in results["dream"]])
+    known = ~np.isnan(spread)
+    edges = np.quantile(spread[known], [1 / 3, 2 / 3])
+    band = np.digitize(spread, edges)
+    out = {}
+    for b, name in enumerate(("narrow", "middle", "wide")):
+        rows = np.flatnonzero(known & (band == b))
+        if rows.size:
+            out[name] = {"events": int(rows.size), "spread": [float(spread[rows].min()), float(spread[rows].max())],
+                         **paired_interval(gain[rows], users[rows]).to_dict()}
+    return out
+
+
+def intervals(results: dict[str, list[PrequentialResult]], users: np.ndarray) -> dict[str, dict]:
+    """Per row, its HitRate@20 difference against the served row with a paired bootstrap interval over users."""
+    ref = reference_row(results)
+    if ref is None:
+        return {}
+    base = hits([r.rank for r in results[ref]])
+    return {name: {"vs": ref, **paired_interval(hits([r.rank for r in runs]) - base, users).to_dict()}
+            for name, runs in results.items() if name != ref and runs[0].rank.size == base.size}
 
 
 def _row_order(item: tuple[str, list]) -> tuple[int, str]:
@@ -109,16 +181,43 @@ class Source:
 
     def protocol(self, name: str) -> Protocol:
         # what a protocol depends on, not id(ds): an id can be reused, and a cutoff may change between runs
-        key = (str(self.ds.path), self.ds.name, self.ds.n_interactions, name, self.config.cutoff,
-               self.config.valid_fraction, self.engagement)
+        c = self.config
+        key = (str(self.ds.path), self.ds.name, self.ds.n_interactions, name, c.cutoff, c.valid_fraction,
+               self.engagement, c.strict, c.final)
         if key not in _PROTOCOLS:
             weights = dataset_weights(self.ds, self.engagement)
             if name == "prequential":
                 log = EventLog.from_dataset(self.ds, weights)
-                _PROTOCOLS[key] = prequential(log, log.cut_at_fraction(self.config.cutoff), self.config.valid_fraction)
+                _PROTOCOLS[key] = prequential(log, log.cut_at_fraction(c.cutoff), c.valid_fraction, c.strict, c.final)
+            elif name == "cold-item":
+                _PROTOCOLS[key] = self._cold_protocol(EventLog.from_dataset(self.ds, weights))
             else:
-                _PROTOCOLS[key] = leave_last_out(self.ds, weights)
+                _PROTOCOLS[key] = leave_last_out(self.ds, weights, strict=c.strict, final=c.final)
         return _PROTOCOLS[key]
+
+    def _cold_protocol(self, log: EventLog) -> Protocol:
+        """Prequential without the cold items' past; scored: the streamed events targeting them.
+
+        In development (not ``final``) the same, inside the training past: the
+        cold items lose their events before the validation window, which is scored.
+        """
+        from dataclasses import replace
+
+        c = self.config
+        cutoff = log.cut_at_fraction(c.cutoff)
+        if not c.final:
+            log = log.head(cutoff)
+            cutoff = log.cut_at_fraction(1.0 - c.valid_fraction)
+        items = cold.cold_items(log.n_items)
+        kept, cut = cold.without_cold_past(log, items, cutoff)
+        base = prequential(kept, cut, c.valid_fraction, c.strict, final=True)
+        test = cold.targeting(base.test, items)
+        describe = {**base.describe, "protocol": "cold-item", "window": "test" if c.final else "validation (development)",
+                    "cold_items": int(items.size), "cold_share": cold.COLD_SHARE, "cold_seed": cold.COLD_SEED,
+                    "scored_events": len(test), "scored_users": int(np.unique(kept.user[test.queries]).size)}
+        for k in ("scored_users_new", "tied_share"):
+            describe.pop(k, None)
+        return replace(base, name="cold-item", test=test, frozen=None, describe=describe)
 
     @property
     def features(self) -> dict:
@@ -145,6 +244,7 @@ class JobResult:
     rows: Rows
     chosen: dict
     lines: list[str]
+    other: dict[str, Rows] = field(default_factory=dict)  # rows of another protocol's block (cold-item upper bound)
 
 
 def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement: Engagement | None = None,
@@ -157,7 +257,8 @@ def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement:
 
     started = time.perf_counter()
     source = Source(ds, engagement, config)
-    runs = {name: ProtocolRun(source.protocol(name)) for name in config.protocols}
+    names = list(config.protocols) + (["cold-item"] if config.cold_items and "prequential" in config.protocols else [])
+    runs = {name: ProtocolRun(source.protocol(name)) for name in names}
     report: dict = {"data": {"name": ds.name, "path": str(ds.path), "events": int(ds.n_interactions),
                              "users": ds.n_users, "items": ds.n_items}, "seeds": list(config.seeds), "protocols": {}}
     workers = config.workers or os.cpu_count() or 1
@@ -176,11 +277,15 @@ def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement:
         for name, run in runs.items():  # the deterministic rows, in this process while the jobs run
             echo(f"{name}: {run.protocol.describe}")
             run.chosen["dream"] = {"half_life_s": half_life, "valid_by_half_life": {str(k): v for k, v in tried.items()}}
-            run_deterministic(run, echo)
+            run_deterministic(run, echo, source, half_life)
         for future in tqdm(as_completed(futures), total=len(futures), desc="evaluation jobs", unit="job",
                            dynamic_ncols=True):
             result = future.result()
             runs[result.job.protocol].add(result.rows)
+            for other, rows in result.other.items():
+                runs[other].add(rows)
+            if "spread" in result.chosen:
+                runs[result.job.protocol].spreads.append(np.asarray(result.chosen.pop("spread")))
             for key, value in result.chosen.items():
                 runs[result.job.protocol].chosen.setdefault(key, value)
             for line in result.lines:
@@ -206,6 +311,8 @@ def plan_jobs(config: EvalConfig, half_life: float) -> list[Job]:
             if config.baselines:
                 jobs.append(Job(name, "baselines", seed, half_life))
             jobs.append(Job(name, "dream", seed, half_life))
+    if config.cold_items and "prequential" in config.protocols:
+        jobs += [Job("cold-item", "cold", seed, half_life) for seed in config.seeds]
     if config.ablations:
         jobs += [Job(config.protocols[0], "ablation", config.seeds[0], half_life, label) for label in ABLATIONS]
     return jobs
@@ -224,15 +331,37 @@ def _scored(protocol: Protocol, name: str, scorer, seconds: float = 0.0, frozen:
     return rows
 
 
-def run_deterministic(run: ProtocolRun, echo: Callable[[str], None]) -> None:
-    """Popularity, and item-kNN and EASE tuned on validation."""
+def run_deterministic(run: ProtocolRun, echo: Callable[[str], None], source: Source, half_life: float) -> None:
+    """Popularity, and item-kNN and EASE tuned on validation, undecayed and with the product's decay.
+
+    The cold-item block: the content baselines instead, decayed with the served half-life.
+    """
     protocol = run.protocol
+    if protocol.name == "cold-item":
+        _content_rows(run, source, half_life)
+        return
     run.add(_scored(protocol, "popularity", Popularity.fit(protocol.refit_log or protocol.fit_log), frozen=False))
     for name, build, grid in (("item-knn", item_knn, KNN_GRID), ("ease", ease, EASE_GRID)):
-        tuned, seconds = _timed(lambda: tune(build, grid, protocol.fit_log, protocol.valid, protocol.refit_log))
-        run.chosen[name] = tuned.params
-        run.add(_scored(protocol, name, tuned.scorer, seconds))
-        echo(f"  {name}: {tuned.params} ({seconds:.0f} s)")
+        for label, half_lives in ((name, (math.inf,)), (f"{name} (decayed)", DECAY_GRID)):
+            tuned, seconds = _timed(lambda: tune(build, grid, protocol.fit_log, protocol.valid, protocol.refit_log,
+                                                 half_lives))
+            run.chosen[label] = tuned.params
+            run.add(_scored(protocol, label, tuned.scorer, seconds, frozen=label == name))
+            echo(f"  {label}: {tuned.params} ({seconds:.0f} s)")
+
+
+def _content_rows(run: ProtocolRun, source: Source, half_life: float) -> None:
+    """TF-IDF of the ``.item`` text and popularity within genre: what a content pipeline alone would rank."""
+    protocol, ds = run.protocol, source.ds
+    popularity = Popularity.fit(protocol.refit_log or protocol.fit_log)
+    texts = ds.item_text()
+    if texts is not None:
+        run.add(_scored(protocol, cold.TFIDF_ROW, cold.TfidfScorer(cold.tfidf(texts), popularity.counts, half_life),
+                        frozen=False))
+    genre = cold.genres(ds.item_fields)
+    if genre is not None:
+        run.add(_scored(protocol, cold.GENRE_ROW, cold.GenrePopularity(genre, protocol.test.log, half_life),
+                        frozen=False))
 
 
 def run_job(source: Source, job: Job) -> JobResult:
@@ -240,7 +369,7 @@ def run_job(source: Source, job: Job) -> JobResult:
     protocol = source.protocol(job.protocol)
     result = JobResult(job, [], {}, [])
     {"half-life": _half_life_job, "dream": _dream_job, "baselines": _baselines_job,
-     "ablation": _ablation_job}[job.kind](source, protocol, job, result)
+     "ablation": _ablation_job, "cold": _cold_job}[job.kind](source, protocol, job, result)
     return result
 
 
@@ -272,6 +401,25 @@ def _dream_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> 
             out.rows += _scored(protocol, f"dream + candidates (k={k})", CandidateBlendScorer(served, k), frozen=False)
     if source.config.opal:
         _opal_rows(protocol, fitted.items, job, out)
+    if protocol.name == "prequential" and source.config.cold_items:  # the cold items' trained vectors: the upper bound
+        cold_protocol = source.protocol("cold-item")
+        upper = DreamUMMScorer(fitted.items, Popularity.fit(cold_protocol.refit_log or cold_protocol.fit_log),
+                               job.half_life)
+        out.other["cold-item"] = _scored(cold_protocol, cold.UPPER_ROW, upper, frozen=False)
+
+
+def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
+    """DREAM trained without the cold items' past; the cold items' vectors from the item tower over their features."""
+    from models.dream import DreamConfig
+    from models.dream_fit import fit_dream
+    from models.readout_trainer import ReadoutConfig
+
+    train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
+    fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(), train))
+    items = cold.tower_vectors(source.features, fitted.items, cold.cold_items(fitted.items.shape[0]), job.seed)
+    served = DreamUMMScorer(items, Popularity.fit(protocol.refit_log or protocol.fit_log), job.half_life)
+    out.rows += _scored(protocol, cold.TOWER_ROW, served, seconds, frozen=False)
+    out.lines.append(f"cold-item dream best epoch {fitted.fit.best_epoch} ({seconds:.0f} s)")
 
 
 def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) -> None:
@@ -308,7 +456,8 @@ def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) 
     out.rows += _scored(protocol, "dream + opal (quota merge, the previous client)", quota[share], frozen=False)
     served = OpalScorer(model, items, popularity, mode="served", half_life_s=job.half_life,
                         opal_half_life_s=OPAL_HALF_LIFE_S)  # dreamstream.blend: what the client serves
-    out.rows += _scored(protocol, "served: dream + opal", served)
+    out.rows += _scored(protocol, SERVED, served)
+    out.chosen["spread"] = history_spread(items, protocol.test)
     out.lines.append(f"opal K={config.interests} ({seconds:.0f} s); quota merge user_share {share} "
                      f"(validation {by_share})")
 
@@ -322,8 +471,8 @@ def _baselines_job(source: Source, protocol: Protocol, job: Job, out: JobResult)
     out.rows += _scored(protocol, "sasrec", sasrec, seconds)
     out.lines.append(f"sasrec best epoch {sasrec.best_epoch} ({seconds:.0f} s)")
     lightgcn, seconds = _timed(lambda: fit_lightgcn(protocol, seed=job.seed, half_life_s=job.half_life))
-    out.chosen["lightgcn"] = lightgcn.params
-    out.rows += _scored(protocol, "lightgcn", lightgcn.scorer, seconds, frozen=False)
+    out.chosen[LIGHTGCN] = lightgcn.params
+    out.rows += _scored(protocol, LIGHTGCN, lightgcn.scorer, seconds, frozen=False)
     out.lines.append(f"lightgcn {lightgcn.params} ({seconds:.0f} s)")
 
 

@@ -17,8 +17,9 @@ from dreamstream.settings import Settings
 from dreamstream.topics import ITEM_VECTORS
 
 
-async def _send_records(settings: Settings, records: Iterable[tuple[bytes, bytes | None]], total: int | None, progress: bool) -> int:
-    """Send (key, value) records to ``item-vectors`` in full batches, each to its key's murmur2 partition.
+async def _send_records(settings: Settings, records: Iterable[tuple[bytes, bytes | None]], total: int | None, progress: bool,
+                        topic_name: str = ITEM_VECTORS) -> int:
+    """Send (key, value) records to ``topic_name`` (``item-vectors``) in full batches, each to its key's murmur2 partition.
 
     Why batches built by hand: the per-record ``send`` of a Kafka client
     costs tens of microseconds in Python; aiokafka's batch builder (C) and
@@ -26,7 +27,7 @@ async def _send_records(settings: Settings, records: Iterable[tuple[bytes, bytes
     """
     from aiokafka import AIOKafkaProducer
 
-    topic = settings.topic(ITEM_VECTORS)
+    topic = settings.topic(topic_name)
     producer = AIOKafkaProducer(
         **aiokafka_options(settings),
         client_id="dreamstream-publish-items",
@@ -41,7 +42,7 @@ async def _send_records(settings: Settings, records: Iterable[tuple[bytes, bytes
         batches = [producer.create_batch() for _ in range(partitions)]
         in_flight: list[asyncio.Future] = []
         sent = 0
-        with tqdm(total=total, disable=not progress, desc="publish items", unit="item") as bar:
+        with tqdm(total=total, disable=not progress, desc=f"publish {topic_name}", unit="item") as bar:
             for key, value in records:
                 part = kafka_partition(key, partitions)
                 if batches[part].append(key=key, value=value, timestamp=None) is None:

@@ -36,7 +36,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     data = generate(tmp_path_factory.mktemp("data"), SynthConfig(n_users=150, n_items=240, text_dim=16, visual_dim=8,
                                                                    events_per_user=(15, 40), seed=1), progress=False)
     ckpt = tmp_path_factory.mktemp("ckpt")
-    ds = load_dataset(data)
+    from dreamstream.evaluation.provenance import data_record, dataset_before, parse_until
+
+    whole = load_dataset(data)
+    cutoff = parse_until("0.8", whole)
+    ds = dataset_before(whole, cutoff)  # the tail after the cutoff is held out, as `train --train-until 0.8` does
     split = leave_last_out(ds)
     items = np.load(data / "latent.npz")["item_latent"].astype(np.float32)  # [I, 32], rows in item-id order
     rng = np.random.default_rng(0)
@@ -51,7 +55,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     (ckpt / "user_ids.json").write_text(json.dumps([str(u) for u in ds.user_ids]))
     (ckpt / "config.json").write_text(json.dumps({
         "data": {"path": str(data), "name": ds.name, "n_users": ds.n_users, "n_items": ds.n_items, "split": "loo",
-                 "text_dim": 16, "visual_dim": 8}, "dream": {"dim": 32}, "seed": 0, "epochs": 2}))
+                 "text_dim": 16, "visual_dim": 8, **data_record(whole, cutoff)}, "dream": {"dim": 32}, "seed": 0,
+        "epochs": 2, "train": {"half_life_s": 3600.0}}))
     (ckpt / "metrics.json").write_text(json.dumps({"dream": {"valid": {"recall@20": 0.0}}}))
     (ckpt / "history.json").write_text(json.dumps({"dream": [{"epoch": 1, "loss": 1.0, "recall@20": 0.0}]}))
     train_opal(items, split, ds, epochs=2, seed=0, out_dir=ckpt, config=OpalConfig(dim=32, hidden=16, max_len=20),

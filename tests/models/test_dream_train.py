@@ -18,12 +18,18 @@ def test_train_writes_the_checkpoint_contract(small, tmp_path):
     out = tmp_path / "ckpt"
     result = CliRunner().invoke(train, ["--data", str(data), "--out", str(out), "--epochs", "1", "--dim", "16",
                                         "--batch-size", "256", "--tower-steps", "20", "--no-opal", "--no-progress",
-                                        "--w-s3", "0.2", "--no-inter"])
+                                        "--w-s3", "0.2", "--no-inter", "--train-until", "0.9"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     n_users, n_items = small.ds.n_users, small.ds.n_items
 
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["n_items"] == n_items and config["data"]["valid_from"]
+    from dreamstream.checksums import sha256_file
+
+    data_info = config["data"]  # provenance: what it learnt, so evaluate --checkpoint scores only the tail after it
+    assert data_info["inter_sha256"] == sha256_file(next(data.glob("*.inter")))
+    assert data_info["trained_events"] == int((small.ds.timestamp < data_info["trained_before"]).sum())
+    assert 0.85 * small.ds.n_interactions <= data_info["trained_events"] <= 0.9 * small.ds.n_interactions + 1
     assert config["data"]["text_dim"] == 24 and config["data"]["visual_dim"] == 12
     assert config["dream"]["w_s3"] == 0.2 and config["dream"]["use_inter"] is False
     assert json.loads((out / "item_ids.json").read_text()) == small.ds.item_ids

@@ -425,8 +425,9 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     blocked = {str(e) for e in exclude}
     total = version.size
     fetch = np.full(len(queries), min(total, FIRST_FETCH * k + len(blocked)))
+    lists: dict[int, tuple] = {}
     while True:
-        where, lasts = _fetch_lists(version, queries, fetch, blocked)
+        where, lasts = _fetch_lists(version, queries, fetch, blocked, lists)
         candidates = list(where)
         if not candidates:
             return []
@@ -442,19 +443,29 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
 FIRST_FETCH = 4  # lists start at 4k: 1.1 rounds per user instead of 2.9 (bench-index, 1M ivf-pq, docs/measurements.md)
 
 
-def _fetch_lists(version: LoadedVersion, queries: np.ndarray, fetch: np.ndarray,
-                 blocked: set[str]) -> tuple[dict[str, list], np.ndarray]:
-    """Each query's top ``fetch[q]``: candidate -> its place (the backend's own handle, first seen first) and each list's last score."""
+def _fetch_lists(version: LoadedVersion, queries: np.ndarray, fetch: np.ndarray, blocked: set[str],
+                 lists: dict[int, tuple]) -> tuple[dict[str, list], np.ndarray]:
+    """Each query's top ``fetch[q]``: candidate -> its place (the backend's own handle, first seen first) and each list's last score.
+
+    ``lists`` keeps every query's list (length, ids, scores, places) across
+    rounds, so a round searches only the lists :func:`_lengthen` doubled.
+    """
+    stale = np.asarray([q for q in range(len(queries)) if q not in lists or lists[q][0] != fetch[q]], dtype=np.int64)
+    for length in np.unique(fetch[stale]):  # one search per distinct list length (a backend search takes one k)
+        rows = stale[fetch[stale] == length]
+        ids, scores, places = version.search_places(queries[rows], int(length))
+        for j, q in enumerate(rows.tolist()):
+            lists[q] = (length, ids[j], scores[j], places[j])
     where: dict[str, list] = {}
     lasts = np.full(len(queries), -np.inf, np.float32)
-    for length in np.unique(fetch):  # one search per distinct list length (a backend search takes one k)
-        rows = np.flatnonzero(fetch == length)
-        ids, scores, places = version.search_places(queries[rows], int(length))
-        if scores.shape[1]:
-            lasts[rows] = scores[:, -1]
-        for item, place in zip(ids.reshape(-1).tolist(), places.reshape(ids.size, -1).tolist()):
-            if item is not None and item not in blocked and item not in where:
-                where[item] = place
+    for length in np.unique(fetch):
+        for q in np.flatnonzero(fetch == length).tolist():
+            _, ids, scores, places = lists[q]
+            if scores.shape[0]:
+                lasts[q] = scores[-1]
+            for item, place in zip(ids.tolist(), places.reshape(ids.size, -1).tolist()):
+                if item is not None and item not in blocked and item not in where:
+                    where[item] = place
     return where, lasts
 
 

@@ -87,6 +87,18 @@ def install(bundle_dir: Path, model_dir: Path) -> Path:
     return Path(tmp.rename(model_dir / bundle_dir.name))
 
 
+def ready_stack(s: Any, bundle_dir: Path) -> dict[str, np.ndarray]:
+    """A worker's world before it starts: the bundle installed, the topics made, every item vector published."""
+    from dreamstream.bundle import load_bundle
+    from dreamstream.topics import create_topics
+
+    install(bundle_dir, s.model_dir)
+    create_topics(s)
+    bundle = load_bundle(bundle_dir)
+    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
+    return dict(zip(bundle.item_ids, bundle.items))
+
+
 # --- the reference -------------------------------------------------------------------------------------------------
 def reference(events, items) -> dict[str, np.ndarray]:
     """DreamUMM with no decay, written out independently: s = sum_i r_i v_i."""

@@ -10,9 +10,7 @@ import pytest
 
 from dreamstream.bench import harness as h
 from dreamstream.broker import free_port
-from dreamstream.bundle import load_bundle
-from dreamstream.topics import create_topics
-from e2e_support import counts, install, metrics_page, metrics_when, samples
+from e2e_support import counts, metrics_page, metrics_when, ready_stack, samples
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +23,7 @@ def batch_buckets(body: str | None) -> dict[float, float]:
 def test_backlog_in_large_batches_then_a_trickle_in_small_ones(make_settings, tmp_path, bundle_dir) -> None:
     s = make_settings(partitions=4, web_port=free_port(), cold_min_positive=0, batch_size=8192, batch_min=64,
                       store="memory://")
-    install(bundle_dir, s.model_dir)
-    create_topics(s)
-    bundle = load_bundle(bundle_dir)
-    items = dict(zip(bundle.item_ids, bundle.items))
-    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
+    items = ready_stack(s, bundle_dir)
     backlog = h.synthetic_events(8000, 800, list(items), seed=5)
     trickle = h.synthetic_events(150, 800, list(items), seed=6, start_ms=backlog[-1]["ts"] + 1)
     h.produce_sync(s, s.topic("watch-events"), h.event_messages(backlog))

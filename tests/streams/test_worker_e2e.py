@@ -22,7 +22,7 @@ from dreamstream.bundle import load_bundle
 from dreamstream.client import user_partition
 from dreamstream.topics import DLQ, USER_EMBEDDINGS, create_topics
 from e2e_support import (assert_exact, committed_offsets, counts, install, log_hint, metric, metric_of, metrics_page,
-                         metrics_when, read_dead_letters, read_topic, samples, wait_until, worker_group)
+                         metrics_when, read_dead_letters, read_topic, ready_stack, samples, wait_until, worker_group)
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +32,7 @@ def stack(make_settings, tmp_path, bundle_dir):
     """Settings + topics + item vectors published; yields (settings, item vectors, start_worker)."""
     s = make_settings(partitions=4, web_port=free_port(), cold_min_positive=0, batch_size=512, batch_timeout_s=0.05,
                       store="memory://")
-    install(bundle_dir, s.model_dir)
-    create_topics(s)
-    bundle = load_bundle(bundle_dir)
-    items = dict(zip(bundle.item_ids, bundle.items))
-    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
+    items = ready_stack(s, bundle_dir)
     workers: list[h.WorkerProcess] = []
 
     def start() -> h.WorkerProcess:

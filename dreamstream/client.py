@@ -80,8 +80,13 @@ class LoadedVersion:
 
     What :func:`rank` needs of a version, and all another backend has to
     provide beside the Faiss one: ``dim``, ``size``, ``search_places``
-    (ids, scores and an opaque place per hit: here a (shard, row) pair) and
-    ``vectors_at`` (the exact vectors of those places).
+    (each hit's place, an opaque key of the backend, and its score),
+    ``places_of`` (the places of given ids), ``vectors_at`` (the exact
+    vectors of places) and ``ids_at`` (the ids of places). A Faiss place is
+    one int64, ``shard << PLACE_BITS | row``, so ranking dedupes and excludes
+    with numpy and decodes an id string only for the ``k`` it returns: at
+    10M items decoding every hit of every list was a quarter of a ranking's
+    CPU (docs/measurements.md).
     """
 
     name: str
@@ -107,17 +112,26 @@ class LoadedVersion:
             raise KeyError(item)
         return shard, row
 
+    def places_of(self, items: Iterable[Hashable]) -> np.ndarray:
+        """The places [n] int64 of those ``items`` that are in this version (the others are left out)."""
+        places = []
+        for item in items:
+            shard = shard_of(str(item), len(self.ids))
+            row = self.ids[shard].find(str(item))
+            if row >= 0:
+                places.append(shard << PLACE_BITS | row)
+        return np.asarray(places, dtype=np.int64)
+
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The stored vectors [len(ids), D] of items of this version (every id must be in it)."""
-        return self.vectors_at([self.locate(str(item)) for item in ids])
+        return self.vectors_at(np.asarray([s << PLACE_BITS | r for s, r in (self.locate(str(i)) for i in ids)], np.int64))
 
-    def vectors_at(self, places: list[tuple[int, int]]) -> np.ndarray:
-        """The stored vectors of (shard, row) places: the exact file of a compressed shard, the index's own vectors otherwise."""
+    def vectors_at(self, places: np.ndarray) -> np.ndarray:
+        """The stored vectors of places: the exact file of a compressed shard, the index's own vectors otherwise."""
+        places = np.asarray(places, dtype=np.int64).reshape(-1)
         out = np.empty((len(places), self.dim), np.float32)
-        if not len(places):
-            return out
-        shards, rows = np.asarray(places, dtype=np.int64).reshape(-1, 2).T
-        for shard in np.unique(shards):
+        shards, rows = places >> PLACE_BITS, places & ROW_MASK
+        for shard in np.unique(shards).tolist():
             mine = np.flatnonzero(shards == shard)
             exact = self.exact[shard] if self.exact else None
             if exact is not None:
@@ -126,38 +140,44 @@ class LoadedVersion:
                 out[mine] = self.indexes[shard].reconstruct_batch(rows[mine])
         return out
 
+    def ids_at(self, places: np.ndarray) -> np.ndarray:
+        """The ids (object array of str, None where a place is -1) of places, in their shape; only these strings are made."""
+        places = np.asarray(places, dtype=np.int64)
+        found = np.full(places.shape, None, dtype=object)
+        shards, rows = places >> PLACE_BITS, places & ROW_MASK
+        for shard in np.unique(shards[places >= 0]).tolist():
+            mine = (shards == shard) & (places >= 0)
+            found[mine] = self.ids[shard].take(rows[mine])
+        return found
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` over every shard: (ids [Q,k] object, scores [Q,k]); missing slots are None / -inf."""
-        ids, scores, _ = self.search_places(queries, k)
-        return ids, scores
+        places, scores = self.search_places(queries, k)
+        return self.ids_at(places), scores
 
-    def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`search` plus each hit's (shard, row) [Q,k,2] (-1 where missing), so callers need no id lookup."""
+    def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` over every shard as places [Q,k] int64 (-1 where missing) and scores [Q,k] (-inf there)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise ValueError(f"queries are {queries.shape[1]}-d but index version {self.name} is {self.dim}-d")
-        all_rows, all_scores, all_shards = [], [], []
+        all_places, all_scores = [], []
         for shard, index in enumerate(self.indexes):
             if index.ntotal == 0:
                 continue
             exact = self.exact[shard] if self.exact else None
             short_list = self.manifest.shards[shard].short_list if exact is not None else 0
             scores, rows = search_reranked(index, exact, queries, min(k, index.ntotal), short_list)
-            all_rows.append(rows)
+            all_places.append(np.where(rows >= 0, (shard << PLACE_BITS) | rows, -1))
             all_scores.append(np.where(rows >= 0, scores, -np.inf))
-            all_shards.append(np.full(rows.shape, shard))
-        if not all_rows:
-            empty = np.zeros((len(queries), 0))
-            return np.full(empty.shape, None, dtype=object), empty.astype(np.float32), np.zeros(empty.shape + (2,), np.int64)
-        rows_cat, scores_cat, shards_cat = np.hstack(all_rows), np.hstack(all_scores), np.hstack(all_shards)
+        if not all_places:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        places_cat, scores_cat = np.hstack(all_places), np.hstack(all_scores)
         order = np.argsort(-scores_cat, axis=1, kind="stable")[:, :k]
-        rows, scores, shards = (np.take_along_axis(a, order, 1) for a in (rows_cat, scores_cat, shards_cat))
-        found = np.full(rows.shape, None, dtype=object)
-        for shard in np.unique(shards[rows >= 0]):  # strings only for the rows returned
-            mine = (shards == shard) & (rows >= 0)
-            found[mine] = self.ids[shard].take(rows[mine])
-        places = np.where((rows >= 0)[..., None], np.stack([shards, rows], axis=-1), -1)
-        return found, scores, places
+        return np.take_along_axis(places_cat, order, 1), np.take_along_axis(scores_cat, order, 1)
+
+
+PLACE_BITS = 40  # a Faiss place is shard << 40 | row: rows up to 10^12 per shard, shards up to 2^23
+ROW_MASK = (1 << PLACE_BITS) - 1
 
 
 def load_version(index_dir: Path, name: str) -> LoadedVersion:
@@ -446,51 +466,52 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     the exact vectors whatever the shard kind).
     """
     queries, _ = user_queries(user_record, version.dim, 1.0, max_interests(version))
-    blocked = {str(e) for e in exclude}
+    blocked = np.unique(version.places_of(exclude))
     total = version.size
     fetch = np.full(len(queries), min(total, FIRST_FETCH * k + len(blocked)))
     lists: dict[int, tuple] = {}
     while True:
-        where, lasts = _fetch_lists(version, queries, fetch, blocked, lists)
-        candidates = list(where)
-        if not candidates:
+        places, lasts = _fetch_lists(version, queries, fetch, blocked, lists)
+        if not len(places):
             return []
-        exact = queries @ version.vectors_at(list(where.values())).T  # [1 + K, C]: user vector, then interests
+        exact = queries @ version.vectors_at(places).T  # [1 + K, C]: user vector, then interests
         blended = blend_scores(exact[0], exact[1:] if len(exact) > 1 else None, interest_weight)
         order = np.argsort(-blended, kind="stable")[:k]
         bound = blend_scores(lasts[:1], lasts[1:, None] if len(lasts) > 1 else None, interest_weight)[0]
         if fetch[0] >= total or (len(order) == k and blended[order[-1]] >= bound):  # the user list holding every item: all scored
-            return [(candidates[i], float(blended[i])) for i in order]
+            return list(zip(version.ids_at(places[order]).tolist(), blended[order].tolist()))
         _lengthen(fetch, lasts, total)
 
 
 FIRST_FETCH = 4  # lists start at 4k: 1.1 rounds per user instead of 2.9 (bench-index, 1M ivf-pq, docs/measurements.md)
 
 
-def _fetch_lists(version: LoadedVersion, queries: np.ndarray, fetch: np.ndarray, blocked: set[str],
-                 lists: dict[int, tuple]) -> tuple[dict[str, list], np.ndarray]:
-    """Each query's top ``fetch[q]``: candidate -> its place (the backend's own handle, first seen first) and each list's last score.
+def _fetch_lists(version: LoadedVersion, queries: np.ndarray, fetch: np.ndarray, blocked: np.ndarray,
+                 lists: dict[int, tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates' places (every list's hits, first seen first, once each, none ``blocked``) and each list's last score.
 
-    ``lists`` keeps every query's list (length, ids, scores, places) across
+    ``lists`` keeps every query's list (length, places, scores) across
     rounds, so a round searches only the lists :func:`_lengthen` doubled.
+    Lists are read shortest first, each query's best hits first: the order
+    a tie in the blend is broken by.
     """
     stale = np.asarray([q for q in range(len(queries)) if q not in lists or lists[q][0] != fetch[q]], dtype=np.int64)
     for length in np.unique(fetch[stale]):  # one search per distinct list length (a backend search takes one k)
         rows = stale[fetch[stale] == length]
-        ids, scores, places = version.search_places(queries[rows], int(length))
+        places, scores = version.search_places(queries[rows], int(length))
         for j, q in enumerate(rows.tolist()):
-            lists[q] = (length, ids[j], scores[j], places[j])
-    where: dict[str, list] = {}
+            lists[q] = (length, places[j], scores[j])
     lasts = np.full(len(queries), -np.inf, np.float32)
-    for length in np.unique(fetch):
-        for q in np.flatnonzero(fetch == length).tolist():
-            _, ids, scores, places = lists[q]
-            if scores.shape[0]:
-                lasts[q] = scores[-1]
-            for item, place in zip(ids.tolist(), places.reshape(ids.size, -1).tolist()):
-                if item is not None and item not in blocked and item not in where:
-                    where[item] = place
-    return where, lasts
+    seen = []
+    for q in np.argsort(fetch, kind="stable").tolist():
+        _, places, scores = lists[q]
+        if scores.shape[0]:
+            lasts[q] = scores[-1]
+        seen.append(places[np.isfinite(scores)])
+    places = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+    _, first = np.unique(places, return_index=True)
+    places = places[np.sort(first)]
+    return places[~np.isin(places, blocked)] if len(blocked) else places, lasts
 
 
 def _lengthen(fetch: np.ndarray, lasts: np.ndarray, total: int) -> None:

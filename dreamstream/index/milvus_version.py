@@ -1,9 +1,10 @@
 """Reading index versions from Milvus: the namespace's alias resolved to a collection, searched like a loaded Faiss version.
 
 :class:`MilvusVersion` has the surface :func:`dreamstream.client.rank` uses
-(``name``, ``manifest``, ``dim``, ``size``, ``search_places``, ``vectors_at``), so the
-blend, the exclusion of watched items and the pairing of a record with its
-own namespace's version are the client's code for both backends. A version
+(``name``, ``manifest``, ``dim``, ``size``, ``search_places``, ``places_of``,
+``vectors_at``, ``ids_at``), so the blend, the exclusion of watched items and
+the pairing of a record with its own namespace's version are the client's
+code for both backends. A version
 is pinned to the collection the alias named when it was loaded: a search
 never follows the alias mid-way, and a reader moves to a new version only
 in :meth:`MilvusBackend.load`, like ``CURRENT``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Hashable, Iterable
 
 import numpy as np
 
@@ -53,14 +54,21 @@ class MilvusVersion:
         """Items in the version (what :func:`dreamstream.client.rank` may fetch at most)."""
         return self.manifest.items
 
-    def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`search` plus each hit's place for :meth:`vectors_at`: in Milvus the id itself ([Q,k,1])."""
-        ids, scores = self.search(queries, k)
-        return ids, scores, ids[..., None]
+    def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` with each hit's place for :meth:`vectors_at`: in Milvus the id itself ([Q,k], None where missing)."""
+        return self.search(queries, k)
 
-    def vectors_at(self, places: list[list[str]]) -> np.ndarray:
-        """The stored vectors of the places :meth:`search_places` returned (one id each)."""
-        return self.vectors([place[0] for place in places])
+    def places_of(self, items: Iterable[Hashable]) -> np.ndarray:
+        """The places of ``items``: their ids (an id the collection lacks simply never matches a hit)."""
+        return np.asarray([str(item) for item in items], dtype=object)
+
+    def vectors_at(self, places: np.ndarray) -> np.ndarray:
+        """The stored vectors of the places :meth:`search_places` returned."""
+        return self.vectors([str(place) for place in np.asarray(places, dtype=object).reshape(-1)])
+
+    def ids_at(self, places: np.ndarray) -> np.ndarray:
+        """The ids of places: the places themselves."""
+        return np.asarray(places, dtype=object)
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The stored vectors [len(ids), D] of items of this version (every id must be in it)."""

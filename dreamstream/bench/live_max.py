@@ -24,6 +24,13 @@ load. The test (:func:`judge`), both parts over the run's own events:
   neighbour's burst on the shared cores) pulls a least-squares line over
   hundreds of thousands of points by tens of ms per second, and the
   criterion is for trends, not spikes;
+* the slope at least -:data:`MAX_DRAIN` (-5 ms per second): latency still
+  *falling* that fast after the first third means the run spent it
+  draining a backlog it built at the start, not in a steady state, so it
+  says nothing for the rate (found on 2026-12-07: a fresh worker at half
+  the preloaded maximum built a 2.6 s backlog in its first seconds and was
+  still working it off at -73 ms/s when the run ended; the old test called
+  that "kept up");
 * the **last third's p99** at most :data:`MAX_P99_GROWTH` times the first
   third's (or :data:`P99_SLACK_S` above it, whichever is more: 10 ms of
   jitter on a 15 ms p99 is not a trend): a backlog that builds late in the
@@ -48,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_SLOPE = 0.001  # latency may grow at most 1 ms per second of load over the last two thirds (Theil-Sen)
+MAX_DRAIN = 0.005  # ... and fall at most 5 ms per second (faster: a backlog being drained, not a steady state)
 MAX_P99_GROWTH = 1.5  # the last third's p99 at most 1.5x the first third's ...
 P99_SLACK_S = 0.020  # ... or 20 ms above it, whichever allows more
 WINDOW_S = 0.25  # the slope is fitted to the median latency of each window of this length
@@ -117,12 +125,16 @@ class Sustained:
 
 
 def judge(due_s: np.ndarray, latency_s: np.ndarray) -> Sustained:
-    """Was the run's rate sustained: latency flat over its last two thirds, and its last third's p99 near its first's?"""
+    """Was the run's rate sustained: latency flat over its last two thirds (neither growing nor draining), and its last
+    third's p99 near its first's?"""
     slope = latency_slope(due_s, latency_s)
     thirds = tuple(p99_by_part(due_s, latency_s))
     reasons = []
     if slope > MAX_SLOPE:
         reasons.append(f"latency grows {1000 * slope:+.1f} ms/s > {1000 * MAX_SLOPE:.0f}")
+    if slope < -MAX_DRAIN:
+        reasons.append(f"latency still falls {1000 * slope:+.1f} ms/s < -{1000 * MAX_DRAIN:.0f}: draining a backlog the run built, "
+                       "not a steady state")
     if len(thirds) == 3 and thirds[2] > max(MAX_P99_GROWTH * thirds[0], thirds[0] + P99_SLACK_S):
         reasons.append(f"last third's p99 {1000 * thirds[2]:.0f} ms > {MAX_P99_GROWTH}x the first's {1000 * thirds[0]:.0f} ms")
     return Sustained(slope, thirds, "; ".join(reasons) or None)

@@ -70,6 +70,17 @@ def test_bisection_finds_the_capacity_within_its_resolution() -> None:
     assert "ms per second of load (Theil-Sen, last two thirds), p99 by third" in lines[0]
 
 
+def test_a_run_still_draining_the_backlog_it_built_is_not_sustained() -> None:
+    """Seen on 2026-12-07: a fresh worker built a 2.6 s backlog at the start and was still working it off at -73 ms/s."""
+    due = np.arange(0, 15, 1 / 2000)
+    rng = np.random.default_rng(2)
+    draining = np.maximum(0.08, 2.6 - 0.07 * due) + rng.exponential(0.03, len(due))
+    v = judge(due, draining)
+    assert not v.kept_up and v.slope < -0.05 and "draining a backlog" in v.failed
+    settling = 0.08 + np.where(due < 4, 0.05 * (4 - due), 0.0) + rng.exponential(0.03, len(due))  # warm-up done by 4 s
+    assert judge(due, settling).kept_up
+
+
 def test_a_slightly_overloaded_rate_is_caught() -> None:
     """1% over capacity adds 10 ms per second: the old least-squares 20 ms/s criterion let this through."""
     due, latency = load(7070, capacity=7000)

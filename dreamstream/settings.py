@@ -123,7 +123,10 @@ class Settings(BaseSettings):
     )
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest the worker waits to fill a batch, in seconds.")
     fetch_max_wait_ms: int = Field(
-        10, ge=1, le=1500, description="Longest the broker may hold the worker's fetch when no data is there (ms)."
+        5, ge=1, le=1500, description="Longest the broker may hold the worker's fetch when no data is there (ms). 5: on "
+        "the embedded broker sent -> record written p50 6-7 ms against 7-8 at 10 and p99 at 600 events/s 43 / 60 ms against "
+        "53 / 87 (two A/B pairs); 2 was no faster and cost the broker more CPU. On Kafka it only sets how often an idle "
+        "worker asks."
     )
     commit_interval_s: float = Field(
         1.0, gt=0, description="Seconds between the worker's flushes: cached user rows to the changelog, then the watch-events "

@@ -229,6 +229,7 @@ class Worker:
     def _observe(self, batch: list[Any], result: BatchResult, marks: tuple[float, ...], last: dict[int, int]) -> None:
         lags = {p: high - offset - 1 for p, offset in last.items() if (high := self.feed.highwater(p)) is not None}
         self.metrics.observe_batch(len(batch), result, marks, self.fetch_wait_s, len(self.checkpoint.cache.dirty), lags)
+        self.metrics.observe_item_lookups(self.items.store.lookups)
 
     def _observe_items_read(self, records: int) -> None:
         """A fetch of item-vectors is stored: the records it read and the item store's RAM."""

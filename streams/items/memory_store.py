@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from streams.items.compact_table import CompactTable, row_bytes
-from streams.items.store import ItemStore
+from streams.items.store import ItemStore, LookupCounts
 
 
 class MemoryItemStore(ItemStore):
@@ -27,6 +27,7 @@ class MemoryItemStore(ItemStore):
         self.dtype, self.ceiling_bytes = np.dtype(dtype), ceiling_bytes
         self.table: CompactTable | None = None  # sized at the first vector, when the width is known
         self.applied: dict[int, int] = {}
+        self.lookups = LookupCounts()
 
     @property
     def dim(self) -> int | None:
@@ -40,10 +41,13 @@ class MemoryItemStore(ItemStore):
     def lookup(self, videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         out = np.zeros((len(videos), self.dim or 0), np.float32)
         if self.table is None:
+            self.lookups.count(0, 0, len(videos))
             return out, np.zeros(len(videos), bool)
         rows = self.table.find(videos)
         self.table.gather(rows, out)
-        return out, rows >= 0
+        found = rows >= 0
+        self.lookups.count(int(found.sum()), 0, len(videos))
+        return out, found
 
     def put(self, videos: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         if not len(videos):

@@ -62,6 +62,7 @@ class Worker:
         self.items = ItemTable(settings, settings.topic(ITEM_VECTORS), dim=lambda: self.holder.bundle.manifest.dim,
                                on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc(),
                                on_read=self._observe_items_read)
+        self.metrics.watch_item_lookups(self.items.store.lookups)
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
         self.sizing = BatchSizing(settings.batch_min, settings.batch_size)
         output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
@@ -118,8 +119,7 @@ class Worker:
 
     def serving(self) -> bool:
         """Faust finished the rebalance and the table's recovery: the rows are there to build on."""
-        app = self.app
-        return bool(app.tables.actives_ready and not app.rebalancing and self.items.ready.is_set())
+        return bool(self.app.tables.actives_ready and not self.app.rebalancing and self.items.ready.is_set())
 
     async def take_assignment(self) -> None:
         """Complete the rows of the assigned partitions (tansu), then read them from their committed offsets."""
@@ -229,7 +229,6 @@ class Worker:
     def _observe(self, batch: list[Any], result: BatchResult, marks: tuple[float, ...], last: dict[int, int]) -> None:
         lags = {p: high - offset - 1 for p, offset in last.items() if (high := self.feed.highwater(p)) is not None}
         self.metrics.observe_batch(len(batch), result, marks, self.fetch_wait_s, len(self.checkpoint.cache.dirty), lags)
-        self.metrics.observe_item_lookups(self.items.store.lookups)
 
     def _observe_items_read(self, records: int) -> None:
         """A fetch of item-vectors is stored: the records it read and the item store's RAM."""

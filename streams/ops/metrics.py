@@ -46,10 +46,6 @@ class WorkerMetrics:
                                   registry=r)
         self.item_store_bytes = Gauge("dreamstream_item_store_bytes", "RAM held by the item store's own arrays (the "
                                       "whole table, or the rocksdb store's hot cache).", registry=r)
-        self.item_lookups = Counter(
-            "dreamstream_item_lookups", "Videos looked up for events, by where the vector came from: cache (RAM), disk "
-            "(a rocksdb hot-cache miss: one point read) or absent (an unknown-video dead letter).", ["result"], registry=r)
-        self.item_lookups_seen = (0, 0, 0)  # the store's counts already added to item_lookups
         self.batch_size = Histogram("dreamstream_batch_events", "Messages per batch taken from watch-events.",
                                     buckets=(1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384), registry=r)
         self.step_seconds = Histogram("dreamstream_step_seconds", "Time of apply_batch (all waves, ONNX included).",
@@ -108,13 +104,9 @@ class WorkerMetrics:
                       "apply_ms=%.1f send_ms=%.1f", messages, result.applied, result.replays, len(result.records),
                       result.waves, fetch_wait_s * 1e3, *((b - a) * 1e3 for a, b in zip(marks, marks[1:])))
 
-    def observe_item_lookups(self, counts: Any) -> None:
-        """Add what the item store counted (``streams.items.store.LookupCounts``) since the last call."""
-        now = (counts.cache, counts.disk, counts.absent)
-        for result, n, seen in zip(("cache", "disk", "absent"), now, self.item_lookups_seen):
-            if n > seen:
-                self.item_lookups.labels(result=result).inc(n - seen)
-        self.item_lookups_seen = now
+    def watch_item_lookups(self, counts: Any) -> None:
+        """Export the item store's lookup counts (``streams.items.store.LookupCounts``), read at each scrape."""
+        self.registry.register(_ItemLookups(counts))
 
     def observe_age(self, oldest_ms: int | None) -> float | None:
         """How old the oldest event behind records just sent was: the staleness ranking services see."""
@@ -130,3 +122,20 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ItemLookups:
+    """``dreamstream_item_lookups_total{result}``: the store counts, the page reads them (no work per batch)."""
+
+    def __init__(self, counts: Any) -> None:
+        self.counts = counts
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "dreamstream_item_lookups", "Videos looked up for events, by where the vector came from: cache (RAM), "
+            "disk (a rocksdb hot-cache miss: one point read) or absent (an unknown-video dead letter).", labels=["result"])
+        for result in ("cache", "disk", "absent"):
+            family.add_metric([result], getattr(self.counts, result))
+        yield family

@@ -308,7 +308,7 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     """Measure one size (see the module docstring for the steps)."""
     from dreamstream.commands.bench import _latencies  # the latency bookkeeping `dreamstream bench` reports with
 
-    tag = f"v{videos}-u{users}"
+    tag = _new_tag(brokers.work, f"v{videos}-u{users}")
     s = brokers.fresh(tag)
     s = s.model_copy(update={"store": s.store if s.store.startswith("rocksdb") else "rocksdb://"})
     point = ScalePoint(videos, users, worker_base_mb=base_mb,
@@ -372,6 +372,14 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     progress(f"[{tag}] warm start {point.warm_start_s if point.warm_start_s is not None else float('nan'):.1f} s; "
              f"changelog {point.changelog_bytes_per_user or 0:,.0f} B per user (partition 0, {keys:,} users)")
     return point
+
+
+def _new_tag(work: Path, tag: str) -> str:
+    """``tag``, or ``tag-2``, ``-3``... if a point of that size ran before: its own state folder and logs, not the last one's."""
+    n = 1
+    while (work / f"{tag if n == 1 else f'{tag}-{n}'}-cold.log").exists():
+        n += 1
+    return tag if n == 1 else f"{tag}-{n}"
 
 
 def _paced(s: Settings, point: ScalePoint, users: int, videos: int, exponent: float, fraction: float, seconds: float,

@@ -23,6 +23,8 @@ Development-broker repairs (on only when ``DREAMSTREAM_BROKER_KIND`` is
 
 * :mod:`.tansu_rows` - tansu answers end offsets one batch short: complete the user rows after recovery, and
   Faust's recovery consistency check is switched off.
+* :mod:`.tansu_leave` - tansu's first generation is 0, for which aiokafka sends no LeaveGroup: a stopped
+  worker stayed in its group until its session timed out.
 """
 from __future__ import annotations
 

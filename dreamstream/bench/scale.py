@@ -85,6 +85,7 @@ class ScalePoint:
     loop_us_per_event: float | None = None  # the worker's batch loop working (stages decode..send, flush encode) / events
     fetch_wait_share: float | None = None  # share of the batch loop spent waiting for the broker's fetch
     item_cache_hit: float | None = None  # share of the run's item lookups served from RAM (rocksdb: the hot cache)
+    item_lookup_us_per_event: float | None = None  # the worker's time in item-store lookups / events (its /metrics)
     warm_phases: dict[str, float] = field(default_factory=dict)  # warm start: seconds from launch to each milestone
     notes: list[str] = field(default_factory=list)
 
@@ -356,7 +357,8 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
         progress(f"[{tag}] per event: worker CPU {point.worker_cpu_us_per_event or 0:.0f} us, broker CPU "
                  f"{point.broker_cpu_us_per_event or 0:.0f} us (box {100 * (point.box_busy or 0):.0f}% busy); worker loop "
                  f"{point.loop_us_per_event or 0:.0f} us working, {100 * (point.fetch_wait_share or 0):.0f}% of it waiting "
-                 f"for fetches; item cache hits {100 * (point.item_cache_hit or 0):.1f}%")
+                 f"for fetches; item cache hits {100 * (point.item_cache_hit or 0):.1f}%, item lookups "
+                 f"{point.item_lookup_us_per_event or 0:.1f} us")
         _paced(s, point, users, videos, exponent, paced_fraction, latency_seconds, _latencies, progress, tag)
     finally:
         rss.stop()
@@ -491,6 +493,7 @@ def _where_time_went(point: ScalePoint, cpu: tuple[float, float, float] | None, 
     looked = {k[1]: v for k, v in sums.items() if k[0] == "dreamstream_item_lookups_total"}
     if sum(looked.values()):
         point.item_cache_hit = looked.get("cache", 0.0) / sum(looked.values())
+        point.item_lookup_us_per_event = 1e6 * sums.get(("dreamstream_item_lookup_seconds_total", ""), 0.0) / sum(looked.values())
 
 
 def metric_sums(port: int) -> dict[tuple[str, str], float]:
@@ -556,7 +559,7 @@ def table(points: list[ScalePoint]) -> str:
     rows = [f"item store: {', '.join(sorted({p.item_store for p in points}))}", "",
             "| videos | users | measured | worker RSS: 1 video / catalogue / + users (MB) | B per video | B per user (RSS) "
             "| changelog B per user | start -> serving cold / warm (s) | events/s | p50 / p99 event -> record (ms) at events/s "
-            "| broker RSS (MB) | disk B per video / per user | CPU us per event: worker / broker | item cache hits |",
+            "| broker RSS (MB) | disk B per video / per user | CPU us per event: worker / broker | item cache hits, lookup us per event |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         rows.append(
@@ -566,7 +569,8 @@ def table(points: list[ScalePoint]) -> str:
             f"| {f(p.events_per_s)} | {f(p.p50_ms)} / {f(p.p99_ms)} at {f(p.paced_rate)} | {f(p.broker_mb_end or p.broker_mb_items)} "
             f"| {f(p.item_disk_bytes_per_video)} / {f(p.state_disk_bytes_per_user)} "
             f"| {f(p.worker_cpu_us_per_event)} / {f(p.broker_cpu_us_per_event)} "
-            f"| {'-' if p.item_cache_hit is None else format(100 * p.item_cache_hit, '.1f') + '%'} |")
+            f"| {'-' if p.item_cache_hit is None else format(100 * p.item_cache_hit, '.1f') + '%'}, "
+            f"{f(p.item_lookup_us_per_event, '.1f')} |")
     return "\n".join(rows)
 
 

@@ -10,6 +10,7 @@ RocksDB store (docs/scaling.md, "Item store").
 """
 from __future__ import annotations
 
+import time
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ class MemoryItemStore(ItemStore):
         return self.table
 
     def lookup(self, videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
         out = np.zeros((len(videos), self.dim or 0), np.float32)
         if self.table is None:
             self.lookups.count(0, 0, len(videos))
@@ -46,7 +48,7 @@ class MemoryItemStore(ItemStore):
         rows = self.table.find(videos)
         self.table.gather(rows, out)
         found = rows >= 0
-        self.lookups.count(int(found.sum()), 0, len(videos))
+        self.lookups.count(int(found.sum()), 0, len(videos), t0)
         return out, found
 
     def put(self, videos: Sequence[str], vectors: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -101,7 +102,7 @@ class RocksItemStore(ItemStore):
         return self.cache
 
     def lookup(self, videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        n = len(videos)
+        n, t0 = len(videos), time.perf_counter()
         cache = self._cache()
         out = np.zeros((n, self.dim or 0), np.float32)
         if cache is None:
@@ -112,7 +113,7 @@ class RocksItemStore(ItemStore):
         found = rows >= 0
         miss = np.flatnonzero(~found)
         read = self._read_misses(videos, miss, out, found) if len(miss) else 0
-        self.lookups.count(n - len(miss), read, n)
+        self.lookups.count(n - len(miss), read, n, t0)
         return out, found
 
     def _read_misses(self, videos: Sequence[str], miss: np.ndarray, out: np.ndarray, found: np.ndarray) -> int:

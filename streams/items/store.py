@@ -18,6 +18,7 @@ per id beyond hashing it.
 """
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -41,11 +42,15 @@ class LookupCounts:
     cache: int = 0  # answered from RAM (the memory store's table, the rocksdb store's hot cache)
     disk: int = 0  # read from RocksDB (a hot-cache miss)
     absent: int = 0  # in no store: the event becomes an unknown-video dead letter
+    seconds: float = 0.0  # spent in lookups (the item store's share of a worker's time per event)
 
-    def count(self, found_in_ram: int, read: int, looked_up: int) -> None:
+    def count(self, found_in_ram: int, read: int, looked_up: int, since: float | None = None) -> None:
+        """One lookup's counts; ``since``: its ``time.perf_counter()`` at the start."""
         self.cache += found_in_ram
         self.disk += read
         self.absent += looked_up - found_in_ram - read
+        if since is not None:
+            self.seconds += time.perf_counter() - since
 
 
 class ItemStore(ABC):

@@ -125,7 +125,7 @@ class WorkerMetrics:
 
 
 class _ItemLookups:
-    """``dreamstream_item_lookups_total{result}``: the store counts, the page reads them (no work per batch)."""
+    """``dreamstream_item_lookups_total{result}`` and ``..._lookup_seconds_total``: the store counts, the page reads them."""
 
     def __init__(self, counts: Any) -> None:
         self.counts = counts
@@ -139,3 +139,5 @@ class _ItemLookups:
         for result in ("cache", "disk", "absent"):
             family.add_metric([result], getattr(self.counts, result))
         yield family
+        yield CounterMetricFamily("dreamstream_item_lookup_seconds", "Time spent looking up events' videos in the "
+                                  "item store (RAM cache and RocksDB reads).", value=self.counts.seconds)

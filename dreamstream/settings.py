@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/data"), description="Folder of a RecBole atomic dataset (.inter, .item, *_feat.npy).")
     state_dir: Path = Field(Path("var/state"), description="Folder for worker table state (RocksDB) and the indexer's item store.")
     store: str = Field("memory://", description="Faust table store: memory:// (tests, demo) or rocksdb:// (production).")
+    state_block_cache_mb: int = Field(
+        0, ge=0, description="Block cache of each user-state RocksDB database (one per partition a worker holds) in "
+                             "MiB; 0 = Faust's default, 2048 (docs/scaling.md#user-state-memory).")
+    state_memtable_mb: int = Field(
+        0, ge=0, description="Size of each write buffer (memtable) of each user-state RocksDB database in MiB; 0 = "
+                             "Faust's default, 64.")
+    state_memtables: int = Field(
+        0, ge=0, description="Write buffers (memtables) each user-state RocksDB database may hold; 0 = Faust's default, 3.")
     item_store: Literal["memory", "rocksdb"] = Field(
         "memory", description="Where a worker keeps the item vectors (docs/scaling.md#item-store): memory (one compact "
                               "table, rebuilt from item-vectors at every start) or rocksdb (on disk under the item store "

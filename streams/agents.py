@@ -6,7 +6,8 @@
   (``streams.compat.hold_back``).
 * ``update_users`` (a task) runs the worker loop.
 * ``item-tower`` on ``item-features`` embeds new videos (``streams.item_tower``).
-* ``follow_items`` (a task) keeps the item table in step with ``item-vectors``.
+* ``ItemFollower`` (a service started with the app, before the group join)
+  keeps the item table in step with ``item-vectors``.
 * ``bundle-watcher`` (a timer) hot-reloads a new bundle between batches (``streams.ops.reload``).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from typing import Any
 
 import faust
+from mode import Service
 
 from dreamstream.settings import Settings
 from dreamstream.topics import ITEM_FEATURES
@@ -32,9 +34,7 @@ def register(app: faust.App, settings: Settings) -> Worker:
     watch = app.topic(worker.watch_topic, partitions=settings.partitions, **RAW)
     features = app.topic(settings.topic(ITEM_FEATURES), partitions=settings.item_partitions, **RAW)
 
-    @app.task
-    async def follow_items() -> None:
-        await worker.items.follow()
+    app.add_dependency(ItemFollower(worker))  # before start: the app's first child, ahead of its consumer
 
     hold_back(worker.watch_topic)  # assigned through the Faust group, read by worker.feed
 
@@ -72,3 +72,20 @@ def register(app: faust.App, settings: Settings) -> Worker:
 
     app.dreamstream_worker = worker  # for tests and the bench
     return worker
+
+
+class ItemFollower(Service):
+    """Follows ``item-vectors`` from the moment the app starts, beside Faust's own start.
+
+    Why not an ``app.task``: Faust starts its tasks only once the group is
+    joined and the table recovered; the item table then read its catalogue
+    (or, on a warm restart, its tail) after all of that, while the worker
+    waited for it. As the app's child it reads during the join instead.
+    """
+
+    def __init__(self, worker: Worker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.worker = worker
+
+    async def on_start(self) -> None:
+        self.add_future(self.worker.items.follow())

@@ -60,8 +60,12 @@ def create_app(settings: Settings) -> faust.App:
     from streams.agents import register
     from streams.compat.fetch_cancel import install as install_fetch_cancel
     from streams.compat.fetch_wait import FAUST_FETCH_WAIT_MS, install as install_fetch_wait
+    from streams.compat.table_start import install as install_table_start
+    from streams.compat.tansu_leave import install as install_tansu_leave
 
     install_fetch_wait(FAUST_FETCH_WAIT_MS)
+    install_table_start()  # no 1 s nap before the group join (the table is declared below, before the start)
+    install_tansu_leave(settings)  # dev broker: a first-generation member leaves its group when it stops
     install_fetch_cancel()  # consumers stopped while the broker is away must not raise CancelledError
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **app_config(settings))

@@ -1,15 +1,13 @@
 """The user update loop: batches move from the feed, through the pure functions, into the checkpoint.
 
-One turn (:meth:`Worker.step`): follow the Faust group's assignment, take a
-batch of watch-events records from the feed (``streams.kafka.feed``), decode
-and validate it (``streams.domain.validate``), read each touched user's row
-once (the checkpoint's cache, else the table), apply the batch
-(``streams.domain.apply``), and stage the result in the checkpoint
-(``streams.checkpoint``), which sends its records and dead letters now and
-makes rows and offsets durable in the background, in the one order that
-keeps the output exactly once in effect. Broker trouble anywhere is waited
-out: the checkpoint forgets what is not committed and the feed reads again
-from the commit.
+One turn (:meth:`Worker.step`): follow the Faust group's assignment, take a batch of watch-
+events records from the feed (``streams.kafka.feed``), decode and validate it
+(``streams.domain.validate``), read each touched user's row once (the checkpoint's cache, else
+the table), apply the batch (``streams.domain.apply``), and stage the result in the checkpoint
+(``streams.checkpoint``), which sends its records and dead letters now and makes rows and
+offsets durable in the background, in the one order that keeps the output exactly once in
+effect. Broker trouble anywhere is waited out: the checkpoint forgets what is not committed and
+the feed reads again from the commit.
 
 Rebalances and shutdown go through :meth:`Worker.release`, which settles
 the checkpoint (commits what is done) before Faust hands the partitions on.
@@ -42,6 +40,7 @@ from streams.kafka.transient import TRANSIENT
 from streams.ops.gc_tuning import tune_collector
 from streams.ops.metrics import WorkerMetrics
 from streams.ops.reload import BundleHolder
+from streams.ops.state_store import state_table_options
 
 log = logging.getLogger("streams.worker")
 
@@ -57,11 +56,12 @@ class Worker:
         self.holder.load_latest()
         self.watch_topic = settings.topic(WATCH_EVENTS)
         self.users = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                               help="Per-user DreamUMM/OPAL state and last applied position.")
+                               help="Per-user state and last position.", options=state_table_options(settings))
         self.rows = ChangelogRows(self.users, settings, self.metrics.stage_seconds.labels(stage="flush_encode").observe)
         self.items = ItemTable(settings, settings.topic(ITEM_VECTORS), dim=lambda: self.holder.bundle.manifest.dim,
                                on_refused=lambda label: self.metrics.items_refused.labels(reason=label).inc(),
                                on_read=self._observe_items_read)
+        self.metrics.watch_item_lookups(self.items.store.lookups)
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
         self.sizing = BatchSizing(settings.batch_min, settings.batch_size)
         output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
@@ -118,8 +118,7 @@ class Worker:
 
     def serving(self) -> bool:
         """Faust finished the rebalance and the table's recovery: the rows are there to build on."""
-        app = self.app
-        return bool(app.tables.actives_ready and not app.rebalancing and self.items.ready.is_set())
+        return bool(self.app.tables.actives_ready and not self.app.rebalancing and self.items.ready.is_set())
 
     async def take_assignment(self) -> None:
         """Complete the rows of the assigned partitions (tansu), then read them from their committed offsets."""

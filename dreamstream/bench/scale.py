@@ -29,6 +29,7 @@ A point, in order:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,15 @@ class ScalePoint:
     paced_rate: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    # where the sustained run's time went (the broker and the worker share the box: say which part is whose)
+    worker_cpu_us_per_event: float | None = None  # the worker process's CPU over the run's span / events
+    broker_cpu_us_per_event: float | None = None  # the embedded broker's (tansu's) CPU over the same span / events
+    box_busy: float | None = None  # share of all cores busy over the span (every process, the other sessions' too)
+    loop_us_per_event: float | None = None  # the worker's batch loop working (stages decode..send, flush encode) / events
+    fetch_wait_share: float | None = None  # share of the batch loop spent waiting for the broker's fetch
+    item_cache_hit: float | None = None  # share of the run's item lookups served from RAM (rocksdb: the hot cache)
+    item_lookup_us_per_event: float | None = None  # the worker's time in item-store lookups / events (its /metrics)
+    warm_phases: dict[str, float] = field(default_factory=dict)  # warm start: seconds from launch to each milestone
     notes: list[str] = field(default_factory=list)
 
 
@@ -139,22 +149,42 @@ def paced_events(n: int, users: int, videos: int, exponent: float, seed: int) ->
             for i, (u, r, q) in enumerate(zip(who.tolist(), ranks.tolist(), ratio.tolist()))]
 
 
-class RssSampler:
-    """A process's RSS every ``period_s`` in a thread: (wall time, MB) pairs."""
+class ProcSampler:
+    """The worker's RSS and the worker's, the broker's and the box's CPU seconds every ``period_s``, in a thread.
 
-    def __init__(self, pid: int, period_s: float = 0.25) -> None:
-        self.pid, self.period_s = pid, period_s
-        self.samples: list[tuple[float, float]] = []
+    Why CPU: the worker and the embedded broker share the box's cores, so a
+    sustained rate alone cannot say whose cost grew with the catalogue; CPU
+    seconds per event of each process can.
+    """
+
+    def __init__(self, pid: int, broker_pid: int | None = None, period_s: float = 0.25) -> None:
+        self.pid, self.broker_pid, self.period_s = pid, broker_pid, period_s
+        self.samples: list[tuple[float, float]] = []  # (wall time, worker RSS MB)
+        self.cpu: list[tuple[float, float, float, float]] = []  # (wall time, worker s, broker s, box busy core-s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        from dreamstream.bench.cpu_share import machine_busy_seconds, process_cpu_seconds
+
         while not self._stop.is_set():
-            mb = rss_mb(self.pid)
+            mb, now = rss_mb(self.pid), time.time()
             if mb is None:
                 return
-            self.samples.append((time.time(), mb))
+            self.samples.append((now, mb))
+            broker = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
+            box = machine_busy_seconds()
+            self.cpu.append((now, process_cpu_seconds(self.pid) or 0.0, broker or 0.0, box[0] if box else 0.0))
             self._stop.wait(self.period_s)
+
+    def cpu_between(self, t0: float, t1: float) -> tuple[float, float, float] | None:
+        """(worker, broker, box busy) CPU seconds between wall times ``t0`` and ``t1``, interpolated between samples."""
+        if len(self.cpu) < 2 or t1 <= t0:
+            return None
+        times = np.array([c[0] for c in self.cpu])
+        cols = np.array([c[1:] for c in self.cpu])
+        at = [np.interp(t, times, cols[:, j]) for t in (t0, t1) for j in range(3)]
+        return at[3] - at[0], at[4] - at[1], at[5] - at[2]
 
     def start(self) -> "RssSampler":
         self._thread.start()
@@ -279,7 +309,7 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     """Measure one size (see the module docstring for the steps)."""
     from dreamstream.commands.bench import _latencies  # the latency bookkeeping `dreamstream bench` reports with
 
-    tag = f"v{videos}-u{users}"
+    tag = _new_tag(brokers.work, f"v{videos}-u{users}")
     s = brokers.fresh(tag)
     s = s.model_copy(update={"store": s.store if s.store.startswith("rocksdb") else "rocksdb://"})
     point = ScalePoint(videos, users, worker_base_mb=base_mb,
@@ -301,7 +331,7 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     log = brokers.work / f"{tag}-cold.log"
     t0 = time.time()
     w = h.WorkerProcess(s, log).start()
-    rss = RssSampler(w.proc.pid).start()
+    rss = ProcSampler(w.proc.pid, brokers.pid).start()
     try:
         sizes: list[int] = []
         col = _read_users(s, users + len(probes), timeout_s + users / 500, None, progress, "cold run", sizes)
@@ -314,6 +344,7 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
         first, last = min(t[0] for t in mine), max(t[-1] for t in mine)
         point.events_per_s = users / (last - first) if last > first else None
         time.sleep(2.0)  # the last rows reach the store
+        _where_time_went(point, rss.cpu_between(first, last), s.web_port, users)
         loaded = catalogue_loaded_at(log) or min(ts[0] for ts in col.written.values())
         point.worker_items_mb = rss.before(loaded + 0.1)  # catalogue in, no batch yet (a first batch grows ONNX's arenas)
         point.worker_users_mb = rss_mb(w.proc.pid)
@@ -323,6 +354,11 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
                 point.bytes_per_user = (point.worker_users_mb - point.worker_items_mb) * MB / users
         progress(f"[{tag}] cold start {point.cold_start_s:.1f} s; {point.events_per_s or 0:,.0f} events/s; worker RSS "
                  f"{base_mb:.0f} (1 video) -> {point.worker_items_mb or 0:.0f} (catalogue) -> {point.worker_users_mb or 0:.0f} MB (users)")
+        progress(f"[{tag}] per event: worker CPU {point.worker_cpu_us_per_event or 0:.0f} us, broker CPU "
+                 f"{point.broker_cpu_us_per_event or 0:.0f} us (box {100 * (point.box_busy or 0):.0f}% busy); worker loop "
+                 f"{point.loop_us_per_event or 0:.0f} us working, {100 * (point.fetch_wait_share or 0):.0f}% of it waiting "
+                 f"for fetches; item cache hits {100 * (point.item_cache_hit or 0):.1f}%, item lookups "
+                 f"{point.item_lookup_us_per_event or 0:.1f} us")
         _paced(s, point, users, videos, exponent, paced_fraction, latency_seconds, _latencies, progress, tag)
     finally:
         rss.stop()
@@ -333,11 +369,19 @@ def run_point(brokers: RunBrokers, videos: int, users: int, dim: int, model: str
     point.state_disk_bytes_per_user = folder_mb(s.state_dir / "faust") * MB / users
     changelog, keys = changelog_bytes(s)
     point.changelog_bytes_per_user = changelog / keys if keys else None
-    point.warm_start_s = _warm_start(s, brokers.work / f"{tag}-warm.log", timeout_s, progress)
+    point.warm_start_s, point.warm_phases = _warm_start(s, brokers.work / f"{tag}-warm.log", timeout_s, progress)
     point.broker_mb_end = rss_mb(brokers.pid) if brokers.pid else None
     progress(f"[{tag}] warm start {point.warm_start_s if point.warm_start_s is not None else float('nan'):.1f} s; "
              f"changelog {point.changelog_bytes_per_user or 0:,.0f} B per user (partition 0, {keys:,} users)")
     return point
+
+
+def _new_tag(work: Path, tag: str) -> str:
+    """``tag``, or ``tag-2``, ``-3``... if a point of that size ran before: its own state folder and logs, not the last one's."""
+    n = 1
+    while (work / f"{tag if n == 1 else f'{tag}-{n}'}-cold.log").exists():
+        n += 1
+    return tag if n == 1 else f"{tag}-{n}"
 
 
 def _paced(s: Settings, point: ScalePoint, users: int, videos: int, exponent: float, fraction: float, seconds: float,
@@ -368,17 +412,103 @@ def _paced(s: Settings, point: ScalePoint, users: int, videos: int, exponent: fl
                  f"({len(lat.total):,} of {len(events):,} events with a record)")
 
 
-def _warm_start(s: Settings, log: Path, timeout_s: float, progress: Callable[[str], None]) -> float | None:
-    """A restart on the same state folder: seconds from launch until new probes are served."""
+def _warm_start(s: Settings, log: Path, timeout_s: float,
+                progress: Callable[[str], None]) -> tuple[float | None, dict[str, float]]:
+    """A restart on the same state folder: seconds from launch until new probes are served, and to each milestone."""
     probes = _probes(s, "warm")
     start = h.end_offsets(s, s.topic(USER_EMBEDDINGS))
     t0 = time.time()
     w = h.WorkerProcess(s, log).start()
     try:
         col = _read_users(s, set(probes), timeout_s, start, progress, "warm start")
-        return _served_after(col, probes, t0)
+        served = _served_after(col, probes, t0)
     finally:
         w.stop(60)
+    phases = log_milestones(log, t0)
+    if phases:
+        progress("  warm start, seconds from launch: " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+    return served, phases
+
+
+# The worker's log lines that mark a start's phases, in the order they happen (the first line of each kind counts).
+MILESTONES = (
+    ("logging", "level="),  # the first line: interpreter up, the CLI and its imports loaded
+    ("model", "serving model bundle"),  # ONNX sessions loaded
+    ("faust_start", "[^Worker]: Starting"),  # Faust's services starting
+    ("items_open", "item table reading"),  # the item store opened (its offsets read)
+    ("joining", "(Re-)joining group"),  # the consumer group join asked (the broker may hold it: Kafka's initial delay)
+    ("joined", "Joined group"),
+    ("items_ready", "item table caught up"),  # the item-vectors tail read
+    ("assigned", "completing user rows"),  # partitions assigned, table recovery done
+    ("feed", "feed assigned"),  # rows completed; reading watch-events
+    ("first_output", "first output"),  # the first batch's records handed to the producer
+)
+
+
+def log_milestones(log: Path, t0: float) -> dict[str, float]:
+    """Seconds from ``t0`` (wall time of the launch) to the first log line of each of :data:`MILESTONES`.
+
+    Lines are ours (``ts=...``) until Faust's worker starts, then Faust's (``[...] [pid] [INFO]``): both stamp the local time.
+    """
+    import datetime as dt
+    import re
+
+    stamp = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})")
+    found: dict[str, float] = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        m = stamp.search(line)
+        if not m:
+            continue
+        at = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(m.group(2)) / 1000 - t0
+        for name, text in MILESTONES:
+            if name not in found and text in line:
+                found[name] = round(at, 3)
+    return {name: found[name] for name, _ in MILESTONES if name in found}
+
+
+def _where_time_went(point: ScalePoint, cpu: tuple[float, float, float] | None, port: int, events: int) -> None:
+    """CPU per event of the worker and the broker over the sustained run, and the worker's own split (its /metrics)."""
+    from dreamstream.bench.worker_stages import STAGE_METRIC
+
+    if cpu is not None and events:
+        point.worker_cpu_us_per_event = 1e6 * cpu[0] / events
+        point.broker_cpu_us_per_event = 1e6 * cpu[1] / events if cpu[1] else None
+        if point.events_per_s:
+            point.box_busy = cpu[2] / (events / point.events_per_s) / (os.cpu_count() or 1)
+    sums = metric_sums(port)
+    if not sums:
+        return
+    stages = {k[1]: v for k, v in sums.items() if k[0] == f"{STAGE_METRIC}_sum"}
+    working = sum(stages.get(st, 0.0) for st in ("decode", "apply", "send", "flush_encode"))
+    waiting = stages.get("fetch_wait", 0.0)
+    applied = sums.get(("dreamstream_events_total", ""), 0.0)
+    if applied:
+        point.loop_us_per_event = 1e6 * working / applied
+    if working + waiting > 0:
+        point.fetch_wait_share = waiting / (working + waiting)
+    looked = {k[1]: v for k, v in sums.items() if k[0] == "dreamstream_item_lookups_total"}
+    if sum(looked.values()):
+        point.item_cache_hit = looked.get("cache", 0.0) / sum(looked.values())
+        point.item_lookup_us_per_event = 1e6 * sums.get(("dreamstream_item_lookup_seconds_total", ""), 0.0) / sum(looked.values())
+
+
+def metric_sums(port: int) -> dict[tuple[str, str], float]:
+    """(sample name, its stage or result label) -> value of the worker's /metrics page; {} if it cannot be read."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5.0) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    return {(sample.name, sample.labels.get("stage") or sample.labels.get("result") or ""): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def extrapolate(measured: list[ScalePoint], videos: int, users: int, why: str) -> ScalePoint:
@@ -429,15 +559,18 @@ def table(points: list[ScalePoint]) -> str:
     rows = [f"item store: {', '.join(sorted({p.item_store for p in points}))}", "",
             "| videos | users | measured | worker RSS: 1 video / catalogue / + users (MB) | B per video | B per user (RSS) "
             "| changelog B per user | start -> serving cold / warm (s) | events/s | p50 / p99 event -> record (ms) at events/s "
-            "| broker RSS (MB) | disk B per video / per user |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| broker RSS (MB) | disk B per video / per user | CPU us per event: worker / broker | item cache hits, lookup us per event |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         rows.append(
             f"| {p.videos:,} | {p.users:,} | {'extrapolated' if p.extrapolated else 'measured'} "
             f"| {f(p.worker_base_mb)} / {f(p.worker_items_mb)} / {f(p.worker_users_mb)} | {f(p.bytes_per_video)} "
             f"| {f(p.bytes_per_user)} | {f(p.changelog_bytes_per_user)} | {f(p.cold_start_s, '.1f')} / {f(p.warm_start_s, '.1f')} "
             f"| {f(p.events_per_s)} | {f(p.p50_ms)} / {f(p.p99_ms)} at {f(p.paced_rate)} | {f(p.broker_mb_end or p.broker_mb_items)} "
-            f"| {f(p.item_disk_bytes_per_video)} / {f(p.state_disk_bytes_per_user)} |")
+            f"| {f(p.item_disk_bytes_per_video)} / {f(p.state_disk_bytes_per_user)} "
+            f"| {f(p.worker_cpu_us_per_event)} / {f(p.broker_cpu_us_per_event)} "
+            f"| {'-' if p.item_cache_hit is None else format(100 * p.item_cache_hit, '.1f') + '%'}, "
+            f"{f(p.item_lookup_us_per_event, '.1f')} |")
     return "\n".join(rows)
 
 

@@ -7,7 +7,8 @@ from dreamstream.cli_options import KAFKA_SECURITY, settings_options
 from dreamstream.settings import Settings
 
 WORKER_SETTINGS = (
-    "broker", "broker_kind", "topic_prefix", "model_dir", "state_dir", "store", "item_store", "item_cache_mb", "item_dtype",
+    "broker", "broker_kind", "topic_prefix", "model_dir", "state_dir", "store", "state_block_cache_mb",
+    "state_memtable_mb", "state_memtables", "item_store", "item_cache_mb", "item_dtype",
     "item_store_dir", "partitions", "item_partitions", "replication",
     "half_life_s", "opal_half_life_s", "skip_ratio", "skip_weight", "replay_cap", "impression_weight", "cold_min_positive",
     "batch_size", "batch_min", "batch_timeout_s", "fetch_max_wait_ms", "commit_interval_s", "web_port", "web_bind", "log_level",

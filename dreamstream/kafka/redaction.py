@@ -80,7 +80,9 @@ def _redacted(record: logging.LogRecord) -> logging.LogRecord:
         message = record.getMessage()
     except Exception:  # a bad format string: logging reports it at emit time as it always has
         return record
-    record.msg, record.args = redact(message), None
+    # args (): merged into msg. Not None: mode's formatter (every Faust worker's handler) wraps None into (None,)
+    # and then fails on every record ("not all arguments converted"), printing a stack instead of the line.
+    record.msg, record.args = redact(message), ()
     if record.exc_info and record.exc_info[0] is not None:
         record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
     if record.stack_info:

@@ -16,12 +16,15 @@ Library shims (always on, they fix the library whatever the broker):
 * :mod:`.faust_tables` - Faust: table writes outside a stream event, its recovery buffers, its producer.
 * :mod:`.aiokafka_metadata` - aiokafka: waiting for a topic's metadata.
 * :mod:`.faust_web` - Faust: its router and table pages off, also on versions without the settings for it.
+* :mod:`.table_start` - Faust: its table manager naps 1 s at every start before the group join can begin.
 
 Development-broker repairs (on only when ``DREAMSTREAM_BROKER_KIND`` is
 ``tansu``; ``auto`` means tansu for a broker on a loopback address):
 
 * :mod:`.tansu_rows` - tansu answers end offsets one batch short: complete the user rows after recovery, and
   Faust's recovery consistency check is switched off.
+* :mod:`.tansu_leave` - tansu's first generation is 0, for which aiokafka sends no LeaveGroup: a stopped
+  worker stayed in its group until its session timed out.
 """
 from __future__ import annotations
 

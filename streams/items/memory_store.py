@@ -10,12 +10,13 @@ RocksDB store (docs/scaling.md, "Item store").
 """
 from __future__ import annotations
 
+import time
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from streams.items.compact_table import CompactTable, row_bytes
-from streams.items.store import ItemStore
+from streams.items.store import ItemStore, LookupCounts
 
 
 class MemoryItemStore(ItemStore):
@@ -27,6 +28,7 @@ class MemoryItemStore(ItemStore):
         self.dtype, self.ceiling_bytes = np.dtype(dtype), ceiling_bytes
         self.table: CompactTable | None = None  # sized at the first vector, when the width is known
         self.applied: dict[int, int] = {}
+        self.lookups = LookupCounts()
 
     @property
     def dim(self) -> int | None:
@@ -38,12 +40,16 @@ class MemoryItemStore(ItemStore):
         return self.table
 
     def lookup(self, videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
         out = np.zeros((len(videos), self.dim or 0), np.float32)
         if self.table is None:
+            self.lookups.count(0, 0, len(videos))
             return out, np.zeros(len(videos), bool)
         rows = self.table.find(videos)
         self.table.gather(rows, out)
-        return out, rows >= 0
+        found = rows >= 0
+        self.lookups.count(int(found.sum()), 0, len(videos), t0)
+        return out, found
 
     def put(self, videos: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         if not len(videos):

@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from streams.items.compact_table import CompactTable, row_bytes
-from streams.items.store import MB, ItemStore
+from streams.items.store import MB, ItemStore, LookupCounts
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class RocksItemStore(ItemStore):
             self.db = Rdict(str(self.folder), _options())
             self.meta = {}
         self.cache: CompactTable | None = None
+        self.lookups = LookupCounts()
         self.applied: dict[int, int] = {int(p): int(o) for p, o in (self._read_json(OFFSETS) or {}).items()}
 
     def _read_json(self, key: bytes) -> dict | None:
@@ -100,31 +102,33 @@ class RocksItemStore(ItemStore):
         return self.cache
 
     def lookup(self, videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        n = len(videos)
+        n, t0 = len(videos), time.perf_counter()
         cache = self._cache()
         out = np.zeros((n, self.dim or 0), np.float32)
         if cache is None:
+            self.lookups.count(0, 0, n)
             return out, np.zeros(n, bool)
         rows = cache.find(videos)
         cache.gather(rows, out)
         found = rows >= 0
         miss = np.flatnonzero(~found)
-        if len(miss):
-            self._read_misses(videos, miss, out, found)
+        read = self._read_misses(videos, miss, out, found) if len(miss) else 0
+        self.lookups.count(n - len(miss), read, n, t0)
         return out, found
 
-    def _read_misses(self, videos: Sequence[str], miss: np.ndarray, out: np.ndarray, found: np.ndarray) -> None:
-        """Cache misses from RocksDB in one multi-get; what it finds is written to ``out`` and cached."""
+    def _read_misses(self, videos: Sequence[str], miss: np.ndarray, out: np.ndarray, found: np.ndarray) -> int:
+        """Cache misses from RocksDB in one multi-get; what it finds is written to ``out`` and cached (returns how many)."""
         names = [videos[i] for i in miss]
         values = self.db.get([PREFIX + v.encode("utf-8", "surrogatepass") for v in names])
         there = [j for j, value in enumerate(values) if value is not None]
         if not there:
-            return
+            return 0
         vectors = np.frombuffer(b"".join([values[j] for j in there]), self.dtype).reshape(len(there), -1)
         at = miss[there]
         out[at] = vectors
         found[at] = True
         self.cache.put_rows([names[j] for j in there], vectors, evict=True)
+        return len(there)
 
     def put(self, videos: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         from rocksdict import WriteBatch

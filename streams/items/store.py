@@ -18,7 +18,9 @@ per id beyond hashing it.
 """
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -28,11 +30,35 @@ from dreamstream.settings import Settings
 MB = 1 << 20
 
 
+@dataclass
+class LookupCounts:
+    """Looked-up ids since the store opened, by where the answer came from.
+
+    Why: the RocksDB store's cost per event is its hot cache's miss rate
+    times a point read, so the worker exports these
+    (``dreamstream_item_lookups_total``) and ``bench-scale`` reports the hit rate.
+    """
+
+    cache: int = 0  # answered from RAM (the memory store's table, the rocksdb store's hot cache)
+    disk: int = 0  # read from RocksDB (a hot-cache miss)
+    absent: int = 0  # in no store: the event becomes an unknown-video dead letter
+    seconds: float = 0.0  # spent in lookups (the item store's share of a worker's time per event)
+
+    def count(self, found_in_ram: int, read: int, looked_up: int, since: float | None = None) -> None:
+        """One lookup's counts; ``since``: its ``time.perf_counter()`` at the start."""
+        self.cache += found_in_ram
+        self.disk += read
+        self.absent += looked_up - found_in_ram - read
+        if since is not None:
+            self.seconds += time.perf_counter() - since
+
+
 class ItemStore(ABC):
     """Vectors by video id, and the ``item-vectors`` offsets they reflect."""
 
     dtype: np.dtype  # how vectors are held (float32, or float16: half the bytes, see docs/scaling.md)
     lists_ids: bool = True  # can :meth:`items` list the stored ids (the memory store keeps hashes only)
+    lookups: LookupCounts  # set by each store's constructor
 
     @property
     @abstractmethod

@@ -104,6 +104,10 @@ class WorkerMetrics:
                       "apply_ms=%.1f send_ms=%.1f", messages, result.applied, result.replays, len(result.records),
                       result.waves, fetch_wait_s * 1e3, *((b - a) * 1e3 for a, b in zip(marks, marks[1:])))
 
+    def watch_item_lookups(self, counts: Any) -> None:
+        """Export the item store's lookup counts (``streams.items.store.LookupCounts``), read at each scrape."""
+        self.registry.register(_ItemLookups(counts))
+
     def observe_age(self, oldest_ms: int | None) -> float | None:
         """How old the oldest event behind records just sent was: the staleness ranking services see."""
         if oldest_ms is None:
@@ -118,3 +122,22 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ItemLookups:
+    """``dreamstream_item_lookups_total{result}`` and ``..._lookup_seconds_total``: the store counts, the page reads them."""
+
+    def __init__(self, counts: Any) -> None:
+        self.counts = counts
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "dreamstream_item_lookups", "Videos looked up for events, by where the vector came from: cache (RAM), "
+            "disk (a rocksdb hot-cache miss: one point read) or absent (an unknown-video dead letter).", labels=["result"])
+        for result in ("cache", "disk", "absent"):
+            family.add_metric([result], getattr(self.counts, result))
+        yield family
+        yield CounterMetricFamily("dreamstream_item_lookup_seconds", "Time spent looking up events' videos in the "
+                                  "item store (RAM cache and RocksDB reads).", value=self.counts.seconds)

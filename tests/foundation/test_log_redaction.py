@@ -51,3 +51,16 @@ def test_values_of_secret_named_keys_are_masked_and_nothing_else(text: str, kept
     from dreamstream.kafka.redaction import redact
 
     assert redact(text) == kept
+
+
+def test_a_redacted_record_formats_through_modes_formatter() -> None:
+    """A Faust worker's handler is mode's ExtensionFormatter: a redacted record must format there as a plain line."""
+    from mode.utils.logging import ExtensionFormatter
+
+    from dreamstream.kafka.redaction import install
+
+    install()
+    record = logging.getLogger("streams.worker").makeRecord(
+        "streams.worker", logging.INFO, __file__, 1, "item table caught up items=%d password=%s", (3, SENTINEL), None)
+    line = ExtensionFormatter(fmt="msg=%(message)s").format(record)
+    assert line == "msg=item table caught up items=3 password=***"

@@ -59,3 +59,28 @@ def test_bench_scale_writes_table_json_and_plot(bundle_dir: Path, tmp_path: Path
     assert table.startswith("item store: memory float32 1024 MiB\n\n| videos | users | measured |") and "| 2,000 | 500 | measured |" in table, table
     png = (out_dir / "scale.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_a_repeated_size_gets_its_own_state_folder_and_logs(tmp_path: Path) -> None:
+    from dreamstream.bench.scale import _new_tag
+
+    assert _new_tag(tmp_path, "v50000-u100") == "v50000-u100"
+    (tmp_path / "v50000-u100-cold.log").touch()
+    assert _new_tag(tmp_path, "v50000-u100") == "v50000-u100-2"  # the second 50k point of a run reused the first's state
+
+
+def test_warm_start_milestones_read_both_log_formats(tmp_path: Path) -> None:
+    """Our lines (ts=...) before Faust's worker starts, Faust's ([time] [pid] [LEVEL]) after: seconds from the launch."""
+    import datetime as dt
+
+    from dreamstream.bench.scale import log_milestones
+
+    log = tmp_path / "warm.log"
+    log.write_text("ts=2026-12-07 15:50:38,900 level=INFO logger=x msg=hello\n"
+                   "ts=2026-12-07 15:50:39,200 level=INFO logger=streams.ops.reload msg=serving model bundle version=v1\n"
+                   "[2026-12-07 15:50:39,500] [1] [INFO] (Re-)joining group g \n"
+                   "[2026-12-07 15:50:42,500] [1] [INFO] Joined group 'g' (generation 1) \n"
+                   "[2026-12-07 15:50:47,500] [1] [INFO] Joined group 'g' (generation 2) \n"
+                   "[2026-12-07 15:50:48,000] [1] [INFO] first output seconds_since_start=9.1 \n")
+    t0 = dt.datetime(2026, 12, 7, 15, 50, 38, 500_000).timestamp()
+    assert log_milestones(log, t0) == {"logging": 0.4, "model": 0.7, "joining": 1.0, "joined": 4.0, "first_output": 9.5}

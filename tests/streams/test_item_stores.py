@@ -107,6 +107,16 @@ def test_the_rocksdb_cache_is_bounded_and_evicts_cold_videos_first(tmp_path: Pat
     assert store.resident_bytes() <= cache_bytes + store.cache.slots.nbytes
 
 
+def test_lookups_are_counted_by_where_the_vector_came_from(store: ItemStore) -> None:
+    """What the worker exports as dreamstream_item_lookups_total: RAM hits, RocksDB reads (cache misses), absent ids."""
+    names = ids(3)
+    store.put(names, vectors(3))  # the rocksdb store caches a video when it is first looked up, not when it is put
+    store.lookup(names + ["nobody"])
+    store.lookup(names[:2])
+    disk = 3 if isinstance(store, RocksItemStore) else 0
+    assert (store.lookups.cache, store.lookups.disk, store.lookups.absent) == (5 - disk, disk, 1)
+
+
 def test_the_rocksdb_store_resumes_from_its_offsets_with_its_vectors(tmp_path: Path) -> None:
     names, v = ids(300), vectors(300)
     store = RocksItemStore(tmp_path / "items", "item-vectors", np.float16, 1 * MB)

@@ -19,6 +19,8 @@ def test_a_sasl_password_never_reaches_a_handler_at_debug_level(tmp_path, capfd)
     secret.chmod(0o600)
     settings = Settings(broker=f"kafka://127.0.0.1:{free_port()}", kafka_security_protocol="SASL_PLAINTEXT",
                         kafka_sasl_username="dreamstream", kafka_sasl_password_file=secret)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # setup_logging binds a handler to capfd's stream, closed after this test
     setup_logging("debug")
     try:
         from kafka import KafkaAdminClient
@@ -34,7 +36,8 @@ def test_a_sasl_password_never_reaches_a_handler_at_debug_level(tmp_path, capfd)
             logging.getLogger("streams.worker").exception("boom")
         logging.getLogger("x").warning("token: %s", "not-registered-but-named-42")
     finally:
-        setup_logging("info")
+        root.handlers[:] = handlers  # later tests' log lines must not go to a closed stream ('I/O operation on closed file')
+        root.setLevel(level)
     err = capfd.readouterr().err
     assert "Starting KafkaAdminClient with configuration" in err and "sasl_plain_password" in err
     assert "login failed for ***" in err and "RuntimeError" in err

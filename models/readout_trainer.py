@@ -203,3 +203,21 @@ def item_vectors(model: torch.nn.Module) -> np.ndarray:
         items = model.items()
     model.train(was_training)
     return items.cpu().numpy().astype(np.float32)
+
+
+def served_examples(log: EventLog, item_vectors: np.ndarray, half_life_s: float = float("inf"),
+                    batch_events: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (served user vector, next item) pair of ``log`` over fixed ``item_vectors``: ([M, D], [M]).
+
+    The same readout as training (decay window included), with the repeats
+    left out as :func:`readout_loss` leaves them out. What the item tower is
+    taught to be retrieved by (:func:`models.dream.distil_item_tower`).
+    """
+    vectors = torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32)
+    users, targets = [], []
+    for batch in NextItemExamples(log).batches(batch_events, np.random.default_rng(0), half_life_s):
+        target = batch.target_items
+        fresh = ~batch.seen(vectors.shape[0])[torch.arange(target.shape[0]), target]
+        users.append(batch.users(vectors)[fresh])
+        targets.append(target[fresh])
+    return torch.cat(users), torch.cat(targets)

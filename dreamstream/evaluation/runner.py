@@ -75,7 +75,7 @@ class EvalConfig:
     cutoff: float = 0.8                 # prequential cutoff: share of events before it
     valid_fraction: float = 0.125       # latest share of the past that validates
     protocols: tuple[str, ...] = ("prequential", "leave-last-out")
-    ablations: bool = True
+    ablations: bool = False             # six more DREAM fits (first seed): opt-in (`evaluate --ablations`)
     baselines: bool = True              # SASRec and LightGCN (popularity, item-kNN and EASE always run)
     opal: bool = True
     progress: bool = False             # per-epoch bars: off by default, jobs run in parallel processes

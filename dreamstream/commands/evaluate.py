@@ -185,8 +185,10 @@ def write_plots(ckpt: Path, folder: Path) -> list[Path]:
                    "[env DREAMSTREAM_EVALUATE_VALID_FRACTION]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=3, show_default=True, envvar="DREAMSTREAM_EVALUATE_SEEDS",
               help="Seeds per seeded model (the table gives mean ± std). [env DREAMSTREAM_EVALUATE_SEEDS]")
-@click.option("--ablations/--no-ablations", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_ABLATIONS",
-              help="Also train DREAM with each mechanism switched off. [env DREAMSTREAM_EVALUATE_ABLATIONS]")
+@click.option("--ablations/--no-ablations", default=False, show_default=True, envvar="DREAMSTREAM_EVALUATE_ABLATIONS",
+              help="Also train DREAM with each mechanism switched off (six more DREAM fits, first seed; off by default "
+                   "to keep the default run within 25 min on 2 cores, see docs/evaluation.md). "
+                   "[env DREAMSTREAM_EVALUATE_ABLATIONS]")
 @click.option("--baselines/--no-baselines", default=True, show_default=True, envvar="DREAMSTREAM_EVALUATE_BASELINES",
               help="Also train SASRec and LightGCN (popularity, item-kNN and EASE always run). "
                    "[env DREAMSTREAM_EVALUATE_BASELINES]")

@@ -138,6 +138,7 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
     from dreamstream.evaluation.scorers import DreamUMMScorer
     from models.dream import distil_item_tower, save_item_tower, tower_inputs
     from models.dream_fit import fit_dream
+    from models.readout_trainer import served_examples
 
     from dreamstream.evaluation.provenance import data_record, dataset_before, parse_until
 
@@ -166,9 +167,10 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
     metrics: dict = {"dream": {"valid": {"hitrate@20": fitted.fit.best_score}, "best_epoch": fitted.fit.best_epoch,
                                "seconds": round(fitted.fit.seconds, 2)}}
 
-    tower, metrics["item_tower"] = distil_item_tower(features, torch.from_numpy(items), dream_config.dim, dream=dream,
-                                                     steps=tower_steps, seed=train_config.seed,
-                                                     progress=train_config.progress)
+    tower, metrics["item_tower"] = distil_item_tower(
+        features, torch.from_numpy(items), dream_config.dim, dream=dream, steps=tower_steps, seed=train_config.seed,
+        progress=train_config.progress, served=served_examples(log, items, train_config.half_life_s),
+        tau=dream_config.tau)
     save_item_tower(tower, out / "item_tower.pt")
     tower_config, _, _ = tower_inputs(features, ds.n_items)
     feature_info = {"text_dim": tower_config.text_dim, "visual_dim": tower_config.visual_dim,

@@ -12,6 +12,11 @@ a video's content features into the item space; this protocol measures that:
   their content features (:func:`tower_vectors`);
 * the scored events are the streamed events (after the cutoff, strict
   grouping) whose target is a cold item, ranked against the full catalogue;
+* the same stream's *other* events (targets the model trained on) in a
+  block of their own (:data:`WARM_BLOCK`): what the new vectors cost the
+  rest of the ranking, against the cold items not retrievable at all
+  (:class:`Withheld`). A tower whose vectors sit where every user points
+  wins cold-target events by crowding the top-k, and only this block shows it;
 * baselines from content alone (:class:`TfidfScorer`: TF-IDF of the
   ``.item`` text, similarity to the decayed history; :class:`GenrePopularity`:
   the history's genres times the item's live popularity), and the upper
@@ -41,6 +46,8 @@ TOWER_ROW = "dream, cold items from the item tower"
 UPPER_ROW = "dream, cold items' trained vectors (upper bound)"
 TFIDF_ROW = "content: tf-idf similarity to decayed history"
 GENRE_ROW = "content: popularity within genre (live)"
+WARM_BLOCK = "cold-item, other events"  # the same stream's events whose target is NOT a cold item
+WITHHELD_ROW = "dream, cold items not retrievable"
 GENRE_FIELDS = ("class", "genre", "genres", "category", "categories")
 
 
@@ -65,6 +72,19 @@ def without_cold_past(log: EventLog, cold: np.ndarray, cutoff: int) -> tuple[Eve
     return kept, int(keep[:cutoff].sum())
 
 
+@dataclass
+class Withheld:
+    """A scorer with ``items`` never ranked: a service that does not index new videos yet."""
+
+    scorer: object
+    items: np.ndarray
+
+    def scores(self, histories: Histories) -> np.ndarray:
+        out = np.array(self.scorer.scores(histories), dtype=np.float32, copy=True)
+        out[:, self.items] = -np.inf
+        return out
+
+
 def targeting(qs: QuerySet, items: np.ndarray) -> QuerySet:
     """The queries of ``qs`` whose target is one of ``items``."""
     wanted = np.zeros(qs.log.n_items, bool)
@@ -73,21 +93,24 @@ def targeting(qs: QuerySet, items: np.ndarray) -> QuerySet:
     return QuerySet(qs.log, qs.queries[keep], [qs.seen[i] for i in keep], [qs.masked[i] for i in keep])
 
 
-def tower_vectors(features: dict, trained: np.ndarray, cold: np.ndarray, seed: int, steps: int = 400) -> np.ndarray:
+def tower_vectors(features: dict, trained: np.ndarray, cold: np.ndarray, seed: int, log: EventLog,
+                  half_life_s: float, steps: int = 400) -> np.ndarray:
     """The item space a service has for new videos: trained vectors for warm items, the item tower's for ``cold``.
 
     The tower is distilled on the warm items only (their content features ->
-    their trained vectors), then applied to the cold items' features.
+    their trained vectors, and the served users of ``log`` ranking them, as
+    ``dreamstream train`` distils it), then applied to the cold items' features.
     """
     import torch
 
     from models.dream import distil_item_tower, tower_inputs
+    from models.readout_trainer import served_examples
 
     n_items = trained.shape[0]
     warm = np.setdiff1d(np.arange(n_items), cold)
-    warm_features = {m: None if f is None else np.asarray(f)[warm] for m, f in features.items()}
-    tower, _ = distil_item_tower(warm_features, torch.from_numpy(trained[warm]), trained.shape[1], steps=steps,
-                                 holdout=0.0, seed=seed, progress=False)
+    tower, _ = distil_item_tower(features, torch.from_numpy(trained), trained.shape[1], steps=steps, holdout=0.0,
+                                 seed=seed, progress=False, served=served_examples(log, trained, half_life_s),
+                                 learn=warm)
     _, text, visual = tower_inputs(features, n_items)
     with torch.no_grad():
         vectors = tower(text[cold], visual[cold]).numpy()

@@ -75,7 +75,7 @@ class EvalConfig:
     cutoff: float = 0.8                 # prequential cutoff: share of events before it
     valid_fraction: float = 0.125       # latest share of the past that validates
     protocols: tuple[str, ...] = ("prequential", "leave-last-out")
-    ablations: bool = True
+    ablations: bool = False             # six more DREAM fits (first seed): opt-in (`evaluate --ablations`)
     baselines: bool = True              # SASRec and LightGCN (popularity, item-kNN and EASE always run)
     opal: bool = True
     progress: bool = False             # per-epoch bars: off by default, jobs run in parallel processes
@@ -189,17 +189,18 @@ class Source:
             if name == "prequential":
                 log = EventLog.from_dataset(self.ds, weights)
                 _PROTOCOLS[key] = prequential(log, log.cut_at_fraction(c.cutoff), c.valid_fraction, c.strict, c.final)
-            elif name == "cold-item":
-                _PROTOCOLS[key] = self._cold_protocol(EventLog.from_dataset(self.ds, weights))
+            elif name in ("cold-item", cold.WARM_BLOCK):
+                _PROTOCOLS[key] = self._cold_protocol(EventLog.from_dataset(self.ds, weights), name)
             else:
                 _PROTOCOLS[key] = leave_last_out(self.ds, weights, strict=c.strict, final=c.final)
         return _PROTOCOLS[key]
 
-    def _cold_protocol(self, log: EventLog) -> Protocol:
+    def _cold_protocol(self, log: EventLog, name: str = "cold-item") -> Protocol:
         """Prequential without the cold items' past; scored: the streamed events targeting them.
 
         In development (not ``final``) the same, inside the training past: the
         cold items lose their events before the validation window, which is scored.
+        ``cold.WARM_BLOCK``: the same stream's other events (targets not cold).
         """
         from dataclasses import replace
 
@@ -211,13 +212,14 @@ class Source:
         items = cold.cold_items(log.n_items)
         kept, cut = cold.without_cold_past(log, items, cutoff)
         base = prequential(kept, cut, c.valid_fraction, c.strict, final=True)
-        test = cold.targeting(base.test, items)
-        describe = {**base.describe, "protocol": "cold-item", "window": "test" if c.final else "validation (development)",
+        scored = items if name == "cold-item" else np.setdiff1d(np.arange(log.n_items), items)
+        test = cold.targeting(base.test, scored)
+        describe = {**base.describe, "protocol": name, "window": "test" if c.final else "validation (development)",
                     "cold_items": int(items.size), "cold_share": cold.COLD_SHARE, "cold_seed": cold.COLD_SEED,
                     "scored_events": len(test), "scored_users": int(np.unique(kept.user[test.queries]).size)}
         for k in ("scored_users_new", "tied_share"):
             describe.pop(k, None)
-        return replace(base, name="cold-item", test=test, frozen=None, describe=describe)
+        return replace(base, name=name, test=test, frozen=None, describe=describe)
 
     @property
     def features(self) -> dict:
@@ -257,7 +259,8 @@ def evaluate_dataset(ds: Dataset, config: EvalConfig = EvalConfig(), engagement:
 
     started = time.perf_counter()
     source = Source(ds, engagement, config)
-    names = list(config.protocols) + (["cold-item"] if config.cold_items and "prequential" in config.protocols else [])
+    names = list(config.protocols) + (["cold-item", cold.WARM_BLOCK] if config.cold_items
+                                      and "prequential" in config.protocols else [])
     runs = {name: ProtocolRun(source.protocol(name)) for name in names}
     report: dict = {"data": {"name": ds.name, "path": str(ds.path), "events": int(ds.n_interactions),
                              "users": ds.n_users, "items": ds.n_items}, "seeds": list(config.seeds), "protocols": {}}
@@ -337,8 +340,9 @@ def run_deterministic(run: ProtocolRun, echo: Callable[[str], None], source: Sou
     The cold-item block: the content baselines instead, decayed with the served half-life.
     """
     protocol = run.protocol
-    if protocol.name == "cold-item":
-        _content_rows(run, source, half_life)
+    if protocol.name in ("cold-item", cold.WARM_BLOCK):
+        if protocol.name == "cold-item":
+            _content_rows(run, source, half_life)
         return
     run.add(_scored(protocol, "popularity", Popularity.fit(protocol.refit_log or protocol.fit_log), frozen=False))
     for name, build, grid in (("item-knn", item_knn, KNN_GRID), ("ease", ease, EASE_GRID)):
@@ -416,9 +420,15 @@ def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> N
 
     train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
     fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(), train))
-    items = cold.tower_vectors(source.features, fitted.items, cold.cold_items(fitted.items.shape[0]), job.seed)
-    served = DreamUMMScorer(items, Popularity.fit(protocol.refit_log or protocol.fit_log), job.half_life)
+    items = cold.tower_vectors(source.features, fitted.items, cold.cold_items(fitted.items.shape[0]), job.seed,
+                               protocol.refit_log or protocol.fit_log, job.half_life)
+    popularity = Popularity.fit(protocol.refit_log or protocol.fit_log)
+    served = DreamUMMScorer(items, popularity, job.half_life)
     out.rows += _scored(protocol, cold.TOWER_ROW, served, seconds, frozen=False)
+    others = source.protocol(cold.WARM_BLOCK)  # what the new vectors cost the events they do not target
+    withheld = cold.Withheld(DreamUMMScorer(fitted.items, popularity, job.half_life), cold.cold_items(items.shape[0]))
+    out.other[cold.WARM_BLOCK] = (_scored(others, cold.TOWER_ROW, served, frozen=False)
+                                  + _scored(others, cold.WITHHELD_ROW, withheld, frozen=False))
     out.lines.append(f"cold-item dream best epoch {fitted.fit.best_epoch} ({seconds:.0f} s)")
 
 

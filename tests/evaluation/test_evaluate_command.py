@@ -17,7 +17,7 @@ def test_evaluate_trains_and_reports_every_row_of_both_protocols(tmp_path: Path)
     out = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["evaluate", "--data", str(data), "--seeds", "2", "--json", str(out),
                                        "--plots", str(tmp_path / "plots"), "--choose-half-life", "inf",
-                                       "--choose-half-life", "3600"])
+                                       "--choose-half-life", "3600", "--ablations"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     report = json.loads(out.read_text())
     pre, loo = report["protocols"]["prequential"], report["protocols"]["leave-last-out"]
@@ -44,6 +44,10 @@ def test_evaluate_trains_and_reports_every_row_of_both_protocols(tmp_path: Path)
     assert {"dream, cold items from the item tower", "dream, cold items' trained vectors (upper bound)",
             "content: tf-idf similarity to decayed history"} <= set(cold["rows"]), set(cold["rows"])
     assert cold["describe"]["cold_items"] == 9 and cold["rows"]["dream, cold items from the item tower"]["overall"]["seeds"] == 2
+    others = report["protocols"]["cold-item, other events"]  # what the new items' vectors cost the rest
+    assert set(others["rows"]) == {"dream, cold items from the item tower", "dream, cold items not retrievable"}
+    assert others["vs_served"]["dream, cold items not retrievable"]["vs"] == "dream, cold items from the item tower"
+    assert others["describe"]["scored_events"] + cold["describe"]["scored_events"] == pre["describe"]["scored_events"]
     assert (tmp_path / "plots" / "hitrate20_prequential.png").stat().st_size > 5000
 
 

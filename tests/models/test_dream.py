@@ -236,3 +236,30 @@ def test_item_tower_without_visual_has_a_one_column_input(small):
 def test_load_item_tower_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="dreamstream train"):
         load_item_tower(tmp_path)
+
+
+def test_item_tower_with_served_users_learns_only_from_the_given_items(small):
+    """The cold-item protocol's tower: items outside ``learn`` (new videos) never shape it, however wrong their vectors."""
+    from dreamstream.evaluation.events import EventLog
+    from models.readout_trainer import served_examples
+
+    ds = small.ds
+    log = EventLog.from_dataset(ds, np.ones(ds.n_interactions, np.float32))
+    new = np.arange(0, ds.n_items, 10)
+    warm = np.setdiff1d(np.arange(ds.n_items), new)
+    keep = ~np.isin(log.item, new)
+    log = EventLog(log.user[keep], log.item[keep], log.weight[keep], log.ts[keep], log.n_users, log.n_items)
+    gen = torch.Generator().manual_seed(0)
+    items = torch.nn.functional.normalize(torch.randn(ds.n_items, 16, generator=gen), dim=1)
+    towers = []
+    for garbage in (0.0, 5.0):
+        targets = items.clone()
+        targets[new] += garbage * torch.randn(len(new), 16, generator=gen)
+        served = served_examples(log, targets.numpy(), 3600.0)
+        tower, metrics = distil_item_tower(small.features, targets, 16, steps=30, seed=1, progress=False,
+                                           served=served, learn=warm, holdout=0.0)
+        towers.append(tower)
+    text, visual = torch.from_numpy(ds.text_feat), torch.from_numpy(ds.image_feat)
+    with torch.no_grad():
+        torch.testing.assert_close(towers[0](text, visual), towers[1](text, visual))
+    assert metrics["cosine_to_catalogue"] > 0.0

@@ -9,7 +9,7 @@ import torch
 
 from dreamstream.dreamumm_ref import user_vector
 from dreamstream.evaluation.events import EventLog
-from models.readout_trainer import NextItemExamples, readout_loss
+from models.readout_trainer import NextItemExamples, readout_loss, served_examples
 
 
 def _log() -> EventLog:
@@ -49,3 +49,21 @@ def test_the_loss_prefers_the_true_next_item() -> None:
         loss.backward()
         opt.step()
     assert float(loss) < first
+
+
+@pytest.mark.parametrize("half_life_s", [math.inf, 4.0])
+def test_served_examples_are_the_fresh_readouts_of_every_prefix(half_life_s: float) -> None:
+    """The item tower's training pairs: each (served vector, next item) of the log, repeats left out as the loss does."""
+    log = _log()
+    items = torch.nn.functional.normalize(torch.randn(15, 6), dim=1)
+    users, targets = served_examples(log, items.numpy(), half_life_s, batch_events=20)
+    expected_users, expected_targets = [], []
+    for batch in NextItemExamples(log).batches(20, np.random.default_rng(0), half_life_s):
+        seen = batch.seen(15)
+        for m, t in enumerate(batch.target_items):
+            if not seen[m, t]:
+                expected_users.append(batch.users(items)[m])
+                expected_targets.append(int(t))
+    assert 0 < len(expected_targets) < len(NextItemExamples(log))  # the random log has repeats, and fresh events
+    assert targets.tolist() == expected_targets
+    torch.testing.assert_close(users, torch.stack(expected_users))

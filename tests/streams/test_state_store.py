@@ -1,4 +1,4 @@
-"""The user-state RocksDB's RAM ceiling is the operator's (DREAMSTREAM_STATE_*), not Faust's 2 GiB cache per partition."""
+"""The user-state RocksDB's RAM ceiling is the operator's (DREAMSTREAM_STATE_BLOCK_CACHE_MB, _MEMTABLE_MB, _MEMTABLES), not Faust's 2 GiB cache per partition."""
 from __future__ import annotations
 
 import shutil

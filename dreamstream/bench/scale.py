@@ -292,14 +292,21 @@ def baseline_rss(brokers: RunBrokers, dim: int, model: str, progress: Callable[[
     create_topics(s)
     publish_catalogue(s, 1, dim, model, lambda _: None)
     probes = _probes(s, "base")
-    w = h.WorkerProcess(s, brokers.work / "baseline.log").start()
+    log = brokers.work / "baseline.log"
+    w = h.WorkerProcess(s, log).start()
+    rss = ProcSampler(w.proc.pid).start()
     try:
         col = _read_users(s, set(probes), 180, None, progress, "baseline")
         if _served_after(col, probes, 0.0) is None:
-            raise RuntimeError(f"the baseline worker served nothing; see {brokers.work / 'baseline.log'}")
+            raise RuntimeError(f"the baseline worker served nothing; see {log}")
         time.sleep(1.0)
-        return rss_mb(w.proc.pid) or 0.0
+        loaded = catalogue_loaded_at(log)
+        # the same milestone as a point's catalogue RSS (run_point): catalogue in, no batch yet. Sampled after the
+        # first batch instead, the zero held ONNX's grown arenas and exceeded small catalogues' RSS (136 vs 130 MB).
+        at_load = rss.before(loaded + 0.1) if loaded is not None else None
+        return at_load or rss_mb(w.proc.pid) or 0.0
     finally:
+        rss.stop()
         w.stop(60)
 
 

@@ -50,7 +50,8 @@ def test_bench_scale_writes_table_json_and_plot(bundle_dir: Path, tmp_path: Path
     assert 0 < point["cold_start_s"] < 120 and 0 < point["warm_start_s"] < 120, point
     assert point["events_per_s"] > 10, point
     assert 0 < point["p50_ms"] <= point["p99_ms"] < 30_000, point
-    assert 50 < point["worker_base_mb"] <= point["worker_items_mb"] + 5, point  # RSS: the catalogue only adds
+    # RSS: the catalogue only adds (2,000 videos are ~0.5 MB; both are sampled every 0.25 s while a starting worker grows)
+    assert 50 < point["worker_base_mb"] <= point["worker_items_mb"] + 15, point
     # the 16-bit row is 2,008 B plus a key and the table's framing: any 4 KB float32 copy would show here
     assert 1_500 < point["changelog_bytes_per_user"] < 3_000, point
     assert 30 < point["event_bytes"] < 300 and 500 < point["record_bytes"] < 20_000, point  # for Kafka's MB/s per topic

@@ -79,9 +79,9 @@ class LoadedVersion:
     :meth:`vectors` returns, so the blend is computed on exact vectors.
 
     What :func:`rank` needs of a version, and all another backend has to
-    provide beside the Faiss one: ``dim``, ``size``, ``search_places``
-    (each hit's place, an opaque key of the backend, and its score),
-    ``places_of`` (the places of given ids), ``vectors_at`` (the exact
+    provide beside the Faiss one: ``dim``, ``size``, ``search_lists``
+    (each hit's place, an opaque key of the backend, its score, and a bound
+    on what was not returned), ``places_of`` (the places of given ids), ``vectors_at`` (the exact
     vectors of places) and ``ids_at`` (the ids of places). A Faiss place is
     one int64, ``shard << PLACE_BITS | row``, so ranking dedupes and excludes
     with numpy and decodes an id string only for the ``k`` it returns: at
@@ -174,6 +174,39 @@ class LoadedVersion:
         places_cat, scores_cat = np.hstack(all_places), np.hstack(all_scores)
         order = np.argsort(-scores_cat, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(places_cat, order, 1), np.take_along_axis(scores_cat, order, 1)
+
+    def search_lists(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every shard's top ``k`` (places and scores [Q, <= shards x k], best first) and a bound [Q] on the rest.
+
+        Why not the merged top ``k`` with its last score as the bound: an item
+        no shard returned scores at most its own shard's ``k``-th score, so the
+        bound is the highest of the shards' ``k``-th scores (-inf for a shard
+        that returned all it holds), and every returned item is a candidate.
+        With items hashed over S shards that bound sits near the global
+        (S x k)-th score: the same searches give :func:`rank` lists S times
+        as long, so it asks for fewer rounds (docs/measurements.md).
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"queries are {queries.shape[1]}-d but index version {self.name} is {self.dim}-d")
+        all_places, all_scores = [], []
+        bound = np.full(len(queries), -np.inf, np.float32)
+        for shard, index in enumerate(self.indexes):
+            if index.ntotal == 0:
+                continue
+            exact = self.exact[shard] if self.exact else None
+            short_list = self.manifest.shards[shard].short_list if exact is not None else 0
+            scores, rows = search_reranked(index, exact, queries, min(k, index.ntotal), short_list)
+            scores = np.where(rows >= 0, scores, -np.inf)
+            if k < index.ntotal:  # the shard holds more: what it did not return scores at most its k-th
+                bound = np.maximum(bound, scores[:, -1])
+            all_places.append(np.where(rows >= 0, (shard << PLACE_BITS) | rows, -1))
+            all_scores.append(scores)
+        if not all_places:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32), bound
+        places_cat, scores_cat = np.hstack(all_places), np.hstack(all_scores)
+        order = np.argsort(-scores_cat, axis=1, kind="stable")
+        return np.take_along_axis(places_cat, order, 1), np.take_along_axis(scores_cat, order, 1), bound
 
 
 PLACE_BITS = 40  # a Faiss place is shard << 40 | row: rows up to 10^12 per shard, shards up to 2^23
@@ -488,9 +521,9 @@ FIRST_FETCH = 4  # lists start at 4k: 1.1 rounds per user instead of 2.9 (bench-
 
 def _fetch_lists(version: LoadedVersion, queries: np.ndarray, fetch: np.ndarray, blocked: np.ndarray,
                  lists: dict[int, tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """The candidates' places (every list's hits, first seen first, once each, none ``blocked``) and each list's last score.
+    """The candidates' places (every list's hits, first seen first, once each, none ``blocked``) and each list's bound.
 
-    ``lists`` keeps every query's list (length, places, scores) across
+    ``lists`` keeps every query's list (length, places, scores, bound) across
     rounds, so a round searches only the lists :func:`_lengthen` doubled.
     Lists are read shortest first, each query's best hits first: the order
     a tie in the blend is broken by.
@@ -498,15 +531,13 @@ def _fetch_lists(version: LoadedVersion, queries: np.ndarray, fetch: np.ndarray,
     stale = np.asarray([q for q in range(len(queries)) if q not in lists or lists[q][0] != fetch[q]], dtype=np.int64)
     for length in np.unique(fetch[stale]):  # one search per distinct list length (a backend search takes one k)
         rows = stale[fetch[stale] == length]
-        places, scores = version.search_places(queries[rows], int(length))
+        places, scores, bounds = version.search_lists(queries[rows], int(length))
         for j, q in enumerate(rows.tolist()):
-            lists[q] = (length, places[j], scores[j])
+            lists[q] = (length, places[j], scores[j], bounds[j])
     lasts = np.full(len(queries), -np.inf, np.float32)
     seen = []
     for q in np.argsort(fetch, kind="stable").tolist():
-        _, places, scores = lists[q]
-        if scores.shape[0]:
-            lasts[q] = scores[-1]
+        _, places, scores, lasts[q] = lists[q]
         seen.append(places[np.isfinite(scores)])
     places = np.concatenate(seen) if seen else np.zeros(0, np.int64)
     _, first = np.unique(places, return_index=True)

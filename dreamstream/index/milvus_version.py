@@ -1,11 +1,10 @@
 """Reading index versions from Milvus: the namespace's alias resolved to a collection, searched like a loaded Faiss version.
 
 :class:`MilvusVersion` has the surface :func:`dreamstream.client.rank` uses
-(``name``, ``manifest``, ``dim``, ``size``, ``search_places``, ``places_of``,
+(``name``, ``manifest``, ``dim``, ``size``, ``search_lists``, ``places_of``,
 ``vectors_at``, ``ids_at``), so the blend, the exclusion of watched items and
 the pairing of a record with its own namespace's version are the client's
-code for both backends. A version
-is pinned to the collection the alias named when it was loaded: a search
+code for both backends. A version is pinned to the collection the alias named when it was loaded: a search
 never follows the alias mid-way, and a reader moves to a new version only
 in :meth:`MilvusBackend.load`, like ``CURRENT``.
 """
@@ -57,6 +56,12 @@ class MilvusVersion:
     def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` with each hit's place for :meth:`vectors_at`: in Milvus the id itself ([Q,k], None where missing)."""
         return self.search(queries, k)
+
+    def search_lists(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search_places` and a bound [Q] on what it did not return: the ``k``-th score (-inf when fewer came)."""
+        ids, scores = self.search(queries, k)
+        bound = scores[:, -1] if scores.shape[1] and self.items > k else np.full(len(scores), -np.inf, np.float32)
+        return ids, scores, bound
 
     def places_of(self, items: Iterable[Hashable]) -> np.ndarray:
         """The places of ``items``: their ids (an id the collection lacks simply never matches a hit)."""

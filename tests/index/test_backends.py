@@ -141,3 +141,22 @@ def test_a_milvus_version_of_another_width_is_refused_and_the_serving_one_stays(
     published, reason = versions[1][1]
     assert not published and "16-d but the serving collection" in reason and "new namespace" in reason
     assert namespace_versions(client, milvus_names, "") == [versions[0][0].manifest.version]
+
+
+def test_search_lists_bound_holds_for_every_item_not_returned(spaces, vectors_factory) -> None:
+    """rank's stopping test rests on it: nothing outside the lists scores above the bound (flat shards: exact)."""
+    x = vectors_factory(3000, dim=16, clusters=40)
+    ids = [f"v{i}" for i in range(len(x))]
+    spaces.publish("", ids, x)
+    rng = np.random.default_rng(5)
+    queries = x[rng.integers(0, len(x), 6)] + 0.1 * rng.standard_normal((6, 16)).astype(np.float32)
+    with Retriever(spaces.index_dir, follow=False, backend=spaces.backend()) as r:
+        version = r.version
+        places, scores, bound = version.search_lists(queries, 25)
+        merged_last = version.search_places(queries, 25)[1][:, -1]
+        for q in range(len(queries)):
+            returned = set(version.ids_at(places[q][np.isfinite(scores[q])]).tolist())
+            rest = np.array([i not in returned for i in ids])
+            assert (queries[q] @ x[rest].T).max() <= bound[q] + 1e-5
+            assert bound[q] <= merged_last[q] + 1e-6  # never looser than the merged top k's last score
+            assert len(returned) >= 25

@@ -490,8 +490,10 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
 
     The user vector and each interest fetch their top lists; the union is
     scored by :func:`dreamstream.blend.blend_scores` on the stored vectors.
-    An item outside every list scores at most the lists' last user score
-    plus ``interest_weight`` times the best of their last interest scores;
+    An item outside every list scores at most the user list's bound plus
+    ``interest_weight`` times the best of the interest lists' bounds (a
+    list's bound: the highest of its shards' ``k``-th scores,
+    :meth:`LoadedVersion.search_lists`);
     while the ``k``-th candidate is below that bound the lists that hold the
     bound up are fetched twice as long (:func:`_lengthen`), so the result is the whole catalogue's top ``k`` (exact
     on flat shards; IVF shards are as exact as their searches; compressed

@@ -157,23 +157,8 @@ class LoadedVersion:
 
     def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` over every shard as places [Q,k] int64 (-1 where missing) and scores [Q,k] (-inf there)."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.shape[1] != self.dim:
-            raise ValueError(f"queries are {queries.shape[1]}-d but index version {self.name} is {self.dim}-d")
-        all_places, all_scores = [], []
-        for shard, index in enumerate(self.indexes):
-            if index.ntotal == 0:
-                continue
-            exact = self.exact[shard] if self.exact else None
-            short_list = self.manifest.shards[shard].short_list if exact is not None else 0
-            scores, rows = search_reranked(index, exact, queries, min(k, index.ntotal), short_list)
-            all_places.append(np.where(rows >= 0, (shard << PLACE_BITS) | rows, -1))
-            all_scores.append(np.where(rows >= 0, scores, -np.inf))
-        if not all_places:
-            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
-        places_cat, scores_cat = np.hstack(all_places), np.hstack(all_scores)
-        order = np.argsort(-scores_cat, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(places_cat, order, 1), np.take_along_axis(scores_cat, order, 1)
+        places, scores, _ = self.search_lists(queries, k)
+        return places[:, :k], scores[:, :k]
 
     def search_lists(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every shard's top ``k`` (places and scores [Q, <= shards x k], best first) and a bound [Q] on the rest.

@@ -81,8 +81,9 @@ class LoadedVersion:
     What :func:`rank` needs of a version, and all another backend has to
     provide beside the Faiss one: ``dim``, ``size``, ``search_lists``
     (each hit's place, an opaque key of the backend, its score, and a bound
-    on what was not returned), ``places_of`` (the places of given ids), ``vectors_at`` (the exact
-    vectors of places) and ``ids_at`` (the ids of places). A Faiss place is
+    on what was not returned), ``places_of`` (the places of given ids),
+    ``vectors_at`` (the exact vectors of places) and ``ids_at`` (the ids of
+    places). A Faiss place is
     one int64, ``shard << PLACE_BITS | row``, so ranking dedupes and excludes
     with numpy and decodes an id string only for the ``k`` it returns: at
     10M items decoding every hit of every list was a quarter of a ranking's
@@ -112,19 +113,24 @@ class LoadedVersion:
             raise KeyError(item)
         return shard, row
 
+    def place(self, item: str) -> int:
+        """The place of an item of this version, ``shard << PLACE_BITS | row`` (``KeyError`` when it is not in it)."""
+        shard, row = self.locate(item)
+        return shard << PLACE_BITS | row
+
     def places_of(self, items: Iterable[Hashable]) -> np.ndarray:
         """The places [n] int64 of those ``items`` that are in this version (the others are left out)."""
         places = []
         for item in items:
-            shard = shard_of(str(item), len(self.ids))
-            row = self.ids[shard].find(str(item))
-            if row >= 0:
-                places.append(shard << PLACE_BITS | row)
+            try:
+                places.append(self.place(str(item)))
+            except KeyError:
+                continue
         return np.asarray(places, dtype=np.int64)
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """The stored vectors [len(ids), D] of items of this version (every id must be in it)."""
-        return self.vectors_at(np.asarray([s << PLACE_BITS | r for s, r in (self.locate(str(i)) for i in ids)], np.int64))
+        return self.vectors_at(np.asarray([self.place(str(item)) for item in ids], np.int64))
 
     def vectors_at(self, places: np.ndarray) -> np.ndarray:
         """The stored vectors of places: the exact file of a compressed shard, the index's own vectors otherwise."""

@@ -4,9 +4,10 @@
 (``name``, ``manifest``, ``dim``, ``size``, ``search_lists``, ``places_of``,
 ``vectors_at``, ``ids_at``), so the blend, the exclusion of watched items and
 the pairing of a record with its own namespace's version are the client's
-code for both backends. A version is pinned to the collection the alias named when it was loaded: a search
-never follows the alias mid-way, and a reader moves to a new version only
-in :meth:`MilvusBackend.load`, like ``CURRENT``.
+code for both backends. A version is pinned to the collection the alias
+named when it was loaded: a search never follows the alias mid-way, and a
+reader moves to a new version only in :meth:`MilvusBackend.load`, like
+``CURRENT``.
 """
 from __future__ import annotations
 
@@ -53,12 +54,9 @@ class MilvusVersion:
         """Items in the version (what :func:`dreamstream.client.rank` may fetch at most)."""
         return self.manifest.items
 
-    def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`search` with each hit's place for :meth:`vectors_at`: in Milvus the id itself ([Q,k], None where missing)."""
-        return self.search(queries, k)
-
     def search_lists(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`search_places` and a bound [Q] on what it did not return: the ``k``-th score (-inf when fewer came)."""
+        """:meth:`search` (a hit's place is its id; None where missing) and a bound [Q] on what it did not return: the
+        ``k``-th score (-inf when fewer came)."""
         ids, scores = self.search(queries, k)
         bound = scores[:, -1] if scores.shape[1] and self.items > k else np.full(len(scores), -np.inf, np.float32)
         return ids, scores, bound
@@ -68,7 +66,7 @@ class MilvusVersion:
         return np.asarray([str(item) for item in items], dtype=object)
 
     def vectors_at(self, places: np.ndarray) -> np.ndarray:
-        """The stored vectors of the places :meth:`search_places` returned."""
+        """The stored vectors of the places :meth:`search_lists` returned."""
         return self.vectors([str(place) for place in np.asarray(places, dtype=object).reshape(-1)])
 
     def ids_at(self, places: np.ndarray) -> np.ndarray:

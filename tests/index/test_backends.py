@@ -153,7 +153,7 @@ def test_search_lists_bound_holds_for_every_item_not_returned(spaces, vectors_fa
     with Retriever(spaces.index_dir, follow=False, backend=spaces.backend()) as r:
         version = r.version
         places, scores, bound = version.search_lists(queries, 25)
-        merged_last = version.search_places(queries, 25)[1][:, -1]
+        merged_last = version.search(queries, 25)[1][:, -1]
         for q in range(len(queries)):
             returned = set(version.ids_at(places[q][np.isfinite(scores[q])]).tolist())
             rest = np.array([i not in returned for i in ids])

@@ -484,10 +484,10 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     An item outside every list scores at most the user list's bound plus
     ``interest_weight`` times the best of the interest lists' bounds (a
     list's bound: the highest of its shards' ``k``-th scores,
-    :meth:`LoadedVersion.search_lists`);
-    while the ``k``-th candidate is below that bound the lists that hold the
-    bound up are fetched twice as long (:func:`_lengthen`), so the result is the whole catalogue's top ``k`` (exact
-    on flat shards; IVF shards are as exact as their searches; compressed
+    :meth:`LoadedVersion.search_lists`); while the ``k``-th candidate is
+    below that bound the lists that hold the bound up are fetched twice as
+    long (:func:`_lengthen`), so the result is the whole catalogue's top ``k``
+    (exact on flat shards; IVF shards are as exact as their searches; compressed
     shards return exactly re-ranked scores, and the blend is computed on
     the exact vectors whatever the shard kind).
     """
@@ -497,16 +497,16 @@ def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interes
     fetch = np.full(len(queries), min(total, FIRST_FETCH * k + len(blocked)))
     lists: dict[int, tuple] = {}
     while True:
-        places, lasts = _fetch_lists(version, queries, fetch, blocked, lists)
+        places, bounds = _fetch_lists(version, queries, fetch, blocked, lists)
         if not len(places):
             return []
         exact = queries @ version.vectors_at(places).T  # [1 + K, C]: user vector, then interests
         blended = blend_scores(exact[0], exact[1:] if len(exact) > 1 else None, interest_weight)
         order = np.argsort(-blended, kind="stable")[:k]
-        bound = blend_scores(lasts[:1], lasts[1:, None] if len(lasts) > 1 else None, interest_weight)[0]
+        bound = blend_scores(bounds[:1], bounds[1:, None] if len(bounds) > 1 else None, interest_weight)[0]
         if fetch[0] >= total or (len(order) == k and blended[order[-1]] >= bound):  # the user list holding every item: all scored
             return list(zip(version.ids_at(places[order]).tolist(), blended[order].tolist()))
-        _lengthen(fetch, lasts, total)
+        _lengthen(fetch, bounds, total)
 
 
 FIRST_FETCH = 4  # lists start at 4k: 1.1 rounds per user instead of 2.9 (bench-index, 1M ivf-pq, docs/measurements.md)
@@ -524,31 +524,31 @@ def _fetch_lists(version: LoadedVersion, queries: np.ndarray, fetch: np.ndarray,
     stale = np.asarray([q for q in range(len(queries)) if q not in lists or lists[q][0] != fetch[q]], dtype=np.int64)
     for length in np.unique(fetch[stale]):  # one search per distinct list length (a backend search takes one k)
         rows = stale[fetch[stale] == length]
-        places, scores, bounds = version.search_lists(queries[rows], int(length))
+        places, scores, list_bounds = version.search_lists(queries[rows], int(length))
         for j, q in enumerate(rows.tolist()):
-            lists[q] = (length, places[j], scores[j], bounds[j])
-    lasts = np.full(len(queries), -np.inf, np.float32)
+            lists[q] = (length, places[j], scores[j], list_bounds[j])
+    bounds = np.full(len(queries), -np.inf, np.float32)
     seen = []
     for q in np.argsort(fetch, kind="stable").tolist():
-        _, places, scores, lasts[q] = lists[q]
+        _, places, scores, bounds[q] = lists[q]
         seen.append(places[np.isfinite(scores)])
     places = np.concatenate(seen) if seen else np.zeros(0, np.int64)
     _, first = np.unique(places, return_index=True)
     places = places[np.sort(first)]
-    return places[~np.isin(places, blocked)] if len(blocked) else places, lasts
+    return places[~np.isin(places, blocked)] if len(blocked) else places, bounds
 
 
-def _lengthen(fetch: np.ndarray, lasts: np.ndarray, total: int) -> None:
-    """Double the lists that hold the bound up: the user vector's and the interest whose last score is the best.
+def _lengthen(fetch: np.ndarray, bounds: np.ndarray, total: int) -> None:
+    """Double the lists that hold the bound up: the user vector's and the interest whose bound is the highest.
 
-    The bound is the user list's last score plus the weight times the best of
-    the interests' last scores, so only those two lists can lower it; the other
+    The bound is the user list's bound plus the weight times the best of
+    the interests' bounds, so only those two lists can lower it; the other
     interests' lists are long enough already (measured at 1M ivf-pq: p99 CPU
     23 -> 14 ms against doubling every list).
     """
     fetch[0] = min(total, 2 * fetch[0])
     if len(fetch) > 1:
-        best = 1 + int(np.argmax(lasts[1:]))
+        best = 1 + int(np.argmax(bounds[1:]))
         fetch[best] = min(total, 2 * fetch[best])
 
 

@@ -25,11 +25,13 @@ Serving note (measured by ``dreamstream bench-index`` on 2 busy cores): one
 user search (user + 4 interests, k=50, 1M items) takes ~5 ms at p50 with
 ``faiss.omp_set_num_threads(1)`` and several times longer with more OpenMP
 threads, which spin against each other for five-query batches; a ranking
-service should set one Faiss thread and scale with request threads.
+service should set one Faiss thread and scale with request threads. BLAS
+(the exact blend's matrix product) spins the same way: a Retriever puts the
+process's BLAS on one thread (``blas_threads``,
+:mod:`dreamstream.index.ranking_process`).
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -48,6 +50,7 @@ from dreamstream.index.backend import FaissBackend, IndexBackend
 from dreamstream.index.item_ids import ItemIds
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
+from dreamstream.index.ranking_process import freeze_heap, pin_blas_threads
 from dreamstream.index.rerank import search_reranked
 from dreamstream.index.shard_vectors import open_vectors
 from dreamstream.index.sharding import shard_of
@@ -334,6 +337,7 @@ class Retriever:
         wait_s: float = 0.0,
         backend: IndexBackend | None = None,
         freeze_heap: bool = True,
+        blas_threads: int | None = 1,
     ) -> None:
         """Load the serving namespace's CURRENT now (waiting up to ``wait_s``); follow both pointers in a thread.
 
@@ -342,11 +346,18 @@ class Retriever:
         ``backend``: where the versions live (:mod:`dreamstream.index.backend`;
         default Faiss folders under ``index_dir``). ``SERVING`` is read from
         ``index_dir`` with either backend. ``freeze_heap``: after each load,
-        ``gc.freeze()`` the process's heap (:func:`_freeze_heap`); pass False
-        if the ranking service manages its collector itself.
+        ``gc.freeze()`` the process's heap
+        (:func:`dreamstream.index.ranking_process.freeze_heap`); pass False
+        if the ranking service manages its collector itself. ``blas_threads``:
+        the BLAS threads of the whole process, set once here
+        (:func:`dreamstream.index.ranking_process.pin_blas_threads`: the exact
+        blend's matrix product is faster and steadier on one); None leaves
+        them as they are.
         """
         self.index_dir = Path(index_dir)
         self.freeze_heap = freeze_heap
+        if blas_threads is not None:
+            pin_blas_threads(blas_threads)
         self.backend: IndexBackend = backend or FaissBackend(self.index_dir)
         self.check_interval_s = check_interval_ms / 1000.0
         self.interest_weight = interest_weight
@@ -416,7 +427,7 @@ class Retriever:
         if loaded is not None:
             self._versions[space] = loaded  # the atomic swap: one reference assignment
             if self.freeze_heap:
-                _freeze_heap()
+                freeze_heap()
             log.info("index version=%s namespace=%r items=%d loaded", loaded.name, space, loaded.manifest.items)
 
     def _follow(self) -> None:
@@ -456,23 +467,6 @@ class Retriever:
         """
         version = self.version_for(str(user_record.get("space") or ""))  # never a record against another model's index
         return rank(version, user_record, k, self.interest_weight, exclude)
-
-
-def _freeze_heap() -> None:
-    """Move every object alive now out of the cyclic collector's reach (CPython's advice for long-running servers).
-
-    Why: a ranking process holds its loaded versions and everything it
-    imported for its whole life; the collector's full passes walked them and
-    landed inside searches. At 10M ``ivf-pq`` items (one Faiss thread, quiet
-    box) the slowest rankings spent 8 ms searching and 20-30 ms in collector
-    passes: CPU p99 24-31 ms, 15-16 ms with the heap frozen
-    (docs/measurements.md). Frozen objects are still freed by reference
-    counting; only cycles among them outlive a version (a few MB per load at
-    most). The one full collection before the freeze runs in the loader
-    thread, once per load.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def rank(version: LoadedVersion, user_record: Mapping[str, Any], k: int, interest_weight: float = INTEREST_WEIGHT,

@@ -50,7 +50,7 @@ from dreamstream.index.backend import FaissBackend, IndexBackend
 from dreamstream.index.item_ids import ItemIds
 from dreamstream.index.manifest import IndexCorruptError, Manifest, read_manifest, read_verified
 from dreamstream.index.publish import read_current
-from dreamstream.index.ranking_process import freeze_heap, pin_blas_threads
+from dreamstream.index import ranking_process
 from dreamstream.index.rerank import search_reranked
 from dreamstream.index.shard_vectors import open_vectors
 from dreamstream.index.sharding import shard_of
@@ -357,7 +357,7 @@ class Retriever:
         self.index_dir = Path(index_dir)
         self.freeze_heap = freeze_heap
         if blas_threads is not None:
-            pin_blas_threads(blas_threads)
+            ranking_process.pin_blas_threads(blas_threads)
         self.backend: IndexBackend = backend or FaissBackend(self.index_dir)
         self.check_interval_s = check_interval_ms / 1000.0
         self.interest_weight = interest_weight
@@ -427,7 +427,7 @@ class Retriever:
         if loaded is not None:
             self._versions[space] = loaded  # the atomic swap: one reference assignment
             if self.freeze_heap:
-                freeze_heap()
+                ranking_process.freeze_heap()  # the module's function; self.freeze_heap is the switch
             log.info("index version=%s namespace=%r items=%d loaded", loaded.name, space, loaded.manifest.items)
 
     def _follow(self) -> None:

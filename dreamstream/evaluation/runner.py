@@ -420,15 +420,14 @@ def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> N
 
     train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
     fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(), train))
-    items = cold.tower_vectors(source.features, fitted.items, cold.cold_items(fitted.items.shape[0]), job.seed,
-                               protocol.refit_log or protocol.fit_log, job.half_life)
-    popularity = Popularity.fit(protocol.refit_log or protocol.fit_log)
-    served = DreamUMMScorer(items, popularity, job.half_life)
+    new = cold.cold_items(fitted.items.shape[0])
+    items = cold.tower_vectors(source.features, fitted.items, new, job.seed, protocol.refit_log or protocol.fit_log,
+                               job.half_life)
+    served = DreamUMMScorer(items, Popularity.fit(protocol.refit_log or protocol.fit_log), job.half_life)
     out.rows += _scored(protocol, cold.TOWER_ROW, served, seconds, frozen=False)
     others = source.protocol(cold.WARM_BLOCK)  # what the new vectors cost the events they do not target
-    withheld = cold.Withheld(DreamUMMScorer(fitted.items, popularity, job.half_life), cold.cold_items(items.shape[0]))
-    out.other[cold.WARM_BLOCK] = (_scored(others, cold.TOWER_ROW, served, frozen=False)
-                                  + _scored(others, cold.WITHHELD_ROW, withheld, frozen=False))
+    out.other[cold.WARM_BLOCK] = [row for name, scorer in cold.other_event_scorers(served, new).items()
+                                  for row in _scored(others, name, scorer, frozen=False)]
     out.lines.append(f"cold-item dream best epoch {fitted.fit.best_epoch} ({seconds:.0f} s)")
 
 

@@ -23,8 +23,9 @@ The rows, and why each is there:
 * ``... (frozen)`` — the same model with every history stopped at the cutoff:
   what a daily batch would serve (prequential only);
 * the ``cold-item`` block — new videos: the item tower's vectors for items
-  no model trained on, against content baselines and the trained vectors
-  (:mod:`dreamstream.evaluation.cold_items`).
+  no model trained on, against content baselines and the trained vectors,
+  and the same stream's other events with the new videos retrievable or
+  not, over one item space (:mod:`dreamstream.evaluation.cold_items`).
 
 Deterministic rows are computed once; seeded rows once per seed, and the
 report gives mean and standard deviation over seeds, and for every row its
@@ -413,7 +414,12 @@ def _dream_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> 
 
 
 def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
-    """DREAM trained without the cold items' past; the cold items' vectors from the item tower over their features."""
+    """DREAM trained without the cold items' past; the cold items' vectors from the item tower over their features.
+
+    The other events are ranked twice over that one item space: with the
+    new videos retrievable, and without (their tower vectors still in the
+    users' vectors, as in a service that embeds but does not index them).
+    """
     from models.dream import DreamConfig
     from models.dream_fit import fit_dream
     from models.readout_trainer import ReadoutConfig

@@ -15,8 +15,11 @@ a video's content features into the item space; this protocol measures that:
 * the same stream's *other* events (targets the model trained on) in a
   block of their own (:data:`WARM_BLOCK`): what the new vectors cost the
   rest of the ranking, against the cold items not retrievable at all
-  (:class:`Withheld`). A tower whose vectors sit where every user points
-  wins cold-target events by crowding the top-k, and only this block shows it;
+  (:class:`Withheld`, over the same item space: a user who watched a new
+  film still carries its tower vector, as the worker's item table does
+  when the index leaves new videos out; :func:`other_event_scorers`). A
+  tower whose vectors sit where every user points wins cold-target events
+  by crowding the top-k, and only this block shows it;
 * baselines from content alone (:class:`TfidfScorer`: TF-IDF of the
   ``.item`` text, similarity to the decayed history; :class:`GenrePopularity`:
   the history's genres times the item's live popularity), and the upper
@@ -74,7 +77,12 @@ def without_cold_past(log: EventLog, cold: np.ndarray, cutoff: int) -> tuple[Eve
 
 @dataclass
 class Withheld:
-    """A scorer with ``items`` never ranked: a service that does not index new videos yet."""
+    """A scorer with ``items`` never ranked: a service that does not index new videos yet.
+
+    Everything else is the wrapped scorer's, user vectors included: wrap the
+    scorer of the service that does index them (same item space, the new
+    videos' tower vectors in it), so the two differ only in retrievability.
+    """
 
     scorer: object
     items: np.ndarray
@@ -83,6 +91,19 @@ class Withheld:
         out = np.array(self.scorer.scores(histories), dtype=np.float32, copy=True)
         out[:, self.items] = -np.inf
         return out
+
+
+def other_event_scorers(served: object, cold: np.ndarray) -> dict[str, object]:
+    """The other-events block's rows: ``served`` (the tower's item space), and the same with ``cold`` not retrievable.
+
+    One scorer under both, so the rows differ only in whether the new videos
+    can be ranked. A service that does not index new videos still has their
+    tower vectors in the worker's item table (the tower embeds every video
+    the content pipeline publishes), so its users' vectors are the same; a
+    withheld row over DREAM's never-trained init vectors of the cold items
+    would put those into the user vectors of everyone who watched one.
+    """
+    return {TOWER_ROW: served, WITHHELD_ROW: Withheld(served, cold)}
 
 
 def targeting(qs: QuerySet, items: np.ndarray) -> QuerySet:

@@ -23,8 +23,9 @@ The rows, and why each is there:
 * ``... (frozen)`` — the same model with every history stopped at the cutoff:
   what a daily batch would serve (prequential only);
 * the ``cold-item`` block — new videos: the item tower's vectors for items
-  no model trained on, against content baselines and the trained vectors
-  (:mod:`dreamstream.evaluation.cold_items`).
+  no model trained on, against content baselines and the trained vectors,
+  and the same stream's other events with the new videos retrievable or
+  not, over one item space (:mod:`dreamstream.evaluation.cold_items`).
 
 Deterministic rows are computed once; seeded rows once per seed, and the
 report gives mean and standard deviation over seeds, and for every row its
@@ -413,22 +414,26 @@ def _dream_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> 
 
 
 def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> None:
-    """DREAM trained without the cold items' past; the cold items' vectors from the item tower over their features."""
+    """DREAM trained without the cold items' past; the cold items' vectors from the item tower over their features.
+
+    The other events are ranked twice over that one item space: with the
+    new videos retrievable, and without (their tower vectors still in the
+    users' vectors, as in a service that embeds but does not index them).
+    """
     from models.dream import DreamConfig
     from models.dream_fit import fit_dream
     from models.readout_trainer import ReadoutConfig
 
     train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
     fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(), train))
-    items = cold.tower_vectors(source.features, fitted.items, cold.cold_items(fitted.items.shape[0]), job.seed,
-                               protocol.refit_log or protocol.fit_log, job.half_life)
-    popularity = Popularity.fit(protocol.refit_log or protocol.fit_log)
-    served = DreamUMMScorer(items, popularity, job.half_life)
+    new = cold.cold_items(fitted.items.shape[0])
+    items = cold.tower_vectors(source.features, fitted.items, new, job.seed, protocol.refit_log or protocol.fit_log,
+                               job.half_life)
+    served = DreamUMMScorer(items, Popularity.fit(protocol.refit_log or protocol.fit_log), job.half_life)
     out.rows += _scored(protocol, cold.TOWER_ROW, served, seconds, frozen=False)
     others = source.protocol(cold.WARM_BLOCK)  # what the new vectors cost the events they do not target
-    withheld = cold.Withheld(DreamUMMScorer(fitted.items, popularity, job.half_life), cold.cold_items(items.shape[0]))
-    out.other[cold.WARM_BLOCK] = (_scored(others, cold.TOWER_ROW, served, frozen=False)
-                                  + _scored(others, cold.WITHHELD_ROW, withheld, frozen=False))
+    out.other[cold.WARM_BLOCK] = [row for name, scorer in cold.other_event_scorers(served, new).items()
+                                  for row in _scored(others, name, scorer, frozen=False)]
     out.lines.append(f"cold-item dream best epoch {fitted.fit.best_epoch} ({seconds:.0f} s)")
 
 

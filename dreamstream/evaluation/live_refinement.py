@@ -115,7 +115,7 @@ class Versions:
     def grid(self, when: np.ndarray) -> np.ndarray:
         """[len(when), n_new] rows of ``vectors``: every film's version at each time (watchers strictly earlier)."""
         return np.stack([start + np.searchsorted(times, when, side="left")
-                         for start, times in zip(self.start, self.times)], axis=1).reshape(len(when), self.films.size)
+                         for start, times in zip(self.start, self.times)], axis=1)
 
 
 def build_versions(tower: np.ndarray, films: np.ndarray, watched: np.ndarray, when: np.ndarray, watchers: np.ndarray,

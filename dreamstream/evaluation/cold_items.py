@@ -115,12 +115,14 @@ def targeting(qs: QuerySet, items: np.ndarray) -> QuerySet:
 
 
 def tower_vectors(features: dict, trained: np.ndarray, cold: np.ndarray, seed: int, log: EventLog,
-                  half_life_s: float, steps: int = 400) -> np.ndarray:
+                  half_life_s: float, steps: int = 400, served: tuple | None = None) -> np.ndarray:
     """The item space a service has for new videos: trained vectors for warm items, the item tower's for ``cold``.
 
     The tower is distilled on the warm items only (their content features ->
     their trained vectors, and the served users of ``log`` ranking them, as
     ``dreamstream train`` distils it), then applied to the cold items' features.
+    ``served``: ``models.readout_trainer.served_examples(log, trained, half_life_s)``
+    when the caller has it already (computed here otherwise).
     """
     import torch
 
@@ -130,7 +132,8 @@ def tower_vectors(features: dict, trained: np.ndarray, cold: np.ndarray, seed: i
     n_items = trained.shape[0]
     warm = np.setdiff1d(np.arange(n_items), cold)
     tower, _ = distil_item_tower(features, torch.from_numpy(trained), trained.shape[1], steps=steps, holdout=0.0,
-                                 seed=seed, progress=False, served=served_examples(log, trained, half_life_s),
+                                 seed=seed, progress=False,
+                                 served=served if served is not None else served_examples(log, trained, half_life_s),
                                  learn=warm)
     _, text, visual = tower_inputs(features, n_items)
     with torch.no_grad():

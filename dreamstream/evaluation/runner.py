@@ -25,7 +25,9 @@ The rows, and why each is there:
 * the ``cold-item`` block — new videos: the item tower's vectors for items
   no model trained on, against content baselines and the trained vectors,
   and the same stream's other events with the new videos retrievable or
-  not, over one item space (:mod:`dreamstream.evaluation.cold_items`).
+  not, over one item space (:mod:`dreamstream.evaluation.cold_items`); in
+  both, an experimental row (not served yet): the new films' vectors
+  refined by their live watchers (:mod:`dreamstream.evaluation.live_refinement`).
 
 Deterministic rows are computed once; seeded rows once per seed, and the
 report gives mean and standard deviation over seeds, and for every row its
@@ -419,22 +421,44 @@ def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> N
     The other events are ranked twice over that one item space: with the
     new videos retrievable, and without (their tower vectors still in the
     users' vectors, as in a service that embeds but does not index them).
+    Both blocks also get the live-watchers experiment (:func:`_live_rows`).
     """
     from models.dream import DreamConfig
     from models.dream_fit import fit_dream
-    from models.readout_trainer import ReadoutConfig
+    from models.readout_trainer import ReadoutConfig, served_examples
 
     train = ReadoutConfig(seed=job.seed, progress=source.config.progress, half_life_s=job.half_life)
     fitted, seconds = _timed(lambda: fit_dream(protocol, source.features, DreamConfig(), train))
     new = cold.cold_items(fitted.items.shape[0])
-    items = cold.tower_vectors(source.features, fitted.items, new, job.seed, protocol.refit_log or protocol.fit_log,
-                               job.half_life)
-    served = DreamUMMScorer(items, Popularity.fit(protocol.refit_log or protocol.fit_log), job.half_life)
+    log = protocol.refit_log or protocol.fit_log
+    examples = served_examples(log, fitted.items, job.half_life)  # the tower's distillation and m_user share them
+    items = cold.tower_vectors(source.features, fitted.items, new, job.seed, log, job.half_life, served=examples)
+    popularity = Popularity.fit(log)
+    served = DreamUMMScorer(items, popularity, job.half_life)
     out.rows += _scored(protocol, cold.TOWER_ROW, served, seconds, frozen=False)
     others = source.protocol(cold.WARM_BLOCK)  # what the new vectors cost the events they do not target
     out.other[cold.WARM_BLOCK] = [row for name, scorer in cold.other_event_scorers(served, new).items()
                                   for row in _scored(others, name, scorer, frozen=False)]
-    out.lines.append(f"cold-item dream best epoch {fitted.fit.best_epoch} ({seconds:.0f} s)")
+    live, other_live = _live_rows(protocol, others, items, new, examples[0].numpy(), popularity, job.half_life)
+    out.rows += live
+    out.other[cold.WARM_BLOCK] += other_live
+    out.lines.append(f"cold-item dream best epoch {fitted.fit.best_epoch} ({seconds:.0f} s); "
+                     f"live refinement {live[0][2] + other_live[0][2]:.1f} s")
+
+
+def _live_rows(protocol: Protocol, others: Protocol, items: np.ndarray, new: np.ndarray, served_users: np.ndarray,
+               popularity: Popularity, half_life: float) -> tuple[Rows, Rows]:
+    """The experimental row in both cold-item blocks: the new films refined by their live watchers.
+
+    Its seconds are its own (the watchers, the versions and the scoring), so
+    the report shows what the experiment adds to a run.
+    """
+    from dreamstream.evaluation.live_refinement import LIVE_ROW, live_scorer
+
+    scorer, build = _timed(lambda: live_scorer(items, new, protocol.test, served_users, popularity, half_life))
+    cold_result, cold_seconds = _timed(lambda: evaluate_queries(protocol.test, scorer))
+    other_result, other_seconds = _timed(lambda: evaluate_queries(others.test, scorer))
+    return [(LIVE_ROW, cold_result, build + cold_seconds)], [(LIVE_ROW, other_result, other_seconds)]
 
 
 def _opal_rows(protocol: Protocol, items: np.ndarray, job: Job, out: JobResult) -> None:

@@ -21,7 +21,15 @@ import numpy as np
 from dreamstream.dreamumm_ref import normalize
 from dreamstream.engagement import decay
 from dreamstream.evaluation.baselines import Popularity
+from dreamstream.evaluation.events import EventLog
 from dreamstream.evaluation.prequential import Histories
+
+
+def row_weights(log: EventLog, rows: np.ndarray, half_life_s: float) -> np.ndarray:
+    """float32 [len(rows)]: each history event's ``engagement weight * decay to the history's latest event``."""
+    if not rows.size:
+        return np.zeros(0, np.float32)
+    return decay((log.ts[rows[-1]] - log.ts[rows]) * 1000.0, half_life_s) * log.weight[rows]
 
 
 def history_weights(histories: Histories, half_life_s: float) -> np.ndarray:
@@ -29,12 +37,10 @@ def history_weights(histories: Histories, half_life_s: float) -> np.ndarray:
     log = histories.log
     if math.isinf(half_life_s):
         return histories.matrix(log.weight)
-    weights = log.weight
     out = np.zeros((len(histories), log.n_items), np.float32)
     for q, rows in enumerate(histories.rows):
         if rows.size:
-            g = decay((log.ts[rows[-1]] - log.ts[rows]) * 1000.0, half_life_s)
-            np.add.at(out[q], log.item[rows], g * weights[rows])
+            np.add.at(out[q], log.item[rows], row_weights(log, rows, half_life_s))
     return out
 
 

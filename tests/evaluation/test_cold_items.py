@@ -10,6 +10,7 @@ from dreamstream.data.datagen import SynthConfig, generate
 from dreamstream.data.recbole import load_dataset
 from dreamstream.evaluation import cold_items as cold
 from dreamstream.evaluation import runner
+from dreamstream.evaluation.live_refinement import LIVE_ROW
 from dreamstream.evaluation.prequential import Histories
 
 
@@ -48,7 +49,8 @@ def test_withheld_row_ranks_with_the_tower_rows_user_vectors(tmp_path: Path, mon
     out = runner.JobResult(runner.Job("cold-item", "cold", 0, 3600.0), [], {}, [])
     runner._cold_job(source, source.protocol("cold-item"), out.job, out)
 
-    assert {name for name, *_ in out.other[cold.WARM_BLOCK]} == {cold.TOWER_ROW, cold.WITHHELD_ROW}
+    assert {name for name, *_ in out.other[cold.WARM_BLOCK]} == {cold.TOWER_ROW, cold.WITHHELD_ROW, LIVE_ROW}
+    assert {name for name, *_ in out.rows} == {cold.TOWER_ROW, LIVE_ROW}
     qs = source.protocol(cold.WARM_BLOCK).test
     watched_new = np.isin(qs.log.item[np.concatenate(qs.seen)], new).any()
     assert watched_new, "no other-event history holds a cold film: the test would prove nothing"

@@ -24,6 +24,7 @@ from streams.checkpoint.flush_pacing import FLUSH_CHUNK_BYTES, byte_chunks
 from streams.compat.faust_tables import changelog_topic, mark_persisted, put_row
 from streams.domain import state as state_mod
 from streams.kafka.batch_send import MAX_BATCH_BYTES, send_records
+from streams.kafka.reachable import start_when_reachable
 
 log = logging.getLogger("streams.worker")
 
@@ -42,10 +43,10 @@ class ChangelogRows:
         from aiokafka import AIOKafkaProducer
 
         s = self.settings
-        self.producer = AIOKafkaProducer(**aiokafka_options(s), acks="all", linger_ms=0,
-                                         max_batch_size=MAX_BATCH_BYTES, max_request_size=32 * 1024 * 1024,
-                                         request_timeout_ms=40_000, client_id=f"{s.topic_prefix}dreamstream-changelog")
-        await self.producer.start()
+        self.producer = await start_when_reachable(lambda: AIOKafkaProducer(
+            **aiokafka_options(s), acks="all", linger_ms=0, max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=32 * 1024 * 1024, request_timeout_ms=40_000,
+            client_id=f"{s.topic_prefix}dreamstream-changelog"), "changelog producer")
 
     async def stop(self) -> None:
         """Stop the producer (once; a second call does nothing)."""

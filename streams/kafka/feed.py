@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
+from streams.kafka.reachable import start_when_reachable
 
 log = logging.getLogger("streams.kafka.feed")
 
@@ -75,7 +76,8 @@ class PartitionFeed:
         self.committed: dict[int, int] = {}  # per owned partition: what this worker last committed
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
+        """Start the consumer, waiting for a broker that is away (:mod:`streams.kafka.reachable`)."""
+        self.consumer = await start_when_reachable(lambda: AIOKafkaConsumer(
             **aiokafka_options(self.settings),
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -83,8 +85,7 @@ class PartitionFeed:
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
-        )
-        await self.consumer.start()
+        ), "event feed")
 
     async def stop(self) -> None:
         """Close the consumer; the feed owns nothing afterwards (a later commit or release is a no-op)."""

@@ -39,7 +39,7 @@ from dreamstream.vectors import UnreadableRecord, checked_matrix, vector_bytes_o
 from streams.compat.aiokafka_metadata import refresh_metadata
 from streams.items.store import ItemStore, open_item_store
 from streams.kafka.log_reader import caught_up, read_from_start
-from streams.kafka.transient import TRANSIENT
+from streams.kafka.reachable import start_when_reachable
 
 log = logging.getLogger(__name__)
 
@@ -144,16 +144,9 @@ class ItemTable:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         t0 = time.monotonic()
-        while True:  # a worker started while the broker is away waits for it (the feed and Faust do too)
-            consumer = AIOKafkaConsumer(**aiokafka_options(self.settings), group_id=None,
-                                        enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100)
-            try:
-                await consumer.start()
-                break
-            except TRANSIENT as err:
-                log.warning("item table: no broker yet (%r); retrying in 1s", err)
-                await consumer.stop()
-                await asyncio.sleep(1.0)
+        consumer = await start_when_reachable(  # a worker started while the broker is away waits for it
+            lambda: AIOKafkaConsumer(**aiokafka_options(self.settings), group_id=None, enable_auto_commit=False,
+                                     auto_offset_reset="earliest", fetch_max_wait_ms=100), "item table")
         try:
             parts = None
             while not parts:

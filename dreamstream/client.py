@@ -161,13 +161,8 @@ class LoadedVersion:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` over every shard: (ids [Q,k] object, scores [Q,k]); missing slots are None / -inf."""
-        places, scores = self.search_places(queries, k)
-        return self.ids_at(places), scores
-
-    def search_places(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` over every shard as places [Q,k] int64 (-1 where missing) and scores [Q,k] (-inf there)."""
-        places, scores, _ = self.search_lists(queries, k)
-        return places[:, :k], scores[:, :k]
+        places, scores, _ = self.search_lists(queries, k)  # every shard's top k, best first: the merged top k leads
+        return self.ids_at(places[:, :k]), scores[:, :k]
 
     def search_lists(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every shard's top ``k`` (places and scores [Q, <= shards x k], best first) and a bound [Q] on the rest.

@@ -114,27 +114,24 @@ def targeting(qs: QuerySet, items: np.ndarray) -> QuerySet:
     return QuerySet(qs.log, qs.queries[keep], [qs.seen[i] for i in keep], [qs.masked[i] for i in keep])
 
 
-def tower_vectors(features: dict, trained: np.ndarray, cold: np.ndarray, seed: int, log: EventLog,
-                  half_life_s: float, steps: int = 400, served: tuple | None = None) -> np.ndarray:
+def tower_vectors(features: dict, trained: np.ndarray, cold: np.ndarray, seed: int, served: tuple,
+                  steps: int = 400) -> np.ndarray:
     """The item space a service has for new videos: trained vectors for warm items, the item tower's for ``cold``.
 
     The tower is distilled on the warm items only (their content features ->
-    their trained vectors, and the served users of ``log`` ranking them, as
+    their trained vectors, and the served users ranking them, as
     ``dreamstream train`` distils it), then applied to the cold items' features.
     ``served``: ``models.readout_trainer.served_examples(log, trained, half_life_s)``
-    when the caller has it already (computed here otherwise).
+    over the training log (the caller also reads the served users' mean direction from it).
     """
     import torch
 
     from models.dream import distil_item_tower, tower_inputs
-    from models.readout_trainer import served_examples
 
     n_items = trained.shape[0]
     warm = np.setdiff1d(np.arange(n_items), cold)
     tower, _ = distil_item_tower(features, torch.from_numpy(trained), trained.shape[1], steps=steps, holdout=0.0,
-                                 seed=seed, progress=False,
-                                 served=served if served is not None else served_examples(log, trained, half_life_s),
-                                 learn=warm)
+                                 seed=seed, progress=False, served=served, learn=warm)
     _, text, visual = tower_inputs(features, n_items)
     with torch.no_grad():
         vectors = tower(text[cold], visual[cold]).numpy()

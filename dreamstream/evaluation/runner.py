@@ -432,7 +432,7 @@ def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> N
     new = cold.cold_items(fitted.items.shape[0])
     log = protocol.refit_log or protocol.fit_log
     examples = served_examples(log, fitted.items, job.half_life)  # the tower's distillation and m_user share them
-    items = cold.tower_vectors(source.features, fitted.items, new, job.seed, log, job.half_life, served=examples)
+    items = cold.tower_vectors(source.features, fitted.items, new, job.seed, examples)
     popularity = Popularity.fit(log)
     served = DreamUMMScorer(items, popularity, job.half_life)
     out.rows += _scored(protocol, cold.TOWER_ROW, served, seconds, frozen=False)

@@ -4,7 +4,10 @@ A worker can start (or its loop can reach a client's start) in the seconds a
 broker is restarting: aiokafka's ``start()`` then raises "Unable to
 bootstrap", and a raise there crashes the Faust app (seen: the broker
 restarted while a worker's event feed was starting, tests/scale/test_rebalance.py).
-Every client the worker starts itself goes through :func:`start_when_reachable`.
+The clients a worker starts before its loop (the event feed, the changelog
+producer, the item table's reader) go through :func:`start_when_reachable`;
+one started inside a step (:mod:`streams.compat.tansu_rows`) raises into the
+loop, which waits and redoes from the last commit (``Worker.run``).
 """
 from __future__ import annotations
 

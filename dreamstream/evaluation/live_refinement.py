@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dreamstream.dreamumm_ref import normalize
+from dreamstream.dreamumm_ref import LIVE_BETA0, LIVE_GAMMA, mean_user_direction, normalize, refined_vector
 from dreamstream.evaluation.baselines import Popularity
 from dreamstream.evaluation.prequential import Histories, QuerySet
 from dreamstream.evaluation.scorers import DreamUMMScorer, history_weights, row_weights
@@ -47,33 +47,9 @@ from dreamstream.evaluation.scorers import DreamUMMScorer, history_weights, row_
 # Chosen on the validation window only (ml-100k-dev, development cold-item protocol, DREAM seeds 0-2): the best of
 # 134 live settings by all-events HitRate@20 on the window's first half, then reported on the whole window and the
 # held-out second half. docs/evaluation.md, "Live refinement of the new films' vectors".
-BETA0 = 0.4   # how far below the tower a film with no watcher starts, along m_user
-GAMMA = 0.1   # how far each watcher's unit user vector pulls it
+BETA0 = LIVE_BETA0  # how far below the tower a film with no watcher starts, along m_user (the served default)
+GAMMA = LIVE_GAMMA  # how far each watcher's unit user vector pulls it (the served default)
 LIVE_ROW = "dream, new films refined by live watchers (experiment: not served yet)"
-
-
-def refined_vector(tower: np.ndarray, m_user: np.ndarray, watcher_sum: np.ndarray, beta0: float = BETA0,
-                   gamma: float = GAMMA) -> np.ndarray:
-    """A new video's vector after its watchers so far: ``normalize(tower - beta0 * m_user + gamma * watcher_sum)``.
-
-    ``tower`` [..., D] (the item tower's vector), ``m_user`` [D], ``watcher_sum``
-    [..., D] (the sum of the watchers' unit user vectors; zeros before the
-    first watcher); broadcasts, float32 unit rows out. The one formula an
-    item-keyed streaming agent needs: it keeps the running sum per video and
-    publishes this after each batch.
-    """
-    return normalize(np.asarray(tower, np.float64) - beta0 * np.asarray(m_user, np.float64)
-                     + gamma * np.asarray(watcher_sum, np.float64))
-
-
-def mean_user_direction(users: np.ndarray) -> np.ndarray:
-    """``m_user``: the unit mean of served user vectors [M, D] (the training log's, as ``served_examples`` gives them).
-
-    In the trained space a film's component along it ranks the film's
-    popularity; BETA0 takes a new film's share of it away until watchers earn it back.
-    """
-    m = np.asarray(users, np.float32).mean(axis=0)
-    return (m / np.linalg.norm(m)).astype(np.float32)
 
 
 def watcher_vectors(items: np.ndarray, qs: QuerySet, popularity: Popularity, half_life_s: float,

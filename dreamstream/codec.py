@@ -53,9 +53,28 @@ def id_of_key(key: bytes) -> str:
     return key.decode("utf-8", "replace")
 
 
-def item_vector_record(video: Any, vector: np.ndarray, model: str, ts: int) -> dict[str, Any]:
-    """A value of ``item-vectors``."""
-    return {"video": str(video), "vector": vec_to_bin(vector), "model": model, "ts": int(ts)}
+def item_vector_record(video: Any, vector: np.ndarray, model: str, ts: int, live: bool = False) -> dict[str, Any]:
+    """A value of ``item-vectors``; ``live``: a new video's vector, refined by its watchers (``streams.item_refiner``)."""
+    record = {"video": str(video), "vector": vec_to_bin(vector), "model": model, "ts": int(ts)}
+    if live:
+        record["live"] = True
+    return record
+
+
+def tower_record(video: Any, vector: np.ndarray, model: str, ts: int) -> dict[str, Any]:
+    """A value of ``item-watchers``: a new video's item-tower vector, the start of its live refinement."""
+    return {"kind": "tower", "video": str(video), "vector": vec_to_bin(vector), "model": model, "ts": int(ts)}
+
+
+def watcher_record(video: Any, user_vector: np.ndarray, weight: float, model: str, partition: int, offset: int,
+                   index: int, ts: int) -> dict[str, Any]:
+    """A value of ``item-watchers``: one watch of a new video with the watcher's unit vector just before it.
+
+    ``partition`` / ``offset`` / ``index`` name the watch-event it came from:
+    the refiner applies a source position once (a replayed batch re-sends it).
+    """
+    return {"kind": "watch", "video": str(video), "user": vec_to_bin(user_vector), "weight": float(weight),
+            "model": model, "src": [int(partition), int(offset), int(index)], "ts": int(ts)}
 
 
 # The bounds of a dead letter (docs/topics.md, "Limits"). A letter is written as a Kafka record whose key is the

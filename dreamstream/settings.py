@@ -119,6 +119,22 @@ class Settings(BaseSettings):
     cold_min_positive: int = Field(
         5, ge=0, description="A user with fewer positive events than this is cold: blended with impressed candidates."
     )
+    live_gamma: float = Field(
+        0.1, ge=0, description="Live refinement of new videos (item-side DreamUMM): how far each watcher's unit user "
+        "vector, times the watch's engagement weight, pulls a video the item tower embedded; 0 turns live refinement "
+        "off (no item-watchers records, new videos keep their tower vector). 0.1 was chosen on ml-100k-dev validation "
+        "(docs/evaluation.md, live refinement).",
+    )
+    live_beta0: float = Field(
+        0.4, ge=0, description="Live refinement: how far below its tower vector, along the bundle's mean user "
+        "direction, a new video nobody has watched starts (keeps unwatched videos out of everyone's top-k). 0.4 was "
+        "chosen on ml-100k-dev validation.",
+    )
+    live_publish_s: float = Field(
+        10.0, gt=0, description="Live refinement: how often the item refiner publishes the refined vectors of the "
+        "new videos watched since its last publish, in seconds (a debounce: on ml-100k-dev validation an hour late "
+        "cost 0.004 HitRate@20 on the new videos' events).",
+    )
 
     # --- worker -----------------------------------------------------------
     batch_size: int = Field(

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 WATCH_EVENTS = "watch-events"
 ITEM_FEATURES = "item-features"
 ITEM_VECTORS = "item-vectors"
+ITEM_WATCHERS = "item-watchers"
 USER_EMBEDDINGS = "user-embeddings"
 DLQ = "watch-events-dlq"
 INDEX_VERSIONS = "index-versions"
@@ -46,6 +47,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                            "retention.ms": str(int(settings.dlq_retention_days * 86_400_000))}),
         TopicSpec(ITEM_FEATURES, ip, {}),
         TopicSpec(ITEM_VECTORS, ip, COMPACT),
+        TopicSpec(ITEM_WATCHERS, ip, {}),  # every record counts (a watcher's pull): never compacted
         TopicSpec(INDEX_VERSIONS, 1, COMPACT),
     ]
 

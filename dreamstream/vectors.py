@@ -90,6 +90,11 @@ def item_vector_of(value: bytes, dim: int | None) -> np.ndarray:
 
 def vector_bytes_of(value: bytes) -> bytes:
     """The unchecked ``vector`` bytes of an ``item-vectors`` value; :class:`UnreadableRecord` if it has none."""
+    return item_record_parts(value)[0]
+
+
+def item_record_parts(value: bytes) -> tuple[bytes, bool]:
+    """An ``item-vectors`` value's unchecked ``vector`` bytes and its ``live`` flag (a new video refined by watchers)."""
     try:
         record = codec.unpack(value)
     except Exception as err:  # msgpack raises several unrelated types on garbage
@@ -97,4 +102,4 @@ def vector_bytes_of(value: bytes) -> bytes:
     raw = record.get("vector") if isinstance(record, dict) else None
     if not isinstance(raw, (bytes, bytearray)):
         raise UnreadableRecord("value is not a map with a bin 'vector'")
-    return bytes(raw)
+    return bytes(raw), record.get("live") is True

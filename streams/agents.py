@@ -6,6 +6,8 @@
   (``streams.compat.hold_back``).
 * ``update_users`` (a task) runs the worker loop.
 * ``item-tower`` on ``item-features`` embeds new videos (``streams.item_tower``).
+* ``item-refiner`` on ``item-watchers`` refines them by their watchers, and
+  ``item-refiner-publish`` (a timer) publishes the refined vectors (``streams.item_refiner``).
 * ``ItemFollower`` (a service started with the app, before the group join)
   keeps the item table in step with ``item-vectors``.
 * ``bundle-watcher`` (a timer) hot-reloads a new bundle between batches (``streams.ops.reload``).
@@ -19,7 +21,7 @@ import faust
 from mode import Service
 
 from dreamstream.settings import Settings
-from dreamstream.topics import ITEM_FEATURES
+from dreamstream.topics import ITEM_FEATURES, ITEM_WATCHERS
 from streams.compat.hold_back import hold_back
 from streams.worker import Worker
 
@@ -33,6 +35,7 @@ def register(app: faust.App, settings: Settings) -> Worker:
     worker.metrics.serve_model(worker.holder.bundle.version)
     watch = app.topic(worker.watch_topic, partitions=settings.partitions, **RAW)
     features = app.topic(settings.topic(ITEM_FEATURES), partitions=settings.item_partitions, **RAW)
+    watchers = app.topic(settings.topic(ITEM_WATCHERS), partitions=settings.item_partitions, **RAW)
 
     app.add_dependency(ItemFollower(worker))  # before start: the app's first child, ahead of its consumer
 
@@ -54,6 +57,15 @@ def register(app: faust.App, settings: Settings) -> Worker:
         async for batch in stream.take_events(256, settings.batch_timeout_s):
             await worker.item_tower.embed_batch(batch)
 
+    @app.agent(watchers, name="item-refiner")
+    async def item_refiner(stream: faust.StreamT) -> None:
+        async for event in stream.events():  # one at a time: Faust writes the table's changelog for the event in hand
+            await worker.item_refiner.apply(event.message)
+
+    @app.timer(settings.live_publish_s, name="item-refiner-publish")
+    async def publish_refined() -> None:
+        await worker.item_refiner.publish()
+
     @app.timer(2.0, name="bundle-watcher")
     async def watch_bundles() -> None:
         await worker.holder.poll()
@@ -65,6 +77,7 @@ def register(app: faust.App, settings: Settings) -> Worker:
     @app.on_partitions_revoked.connect
     async def release_partitions(app: Any, revoked: Any, **kwargs: Any) -> None:
         await worker.release("rebalance")  # the next owner starts where this worker's output ends
+        await worker.item_refiner.publish()  # before the next owner's newer vectors of the same videos
 
     @app.on_before_shutdown.connect
     async def release_on_shutdown(app: Any, **kwargs: Any) -> None:

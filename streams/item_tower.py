@@ -3,6 +3,12 @@
 Every worker's item table follows ``item-vectors`` (``streams.kafka.item_table``),
 so a video embedded here is known to every worker once its vector is on the
 topic. Features that cannot be parsed become dead letters with the reason.
+
+With live refinement on (``DREAMSTREAM_LIVE_GAMMA`` > 0) a new video starts
+*live*: its first vector is the refinement with no watcher yet,
+``normalize(tower - beta0 * m_user)``, flagged ``live`` so the workers report
+its watches, and its tower vector goes to ``item-watchers``, where the item
+refiner (``streams.item_refiner``) adds the watchers to it.
 """
 from __future__ import annotations
 
@@ -11,7 +17,11 @@ import logging
 from typing import Any, Callable
 
 
+import numpy as np
+
 from dreamstream import codec
+from dreamstream.dreamumm_ref import refined_vector
+from dreamstream.settings import Settings
 from dreamstream.vectors import checked_vector
 from streams.domain.item_features import embed, parse_features, tower_dims
 from streams.kafka.batch_send import send_records
@@ -27,9 +37,9 @@ class ItemTower:
     """Embeds a batch of ``item-features`` events with the bundle being served and publishes the vectors."""
 
     def __init__(self, holder: BundleHolder, producer: Callable[[], Any], items_topic: str, output: Output,
-                 metrics: WorkerMetrics) -> None:
+                 metrics: WorkerMetrics, settings: Settings) -> None:
         self.holder, self.producer, self.items_topic = holder, producer, items_topic
-        self.output, self.metrics = output, metrics
+        self.output, self.metrics, self.settings = output, metrics, settings
 
     async def embed_batch(self, batch: list[Any]) -> None:
         """Embed, check and publish one batch; returns only once every vector and letter is acknowledged.
@@ -48,10 +58,10 @@ class ItemTower:
                 good.append((parse_features(m.value, text_dim, visual_dim), m))
             except ValueError as err:
                 letters.append(_letter(m, f"item-features: {err}", "item-features"))
-        rows = self._embedded(bundle, good, letters)
+        rows, towers = self._embedded(bundle, good, letters)
         while True:
             try:
-                await self._send(rows, letters)
+                await self._send(rows, towers, letters)
                 break
             except TRANSIENT as err:
                 log.warning("item tower: sending %d vectors and %d letters failed (%r); retrying in 1s", len(rows),
@@ -59,30 +69,42 @@ class ItemTower:
                 await asyncio.sleep(1.0)
         self.metrics.items.inc(len(rows))
 
-    def _embedded(self, bundle: Any, good: list, letters: list[DeadLetter]) -> list[tuple[bytes, bytes, None]]:
-        """item-vectors rows of the parsed features; a vector the tower got wrong (or a tower error) is a letter."""
+    def _embedded(self, bundle: Any, good: list, letters: list[DeadLetter]
+                  ) -> tuple[list[tuple[bytes, bytes, None]], list[tuple[bytes, bytes]]]:
+        """item-vectors rows and item-watchers tower records (live refinement on) of the parsed features.
+
+        A vector the tower got wrong (or a tower error) is a letter.
+        """
         if not good:
-            return []
+            return [], []
         try:
             vectors = embed(bundle, [g[1] for g, _ in good], [g[2] for g, _ in good])
         except Exception as err:  # a broken bundle must not stop the agent: the features wait in the DLQ
             letters.extend(_letter(m, f"item tower failed: {err!r}"[:500], "item-tower-output") for _, m in good)
-            return []
-        rows = []
+            return [], []
+        live = self.settings.live_gamma > 0
+        rows, towers = [], []
         for ((video, _, _, ts), m), vec in zip(good, vectors):
             try:
                 vec = checked_vector(vec, int(bundle.manifest.dim))
             except ValueError as err:
                 letters.append(_letter(m, f"item tower output for video {video[:64]!r}: {err}", "item-tower-output"))
                 continue
-            record = codec.item_vector_record(video, vec, bundle.version, ts)
-            rows.append((codec.key_bytes(video), codec.pack(record), None))
-        return rows
+            key = codec.key_bytes(video)
+            if live:
+                towers.append((key, codec.pack(codec.tower_record(video, vec, bundle.version, ts))))
+                vec = refined_vector(vec, bundle.mean_user, np.zeros_like(vec), self.settings.live_beta0,
+                                     self.settings.live_gamma)
+            rows.append((key, codec.pack(codec.item_vector_record(video, vec, bundle.version, ts, live=live)), None))
+        return rows, towers
 
-    async def _send(self, rows: list[tuple[bytes, bytes, None]], letters: list[DeadLetter]) -> None:
+    async def _send(self, rows: list[tuple[bytes, bytes, None]], towers: list[tuple[bytes, bytes]],
+                    letters: list[DeadLetter]) -> None:
         futures = []
         if rows:
             futures.extend(sent.future for sent in await send_records(self.producer(), self.items_topic, rows))
+        if towers:  # the refiner's start of each new video (keyed by video, like its watchers)
+            futures.extend(await self.output.send({}, [], towers))
         if letters:
             futures.extend(await self.output.send({}, letters))
         if futures:

@@ -23,13 +23,16 @@ import faust
 
 from dreamstream import codec
 from dreamstream.settings import Settings
-from dreamstream.topics import DLQ, ITEM_VECTORS, USER_EMBEDDINGS, WATCH_EVENTS
+from dreamstream.topics import DLQ, ITEM_VECTORS, ITEM_WATCHERS, USER_EMBEDDINGS, WATCH_EVENTS
 from streams.checkpoint.checkpoint import Checkpoint
 from streams.compat.faust_tables import producer as faust_producer
+from streams.compat.fetch_cancel import cancel_requested
 from streams.compat.tansu_rows import complete_rows
+from streams.domain import refinement
 from streams.domain.apply import BatchResult, apply_batch
 from streams.domain.state import UserState
 from streams.domain.validate import Event, decode_message
+from streams.item_refiner import ItemRefiner
 from streams.item_tower import ItemTower
 from streams.kafka.changelog_rows import ChangelogRows
 from streams.kafka.batch_sizing import BatchSizing, total_lag
@@ -64,11 +67,13 @@ class Worker:
         self.metrics.watch_item_lookups(self.items.store.lookups)
         self.feed = PartitionFeed(settings, self.watch_topic, f"{app.conf.id}-positions")
         self.sizing = BatchSizing(settings.batch_min, settings.batch_size)
-        output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics)
+        output = Output(lambda: faust_producer(app), settings.topic(USER_EMBEDDINGS), settings.topic(DLQ), self.metrics,
+                        settings.topic(ITEM_WATCHERS))
         self.checkpoint = Checkpoint(self.feed, output, self.rows, settings,
                                      observe_flush=self._observe_flush, observe_age=self.metrics.observe_age)
         self.item_tower = ItemTower(self.holder, lambda: faust_producer(app), settings.topic(ITEM_VECTORS), output,
-                                    self.metrics)
+                                    self.metrics, settings)
+        self.item_refiner = ItemRefiner(app, self.holder, output, self.metrics, settings)
         self.lock = asyncio.Lock()  # one batch, assignment or revocation at a time
         self.generation: int | None = None  # the Faust group generation the feed's assignment belongs to
         self.epoch = 0  # bumped by every revocation: an assignment computed before one is stale
@@ -90,7 +95,7 @@ class Worker:
                 except TRANSIENT as err:
                     await self.redo_from_commit(err)
                 except asyncio.CancelledError as err:
-                    if _cancel_requested():
+                    if cancel_requested():
                         raise  # a real cancellation: the app is stopping
                     await self.redo_from_commit(err)  # a library's stray one (streams.compat.fetch_cancel) is not a stop
         finally:
@@ -191,7 +196,8 @@ class Worker:
         letters.extend(self.unknown_video(ev) for ev in result.unknown)
         oldest_ms = oldest_timestamp(batch)
         last = last_offsets(batch)
-        if await self.checkpoint.stage(result.states, result.records, result.seqs, letters, last, oldest_ms):
+        watchers = refinement.watcher_rows(result.watchers, bundle.version)
+        if await self.checkpoint.stage(result.states, result.records, result.seqs, letters, last, oldest_ms, watchers):
             self.metrics.observe_age(oldest_ms)
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
@@ -250,10 +256,3 @@ class Worker:
         events = self.metrics.registry.get_sample_value("dreamstream_events_total") or 0
         log.info("progress events_applied=%d committed=%s highwater=%s", events, self.feed.committed,
                  {p: self.feed.highwater(p) for p in sorted(self.feed.owned)})
-
-
-def _cancel_requested() -> bool:
-    """Was this task asked to stop? (Python < 3.11 cannot tell: then every CancelledError counts as asked.)"""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return task is None or cancelling is None or cancelling() > 0

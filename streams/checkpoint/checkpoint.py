@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Coroutine, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Coroutine, Mapping, Protocol, Sequence
 
 from dreamstream.settings import Settings
 from streams.checkpoint.catch_up import CatchUp, uncommitted_limit
@@ -65,7 +65,8 @@ class Feed(Protocol):
 class Output(Protocol):
     """Sends records and dead letters now; returns their delivery futures (``streams.kafka.output.Output``)."""
 
-    async def send(self, records: Mapping[str, bytes], letters: list[Any]) -> list[Awaitable[Any]]: ...
+    async def send(self, records: Mapping[str, bytes], letters: list[Any],
+                   watchers: Sequence[tuple[bytes, bytes]] = ()) -> list[Awaitable[Any]]: ...
 
 
 class RowStore(Protocol):
@@ -108,18 +109,21 @@ class Checkpoint:
             log.info("catching up partitions=%s up_to=%s", sorted(resumed), self.catch_up.targets)
 
     async def stage(self, states: Mapping[str, UserState], records: Mapping[str, bytes], seqs: Mapping[str, int],
-                    letters: list[Any], last: dict[int, int], oldest_ms: int | None) -> bool:
-        """One applied batch: rows cached, records (or, catching up, held) and letters sent, offsets covered.
+                    letters: list[Any], last: dict[int, int], oldest_ms: int | None,
+                    watchers: Sequence[tuple[bytes, bytes]] = ()) -> bool:
+        """One applied batch: rows cached, records (or, catching up, held), letters and watchers sent, offsets covered.
 
         ``last``: each partition's last offset in the batch; ``oldest_ms``:
-        its oldest Kafka timestamp. Returns whether records were sent now.
+        its oldest Kafka timestamp; ``watchers``: item-watchers records, sent
+        now even while catching up (the refiner drops a replayed one; like a
+        letter, each counts). Returns whether records were sent now.
         """
         for user, st in states.items():
             self.cache.put(user.encode("utf-8"), st, st.partition)
         if self.catch_up is not None:
             self.catch_up.hold(records, seqs, oldest_ms)
             records = {}
-        self.cache.handed_over(await self.output.send(records, letters), last)
+        self.cache.handed_over(await self.output.send(records, letters, watchers), last)
         return bool(records)
 
     # --- making it durable ----------------------------------------------------------

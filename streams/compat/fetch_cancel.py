@@ -47,3 +47,10 @@ async def _proc_fetch_request(self: Any, *args: Any, **kwargs: Any) -> bool:
 def install() -> None:
     """Patch aiokafka's fetcher for every consumer of this process (idempotent)."""
     Fetcher._proc_fetch_request = _proc_fetch_request
+
+
+def cancel_requested() -> bool:
+    """Was this task asked to stop? (Python < 3.11 cannot tell: then every CancelledError counts as asked.)"""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0

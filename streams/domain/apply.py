@@ -66,6 +66,9 @@ class BatchResult:
     replays: int = 0
     unknown: list[Event] = field(default_factory=list)
     waves: int = 0
+    # watches of live videos, each with its watcher's unit DreamUMM vector just before it and its weight
+    # (the item refiner's input: streams.item_refiner)
+    watchers: list[tuple[Event, np.ndarray, float]] = field(default_factory=list)
 
 
 def _event_columns(events: Sequence[Event], settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,6 +110,7 @@ def apply_batch(
 
     ts_all, r_all, imp_all = _event_columns(p.events, settings)
     V_all = p.vectors.reshape(len(p.events), d)  # one lookup per batch (an empty store has width 0)
+    live_all = items.live_mask([ev.video for ev in p.events]) if settings.live_gamma > 0 else None
     wave_list = waves(p.ranks)
     result.waves = len(wave_list)
     for sel in wave_list:
@@ -126,6 +130,8 @@ def apply_batch(
         if watch.any():
             wi, gw, r, Vw = idx[watch], g[watch][:, None], r_all[sel][watch], V[watch]
             gow = go[watch][:, None]
+            if live_all is not None:
+                _report_watchers(result, p.events, sel[watch], live_all, S[wi], r[:, 0])
             S[wi] = run_step(bundle.sessions["dreamumm_step"], ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
             C[wi] *= gw
             liked = r[:, 0] > 0
@@ -180,24 +186,25 @@ def _stored_codes(bases: Sequence[UserState], dims: tuple[int, int, int]) -> tup
         return np.zeros((0, size), np.int16), np.zeros((0, PARTS), np.int8)
     return (np.concatenate([b.codes for b in bases]).reshape(n, size),
             np.concatenate([b.exps for b in bases]).reshape(n, PARTS))
-    rows = np.array(done, np.int64)
-    vectors, colds = user_vectors(S[rows], C[rows], pos[rows], settings)  # one batched call, not one per user
-    for i in rows[~stepped[rows]]:  # OPAL did not step these in this batch: they keep their readout
-        interests[i], weights[i] = _stored_readout(bases[i], bundle)
-    seqs, tss = seq[rows].tolist(), last_ts[rows].tolist()
-    done_users = [users[i] for i in done]
-    packed = records.user_records(done_users, seqs, tss, bundle.version, vectors, interests[rows], weights[rows],
-                                  colds.tolist(), settings.namespace)
-    dims = (d, k, h)
-    counters = zip(done, done_users, seqs, tss, pos[rows].tolist(), imp[rows].tolist(), packed)
-    for i, u, n_seq, ts, n_pos, n_imp, record in counters:
-        last = p.lasts[i]
-        # X[i] is a view into this call's array, which nothing writes after the return
-        result.states[u] = UserState(X[i], dims, n_seq, ts, n_pos, n_imp, last.partition, last.offset, last.index, record,
-                                     (interests[i], weights[i]))
-        result.records[u] = record
-        result.seqs[u] = n_seq
-    return result
+
+
+def _report_watchers(result: BatchResult, events: Sequence[Event], picked: np.ndarray, live: np.ndarray,
+                     before: np.ndarray, weights: np.ndarray) -> None:
+    """Note the wave's watches of live videos with each watcher's unit DreamUMM vector before the watch.
+
+    ``picked``: the wave's watch events (indexes into ``events``), ``before``
+    their users' DreamUMM sums before this wave's step (their direction is
+    the user's own vector; the decay only scales it). A watcher with no
+    history yet (a zero sum) says nothing about the video and is not reported,
+    nor is the cold-start candidate blend: only what the user watched.
+    """
+    on = live[picked]
+    if not on.any():
+        return
+    units = dreamumm_ref.normalize(before[on])
+    for j, unit, weight in zip(picked[on].tolist(), units, weights[on].tolist()):
+        if unit.any():
+            result.watchers.append((events[j], unit, weight))
 
 
 def _readouts(interests: np.ndarray, weights: np.ndarray, bundle: StepBundle) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,9 @@ class ItemLookup(Protocol):
     def lookup(self, videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """float32 [n, D] vectors and a bool [n] found mask."""
 
+    def live_mask(self, videos: Sequence[str]) -> np.ndarray:
+        """bool [n]: which videos are live (new, refined by their watchers: ``streams.items.live_videos``)."""
+
 
 def in_stream_order(events: Sequence[Event]) -> list[Event]:
     """The batch's events by (partition, offset, index): the order they were written in.

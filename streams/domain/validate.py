@@ -26,7 +26,7 @@ MAX_ID_BYTES = codec.MAX_ID_BYTES
 MAX_EVENTS_PER_MESSAGE = 1000
 # Every label a rejection can carry: the metric's label set is fixed (the detail stays in the letter's reason).
 LABELS = ("key-too-large", "null-value", "not-bytes", "too-large", "not-msgpack", "not-an-event", "empty-array",
-          "too-many-events", "invalid-event", "unknown-video", "item-features", "item-tower-output")
+          "too-many-events", "invalid-event", "unknown-video", "item-features", "item-tower-output", "item-watchers")
 MAX_DAY_MS = 86_400_000
 REQUIRED = ("user", "video", "ts", "watch_ms", "duration_ms")
 

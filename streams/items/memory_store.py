@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from streams.items.compact_table import CompactTable, row_bytes
+from streams.items.live_videos import LiveVideos
 from streams.items.store import ItemStore, LookupCounts
 
 
@@ -29,6 +30,7 @@ class MemoryItemStore(ItemStore):
         self.table: CompactTable | None = None  # sized at the first vector, when the width is known
         self.applied: dict[int, int] = {}
         self.lookups = LookupCounts()
+        self.live = LiveVideos()
 
     @property
     def dim(self) -> int | None:

@@ -12,13 +12,15 @@ cache of a tenth of the catalogue serves most lookups) plus RocksDB's own
 small, fixed buffers (memtables, a block cache holding index and filter
 blocks; :data:`BLOCK_CACHE_BYTES`, :data:`WRITE_BUFFER_BYTES`).
 
-Layout (raw bytes keys): ``v<utf-8 id>`` -> the vector in the store's dtype;
+Layout (raw bytes keys): ``v<utf-8 id>`` -> the vector in the store's dtype; ``r<utf-8 id>`` -> b"" for a
+live video (``streams.items.live_videos``, kept across restarts like the vectors);
 ``\\x00meta`` -> JSON {topic, dtype, dim, version}; ``\\x00offsets`` -> JSON
 {partition: next offset}. A folder written for another topic, dtype or
 width is wiped and rebuilt from the topic (logged), never misread.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -29,11 +31,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from streams.items.compact_table import CompactTable, row_bytes
+from streams.items.live_videos import LiveVideos
 from streams.items.store import MB, ItemStore, LookupCounts
 
 log = logging.getLogger(__name__)
 
-META, OFFSETS, PREFIX = b"\x00meta", b"\x00offsets", b"v"
+META, OFFSETS, PREFIX, LIVE = b"\x00meta", b"\x00offsets", b"v", b"r"
 LAYOUT = 1
 # Data, index and filter blocks share one bounded cache, so the index of a larger catalogue never grows RAM.
 # Measured (bench-items, 10M float16 videos): with 16 MiB the ~20 MiB of index and filter blocks of 4 KiB
@@ -85,7 +88,31 @@ class RocksItemStore(ItemStore):
             self.meta = {}
         self.cache: CompactTable | None = None
         self.lookups = LookupCounts()
+        self.live = LiveVideos()
+        self.live.mark(self._stored_live(), itertools.repeat(True))
         self.applied: dict[int, int] = {int(p): int(o) for p, o in (self._read_json(OFFSETS) or {}).items()}
+
+    def _stored_live(self) -> Iterator[str]:
+        """The ids of the live videos stored by an earlier run."""
+        for key in self.db.keys(from_key=LIVE):
+            if not key.startswith(LIVE):
+                return
+            yield key[1:].decode("utf-8", "surrogatepass")
+
+    def mark_live(self, videos: Sequence[str], live: Sequence[bool]) -> None:
+        from rocksdict import WriteBatch
+
+        if not len(videos):
+            return
+        batch = WriteBatch(raw_mode=True)
+        for video, flag in zip(videos, live):
+            key = LIVE + video.encode("utf-8", "surrogatepass")
+            if flag:
+                batch.put(key, b"")
+            else:
+                batch.delete(key)
+        self.db.write(batch)
+        super().mark_live(videos, live)
 
     def _read_json(self, key: bytes) -> dict | None:
         raw = self.db.get(key)
@@ -166,7 +193,7 @@ class RocksItemStore(ItemStore):
 
     def __len__(self) -> int:
         """Estimated by RocksDB (exact after a compaction; counting would cost a read per put)."""
-        bookkeeping = (self.dim is not None) + bool(self.applied)  # the meta and offsets keys
+        bookkeeping = (self.dim is not None) + bool(self.applied) + len(self.live)  # meta, offsets, live marks
         return max(0, int(self.db.property_int_value("rocksdb.estimate-num-keys") or 0) - bookkeeping)
 
     def offsets(self) -> dict[int, int]:

@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dreamstream.settings import Settings
+from streams.items.live_videos import LiveVideos
 
 MB = 1 << 20
 
@@ -59,6 +60,7 @@ class ItemStore(ABC):
     dtype: np.dtype  # how vectors are held (float32, or float16: half the bytes, see docs/scaling.md)
     lists_ids: bool = True  # can :meth:`items` list the stored ids (the memory store keeps hashes only)
     lookups: LookupCounts  # set by each store's constructor
+    live: LiveVideos  # set by each store's constructor: the stored videos refined by their watchers
 
     @property
     @abstractmethod
@@ -96,6 +98,14 @@ class ItemStore(ABC):
     @abstractmethod
     def resident_bytes(self) -> int:
         """Bytes of RAM the store's own arrays hold now (not the process's RSS: benches measure that)."""
+
+    def mark_live(self, videos: Sequence[str], live: Sequence[bool]) -> None:
+        """Which of ``videos`` (just stored or removed) are live from now on (``streams.items.live_videos``)."""
+        self.live.mark(videos, live)
+
+    def live_mask(self, videos: Sequence[str]) -> np.ndarray:
+        """bool [n]: which of ``videos`` are live (their watches go to the item refiner)."""
+        return self.live.mask(videos)
 
     def close(self) -> None:
         """Release files and memory; the store is not used after."""

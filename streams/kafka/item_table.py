@@ -35,7 +35,7 @@ import numpy as np
 from dreamstream import codec
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
-from dreamstream.vectors import UnreadableRecord, checked_matrix, vector_bytes_of
+from dreamstream.vectors import UnreadableRecord, checked_matrix, item_record_parts
 from streams.compat.aiokafka_metadata import refresh_metadata
 from streams.items.store import ItemStore, open_item_store
 from streams.kafka.log_reader import caught_up, read_from_start
@@ -56,7 +56,8 @@ class ItemTable:
         self.on_refused = on_refused  # counts a refused record (the worker's metric)
         self.on_read = on_read  # counts records read from the topic (a warm restart reads only the tail)
         self.store = store if store is not None else open_item_store(settings, topic)
-        self.pending: list[tuple[str, bytes | None]] = []  # this fetch's vectors (None: a tombstone), in log order
+        # this fetch's (video, vector bytes or None for a tombstone, live flag), in log order
+        self.pending: list[tuple[str, bytes | None, bool]] = []
         self.reached: dict[int, int] = {}  # per partition: the offset after this fetch's last record
         self.read = 0  # records of this fetch (counted by ``on_read`` at the flush)
         self.ready = asyncio.Event()
@@ -81,10 +82,10 @@ class ItemTable:
             log.warning("item-vectors record refused: %s", err)
             return
         if value is None:
-            self.pending.append((video, None))
+            self.pending.append((video, None, False))
             return
         try:
-            self.pending.append((video, vector_bytes_of(value)))
+            self.pending.append((video, *item_record_parts(value)))
         except UnreadableRecord as err:  # garbage of any kind: refused, never stored, never fatal
             self._refuse(video, "unreadable", err)
 
@@ -103,25 +104,29 @@ class ItemTable:
         """Check the pending vectors (one vectorised check), write them and the tombstones, then the offsets they reach."""
         if self.pending:
             pending, self.pending = self.pending, []
-            raws = [raw for _, raw in pending if raw is not None]
+            raws = [raw for _, raw, _ in pending if raw is not None]
             width = self.dim() or (len(raws[0]) // 4 if raws else 0)
             matrix, errors = checked_matrix(raws, width)
-            final: dict[str, int | None] = {}  # per video, in log order: its last good row (None: removed)
+            final: dict[str, tuple[int, bool] | None] = {}  # per video, in log order: its last good row (None: removed)
             row = 0
-            for video, raw in pending:
+            for video, raw, live in pending:
                 if raw is None:
                     final[video] = None
                     continue
                 if errors[row] is None:
-                    final[video] = row
+                    final[video] = (row, live)
                 else:  # a bad vector: the one before it (in this fetch or the store) is kept
                     self._refuse(video, "bad-vector", errors[row])
                 row += 1
-            self.store.delete([v for v, r in final.items() if r is None])
+            removed = [v for v, r in final.items() if r is None]
+            self.store.delete(removed)
+            self.store.mark_live(removed, [False] * len(removed))
             kept = [(v, r) for v, r in final.items() if r is not None]
             if kept:
                 videos = [v for v, _ in kept]
-                self._refuse_unstored(videos, self.store.put(videos, matrix[[r for _, r in kept]]))
+                stored = self.store.put(videos, matrix[[r for _, (r, _) in kept]])
+                self._refuse_unstored(videos, stored)
+                self.store.mark_live(videos, [live and ok for (_, (_, live)), ok in zip(kept, stored.tolist())])
         if self.reached:
             self.store.commit(self.reached)
             self.reached = {}

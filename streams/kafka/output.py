@@ -18,7 +18,7 @@ import logging
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from aiokafka import errors as kafka_errors
 
@@ -56,17 +56,30 @@ class DeadLetter:
 
 
 class Output:
-    """Records to ``out_topic`` keyed by user, dead letters to ``dlq_topic`` keyed as their input was."""
+    """Records to ``out_topic`` keyed by user, dead letters to ``dlq_topic`` keyed as their input was, and the
+    watches of live videos to ``watchers_topic`` keyed by video (``streams.item_refiner``)."""
 
-    def __init__(self, producer: Callable[[], Any], out_topic: str, dlq_topic: str, metrics: WorkerMetrics) -> None:
+    def __init__(self, producer: Callable[[], Any], out_topic: str, dlq_topic: str, metrics: WorkerMetrics,
+                 watchers_topic: str = "") -> None:
         self.producer = producer  # the started producer, looked up per send (Faust starts it lazily)
         self.out_topic, self.dlq_topic, self.metrics = out_topic, dlq_topic, metrics
+        self.watchers_topic = watchers_topic
 
-    async def send(self, records: Mapping[str, bytes], letters: list[DeadLetter]) -> list[Awaitable[Any]]:
-        """Hand records and letters to the producer now; their delivery futures."""
+    async def send(self, records: Mapping[str, bytes], letters: list[DeadLetter],
+                   watchers: Sequence[tuple[bytes, bytes]] = ()) -> list[Awaitable[Any]]:
+        """Hand records, letters and watcher records (key, value) to the producer now; their delivery futures.
+
+        Watcher records are never held back in a catch-up, as records are: the
+        refiner applies each watch-event position once, so a replayed one is
+        dropped there, and each counts (a newest-per-key record would not do).
+        """
         producer = self.producer()
         out = [(user.encode("utf-8"), record, None) for user, record in records.items()]
         deliveries = [sent.future for sent in await send_records(producer, self.out_topic, out)] if out else []
+        if watchers:
+            rows = [(key, value, None) for key, value in watchers]
+            deliveries.extend(sent.future for sent in await send_records(producer, self.watchers_topic, rows))
+            self.metrics.watchers.inc(len(rows))
         if letters:
             deliveries.extend(await self._send_letters(producer, letters))
             counts = Counter(letter.label for letter in letters)

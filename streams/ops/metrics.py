@@ -41,6 +41,14 @@ class WorkerMetrics:
                                      "(unreadable, or a bad-vector: wrong width, non-finite, absurd norm).", ["reason"],
                                      registry=r)
         self.items = Counter("dreamstream_item_vectors", "Item vectors embedded by the item tower.", registry=r)
+        self.watchers = Counter("dreamstream_live_watchers", "Records sent on item-watchers: watches of live (new) "
+                                "videos with the watcher's vector, and new videos' tower vectors.", registry=r)
+        self.refined = Counter("dreamstream_live_refinements", "item-watchers records the item refiner read, by "
+                               "outcome: applied, tower (a new video's start), replay (a watch-event position it "
+                               "already applied), other-model (a watcher of another bundle's item space).",
+                               ["outcome"], registry=r)
+        self.refined_published = Counter("dreamstream_live_vectors_published", "Refined vectors of live videos the "
+                                         "item refiner published on item-vectors.", registry=r)
         self.items_read = Counter("dreamstream_item_records_read", "item-vectors records the item table read (a warm "
                                   "restart of the rocksdb item store reads only the tail written since it stopped).",
                                   registry=r)

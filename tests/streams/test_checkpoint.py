@@ -44,16 +44,19 @@ class FakeOutput:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.sent: list[tuple[dict[str, bytes], list[Any]]] = []
+        self.watchers: list[tuple[bytes, bytes]] = []
         self.release = asyncio.Event()
         self.block = False
         self.cancel_next = False
 
-    async def send(self, records: dict[str, bytes], letters: list[Any]) -> list[Any]:
+    async def send(self, records: dict[str, bytes], letters: list[Any], watchers: Any = ()) -> list[Any]:
         if self.cancel_next:
             self.cancel_next = False
             raise asyncio.CancelledError  # the loop cancelled while handing over (a shutdown mid-batch)
         self.sent.append((dict(records), list(letters)))
-        return [asyncio.ensure_future(self._deliver(sorted(records)))] if (records or letters) else []
+        self.watchers.extend(watchers)
+        what = sorted(records) + [key.decode() for key, _ in watchers]
+        return [asyncio.ensure_future(self._deliver(what))] if (records or letters or watchers) else []
 
     async def _deliver(self, users: list[str]) -> None:
         if self.block:
@@ -217,7 +220,7 @@ def test_a_dead_letter_the_dlq_refuses_stops_the_commit_and_surfaces(parts) -> N
 
     async def go() -> None:
         feed.next_offsets[0] = 5
-        output.send = lambda records, letters: _sent([asyncio.ensure_future(refused())])
+        output.send = lambda records, letters, watchers=(): _sent([asyncio.ensure_future(refused())])
         await cp.stage({"a": state(0, 4)}, {}, {}, ["a letter"], {0: 4}, None)
         with pytest.raises(OSError, match="refused"):
             await cp.settle()
@@ -228,3 +231,27 @@ def test_a_dead_letter_the_dlq_refuses_stops_the_commit_and_surfaces(parts) -> N
 
 async def _sent(futures: list) -> list:
     return futures
+
+
+def test_watchers_leave_at_once_even_catching_up_and_the_commit_waits_for_them(parts) -> None:
+    """item-watchers records are not held like user records (each counts; the refiner drops replays), and are durable
+    before the offsets behind them are committed."""
+    journal, feed, output, rows, cp = parts
+    output.block = True
+
+    async def go() -> None:
+        feed.next_offsets[0] = 3
+        cp.begin({0: 0})  # catching up: user records are held
+        await cp.stage({"a": state(0, 2)}, {"a": b"a1"}, {"a": 1}, [], {0: 2}, None, [(b"video-9", b"watch")])
+        assert output.watchers == [(b"video-9", b"watch")] and output.sent[-1][0] == {}, "watchers sent, records held"
+        feed.ends[0] = 3
+        await cp.maybe_flush()  # the catch-up ends: the held record goes out
+        settling = asyncio.ensure_future(cp.settle())
+        await asyncio.sleep(0.05)
+        assert not any(entry.startswith("commit") for entry in journal), "committed before the watcher was delivered"
+        output.release.set()
+        await asyncio.wait_for(settling, 5)
+
+    asyncio.run(go())
+    delivered = journal.index("delivered ['video-9']")
+    assert delivered < next(i for i, e in enumerate(journal) if e.startswith("commit")) and feed.committed == {0: 3}

@@ -48,20 +48,20 @@ def test_stopping_a_consumer_while_the_broker_is_away(tmp_path, monkeypatch):
 
 def test_the_worker_loop_tells_a_stray_cancelled_error_from_a_stop():
     """The batch loop redoes from the last commit on a library's stray CancelledError, and stops on a real one."""
-    from streams.worker import _cancel_requested
+    from streams.compat.fetch_cancel import cancel_requested
 
     async def stray() -> bool:
         try:
             raise asyncio.CancelledError  # what consumer.stop() raised unpatched, in a task nobody cancelled
         except asyncio.CancelledError:
-            return _cancel_requested()
+            return cancel_requested()
 
     async def real() -> bool:
         asyncio.current_task().cancel()
         try:
             await asyncio.sleep(1)
         except asyncio.CancelledError:
-            return _cancel_requested()
+            return cancel_requested()
         return False
 
     assert asyncio.run(stray()) is False

@@ -229,14 +229,14 @@ def test_the_item_tower_dead_letters_a_non_finite_output_instead_of_publishing_i
 
     bundle = SimpleNamespace(version="b1", manifest=SimpleNamespace(dim=D, text_dim=2, visual_dim=2),
                              sessions={"item_tower": Session()})
-    tower = ItemTower(SimpleNamespace(bundle=bundle), None, "item-vectors", None, None)
+    tower = ItemTower(SimpleNamespace(bundle=bundle), None, "item-vectors", None, None, Settings(live_gamma=0.0))
     features = [(("v0", np.zeros(2), np.zeros(2), 1), SimpleNamespace(topic="item-features", partition=0, offset=0,
                                                                        key=b"v0", value=b"f0")),
                 (("v1", np.zeros(2), np.zeros(2), 1), SimpleNamespace(topic="item-features", partition=0, offset=1,
                                                                        key=b"v1", value=b"f1"))]
     letters: list = []
-    rows = tower._embedded(bundle, features, letters)
-    assert [codec.unpack(v)["video"] for _, v, _ in rows] == ["v0"]
+    rows, towers = tower._embedded(bundle, features, letters)
+    assert [codec.unpack(v)["video"] for _, v, _ in rows] == ["v0"] and towers == []
     assert len(letters) == 1 and letters[0].label == "item-tower-output" and letters[0].offset == 1
 
 

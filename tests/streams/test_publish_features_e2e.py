@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dreamstream import codec
 from dreamstream.bench import harness as h
 from dreamstream.broker import free_port
 from dreamstream.topics import WATCH_EVENTS, create_topics
@@ -97,3 +98,60 @@ def test_a_new_video_published_as_features_is_retrieved_by_a_user_who_watched_si
         if indexer.poll() is None:
             indexer.send_signal(signal.SIGTERM)
             indexer.wait(20)
+
+
+def test_a_new_video_is_refined_by_its_live_watchers_and_republished(make_settings, tmp_path, bundle_dir) -> None:
+    """The live path end to end: the tower's first vector (live), each watch reported with the watcher's vector just
+    before it, and the refiner's published vector = normalize(tower - beta0 m_user + gamma sum w u)."""
+    from e2e_support import install, manifest, read_topic, wait_until
+
+    from dreamstream.bundle import load_bundle
+    from dreamstream.dreamumm_ref import refined_vector
+    from dreamstream.topics import ITEM_VECTORS, ITEM_WATCHERS
+
+    s = make_settings(partitions=2, web_port=free_port(), cold_min_positive=0, batch_size=64, batch_timeout_s=0.05,
+                      live_publish_s=0.3, live_gamma=0.5)
+    install(bundle_dir, s.model_dir)
+    create_topics(s)
+    m = manifest(bundle_dir)
+    data = tmp_path / "content"
+    catalogue, by_cluster = content_dataset(data, int(m["text_dim"]), int(m["visual_dim"]))
+    bundle = load_bundle(bundle_dir)
+
+    def newest(video: str) -> dict | None:
+        found = [v for _, _, v in read_topic(s, s.topic(ITEM_VECTORS)) if v is not None and v["video"] == video]
+        return found[-1] if found else None
+
+    worker = h.WorkerProcess(s, tmp_path / "worker.log").start()
+    try:
+        publish_features(s, data, catalogue[:PER_CLUSTER * 2] + ["new-1"])
+        wait_until(lambda: newest("new-1") is not None, 120, "new-1's first vector on item-vectors")
+        first = newest("new-1")
+        tower = next(v for _, _, v in read_topic(s, s.topic(ITEM_WATCHERS)) if v["kind"] == "tower" and v["video"] == "new-1")
+        tower_vec = codec.bin_to_vec(tower["vector"])
+        assert first["live"] is True
+        np.testing.assert_allclose(codec.bin_to_vec(first["vector"]), refined_vector(tower_vec, bundle.mean_user, 0 * tower_vec,
+                                                                                     s.live_beta0, 0.5), atol=1e-5)
+        now = int(time.time() * 1000)
+        history = {"u1": by_cluster[1][:5], "u2": by_cluster[1][3:8], "u3": by_cluster[0][:4]}
+        events = [{"user": u, "video": v, "ts": now + n, "watch_ms": 30_000, "duration_ms": 30_000}
+                  for u, videos in history.items() for n, v in enumerate(videos)]
+        h.produce_sync(s, s.topic(WATCH_EVENTS), h.event_messages(events))
+        before = h.read_records(s, {u: len(v) for u, v in history.items()}, timeout_s=90).latest
+        watches = [{"user": u, "video": "new-1", "ts": now + 100, "watch_ms": ms, "duration_ms": 30_000}
+                   for u, ms in (("u1", 30_000), ("u2", 15_000), ("u3", 3_000))]  # the last one a quick skip
+        h.produce_sync(s, s.topic(WATCH_EVENTS), h.event_messages(watches))
+        weights = s.engagement.weight([w["watch_ms"] for w in watches], [w["duration_ms"] for w in watches])
+        total = sum(w * codec.bin_to_vec(before[e["user"]]["vector"]) for w, e in zip(weights, watches))
+        expected = refined_vector(tower_vec, bundle.mean_user, total, s.live_beta0, 0.5)
+
+        def refined() -> bool:
+            rec = newest("new-1")
+            return rec is not None and np.abs(codec.bin_to_vec(rec["vector"]) - expected).max() < 2e-3
+
+        wait_until(refined, 60, "new-1's vector refined by its three watchers")
+        assert newest("new-1")["live"] is True and worker.alive(), worker.log_text()[-3000:]
+        pull = codec.bin_to_vec(before["u1"]["vector"]) + codec.bin_to_vec(before["u2"]["vector"])
+        assert float(expected @ pull) > float(codec.bin_to_vec(first["vector"]) @ pull), "not pulled towards the watchers"
+    finally:
+        worker.stop()

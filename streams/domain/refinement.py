@@ -1,0 +1,129 @@
+"""A live video's refinement row: its tower vector and the running sum of its watchers, applied once per watch.
+
+Pure: ``item-watchers`` values in, rows out; the item refiner
+(``streams.item_refiner``) keeps one row per live video in a changelogged
+table and publishes ``dreamumm_ref.refined_vector`` of it.
+
+Exactly once in effect: the worker sends a watch's record when it applies
+the watch, and again if it replays the batch after a crash or a rebalance
+(``streams.checkpoint``). A row remembers, per ``watch-events`` partition,
+the last source position (offset, index) it applied; the records of one
+partition reach the video's ``item-watchers`` partition in source order
+(one owner at a time, one producer), so a record at or before the mark is
+a replay. The marks are in the same row as the sum, so the changelog never
+holds one without the other.
+
+One row belongs to one item space (the bundle that embedded the tower
+vector): a watcher's vector from another bundle is not added (counted as
+``other-model``), and a tower vector of a new bundle starts the row afresh.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dreamstream import codec
+from dreamstream.vectors import checked_vector
+
+TOWER, WATCH = "tower", "watch"
+APPLIED, STARTED, REPLAY, OTHER_MODEL = "applied", "tower", "replay", "other-model"  # outcomes (the metric's labels)
+
+
+@dataclass
+class RefinementRow:
+    """One live video: its item space, tower vector, watcher sum and the source positions already applied."""
+
+    model: str
+    total: np.ndarray  # float64 [D]: sum of weight * unit user vector over the watchers applied
+    tower: np.ndarray | None = None  # float32 [D]: the item tower's vector (None until its record arrives)
+    watchers: int = 0
+    marks: dict[int, tuple[int, int]] = field(default_factory=dict)  # watch-events partition -> last (offset, index)
+    ts: int = 0  # newest record time (ms): the published vector's ts
+
+
+@dataclass(frozen=True)
+class WatchersRecord:
+    """A parsed ``item-watchers`` value."""
+
+    kind: str  # TOWER or WATCH
+    video: str
+    vector: np.ndarray  # the tower vector, or the watcher's unit user vector
+    model: str
+    ts: int
+    weight: float = 0.0
+    src: tuple[int, int, int] = (0, 0, 0)  # watch-events (partition, offset, index) of a watch
+
+
+def watcher_rows(watchers: list[tuple[Any, np.ndarray, float]], model: str) -> list[tuple[bytes, bytes]]:
+    """item-watchers records (key: the video) of a batch's watches of live videos (``BatchResult.watchers``)."""
+    return [(codec.key_bytes(ev.video), codec.pack(codec.watcher_record(ev.video, unit, weight, model, ev.partition,
+                                                                        ev.offset, ev.index, ev.ts)))
+            for ev, unit, weight in watchers]
+
+
+def parse(value: bytes | None, dim: int) -> WatchersRecord:
+    """An ``item-watchers`` value -> a record; ``ValueError`` says what is wrong (the record becomes a dead letter)."""
+    if value is None:
+        raise ValueError("value is null")
+    try:
+        obj = codec.unpack(value)
+    except Exception as err:  # msgpack raises several unrelated types on garbage
+        raise ValueError(f"value is not msgpack: {type(err).__name__}") from None
+    if not isinstance(obj, dict) or obj.get("kind") not in (TOWER, WATCH):
+        raise ValueError("value must be a map with kind 'tower' or 'watch'")
+    kind = obj["kind"]
+    video, model, ts = obj.get("video"), obj.get("model"), obj.get("ts")
+    if not isinstance(video, str) or not video or not isinstance(model, str) or isinstance(ts, bool) or not isinstance(ts, int):
+        raise ValueError("fields 'video' and 'model' must be non-empty str and 'ts' an int")
+    raw = obj.get("vector" if kind == TOWER else "user")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise ValueError(f"field '{'vector' if kind == TOWER else 'user'}' must be {dim} float32 as bin")
+    vector = checked_vector(bytes(raw), dim)  # ValueError: width, non-finite, norm (a unit vector out)
+    if kind == TOWER:
+        return WatchersRecord(kind, video, vector, model, ts)
+    weight, src = obj.get("weight"), obj.get("src")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight):
+        raise ValueError("field 'weight' must be a finite number")
+    if (not isinstance(src, list) or len(src) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
+                                                          for x in src)):
+        raise ValueError("field 'src' must be [partition, offset, index] of non-negative ints")
+    return WatchersRecord(kind, video, vector, model, ts, float(weight), (src[0], src[1], src[2]))
+
+
+def apply(row: RefinementRow | None, record: WatchersRecord) -> tuple[RefinementRow | None, str]:
+    """``row`` after ``record`` and the outcome; the row is ``None`` only if there was none and nothing was added."""
+    if record.kind == TOWER:
+        if row is None or row.model != record.model:
+            row = RefinementRow(record.model, np.zeros(len(record.vector), np.float64))
+        row.tower, row.ts = record.vector, max(row.ts, record.ts)
+        return row, STARTED
+    if row is None:
+        row = RefinementRow(record.model, np.zeros(len(record.vector), np.float64))
+    if row.model != record.model:
+        return row, OTHER_MODEL
+    partition, offset, index = record.src
+    if partition in row.marks and tuple(row.marks[partition]) >= (offset, index):
+        return row, REPLAY
+    row.total += record.weight * record.vector.astype(np.float64)
+    row.watchers += 1
+    row.marks[partition] = (offset, index)
+    row.ts = max(row.ts, record.ts)
+    return row, APPLIED
+
+
+def encode(row: RefinementRow) -> bytes:
+    """A row as the table stores it (msgpack; the sum in float64 so a long-lived row does not drift)."""
+    return codec.pack({"model": row.model, "total": np.ascontiguousarray(row.total, "<f8").tobytes(),
+                       "tower": None if row.tower is None else codec.vec_to_bin(row.tower), "watchers": row.watchers,
+                       "marks": {str(p): list(m) for p, m in row.marks.items()}, "ts": row.ts})
+
+
+def decode(raw: bytes) -> RefinementRow:
+    """A stored row back."""
+    obj: dict[str, Any] = codec.unpack(raw)
+    tower = obj.get("tower")
+    return RefinementRow(obj["model"], np.frombuffer(obj["total"], "<f8").astype(np.float64),
+                         None if tower is None else codec.bin_to_vec(tower), int(obj["watchers"]),
+                         {int(p): (int(m[0]), int(m[1])) for p, m in obj["marks"].items()}, int(obj["ts"]))

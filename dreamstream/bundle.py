@@ -1,7 +1,14 @@
 """The ONNX bundle: its contract as data, verified loading, and onnxruntime sessions.
 
 A bundle is ``<model_dir>/<version>/`` holding ``manifest.json``, the three
-ONNX files of :data:`CONTRACT`, ``items.npy`` and ``item_ids.json``.
+ONNX files of :data:`CONTRACT`, ``items.npy`` and ``item_ids.json``, and
+(bundles exported since the live refinement) ``mean_user.npy``: ``m_user``,
+the unit mean of the served user vectors over the training log, float32
+[D], the direction a new video is pushed down along until watchers earn it
+back (:func:`dreamstream.dreamumm_ref.refined_vector`). It is optional, so
+older bundles keep loading (:attr:`Bundle.mean_user` is then zeros: no
+push-down); when the manifest lists it, its checksum and shape are verified
+like the other files'.
 ``export/`` writes bundles against this contract; the stream worker loads
 them through :func:`load_bundle`, which refuses a bundle whose files do not
 match their sha256 in the manifest or whose ONNX signatures differ from the
@@ -30,6 +37,8 @@ TOLERANCE = 1e-4  # max abs difference ONNX vs PyTorch accepted at export
 MANIFEST = "manifest.json"
 ITEMS = "items.npy"
 ITEM_IDS = "item_ids.json"
+MEAN_USER = "mean_user.npy"  # optional: m_user [D]
+UNIT_TOLERANCE = 1e-3  # |norm - 1| accepted for m_user, as the contract checker accepts items.npy rows
 VERSION_RE = re.compile(r"^v\d{8}-\d{6}(-\d+)?$")
 
 
@@ -216,6 +225,7 @@ class Bundle:
         self.sessions = dict(sessions)
         self._items: np.ndarray | None = None
         self._item_ids: list[str] | None = None
+        self._mean_user: np.ndarray | None = None
 
     @property
     def version(self) -> str:
@@ -288,6 +298,17 @@ class Bundle:
             self._item_ids = [str(i) for i in json.loads((self.root / ITEM_IDS).read_text())]
         return self._item_ids
 
+    @property
+    def mean_user(self) -> np.ndarray:
+        """``m_user``, float32 [D] unit vector; zeros [D] when the bundle ships none (exported before it existed).
+
+        Zeros make ``refined_vector``'s push-down a no-op: a new video starts
+        at its tower vector, as before the live refinement.
+        """
+        if self._mean_user is None:
+            self._mean_user = read_mean_user(self.manifest)
+        return self._mean_user
+
 
 def verify_bundle(folder: str | Path) -> Manifest:
     """Check checksums and ONNX signatures of the bundle in ``folder``; returns its manifest or raises BundleError."""
@@ -320,7 +341,32 @@ def _open(folder: str | Path) -> tuple[Manifest, dict[str, Any]]:
     items = np.load(manifest.root / ITEMS, mmap_mode="r")
     if items.ndim != 2 or items.shape[1] != manifest.dim:
         raise BundleError(f"{manifest.root / ITEMS} has shape {items.shape}, want [N, {manifest.dim}]")
+    read_mean_user(manifest)  # a wrong m_user refuses the bundle at load, not at a new video's first event
     return manifest, sessions
+
+
+def read_mean_user(manifest: Manifest) -> np.ndarray:
+    """The bundle's ``m_user`` [D] (float32, unit), or zeros [D] when the manifest lists no ``mean_user.npy``.
+
+    Only a listed file counts (its checksum is verified with the others by
+    :func:`verify_checksums`): an unlisted one may be a stray copy. A listed
+    one that is not a unit float vector of the manifest's D is a
+    :class:`BundleError`.
+    """
+    if MEAN_USER not in manifest.files:
+        return np.zeros(manifest.dim, np.float32)
+    path = manifest.root / MEAN_USER
+    try:
+        m = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise BundleError(f"{path} cannot be read as a .npy array ({err}); re-export the bundle") from None
+    if m.shape != (manifest.dim,) or not np.issubdtype(m.dtype, np.floating):
+        raise BundleError(f"{path} is {m.dtype} {m.shape}, want float32 [{manifest.dim}] (the manifest's dim): "
+                          f"m_user, one unit vector; re-export the bundle")
+    norm = float(np.linalg.norm(m))
+    if not abs(norm - 1.0) <= UNIT_TOLERANCE:
+        raise BundleError(f"{path} has norm {norm:.4g}, want a unit vector (m_user); re-export the bundle")
+    return m.astype(np.float32)
 
 
 def latest_version(model_dir: str | Path) -> Path | None:

@@ -18,7 +18,7 @@ from dreamstream.settings import Settings
               envvar="DREAMSTREAM_EXPORT_OUT",
               help="Model folder to add the bundle version to (default: --model-dir). [env DREAMSTREAM_EXPORT_OUT]")
 def export(settings: Settings, checkpoint: Path, out: Path | None) -> None:
-    """Export OPAL, the DreamUMM step and the item tower as ONNX, with the item vectors and a manifest.
+    """Export OPAL, the DreamUMM step and the item tower as ONNX, with the item vectors, m_user and a manifest.
 
     Each ONNX file is checked against PyTorch at batch 1 and 37 before the
     version folder appears (atomically) under the model folder; the manifest
@@ -27,7 +27,7 @@ def export(settings: Settings, checkpoint: Path, out: Path | None) -> None:
     from export.bundle_writer import export_checkpoint
 
     try:
-        manifest = export_checkpoint(checkpoint, out or settings.model_dir)
+        manifest = export_checkpoint(checkpoint, out or settings.model_dir, echo=click.echo)
     except FileNotFoundError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"bundle written: {manifest.parent}")

@@ -17,6 +17,9 @@ Checkpoint contract (read by ``export`` and ``evaluate``)::
     user_ids.json   raw user ids (str), model order (= Dataset.user_ids)
     items.npy       DREAM final item vectors, float32 [N, D], unit rows
     users.npy       each user's served vector after their whole history (the DreamUMM readout, decayed), float32 [U, D]
+    mean_user.npy   m_user: the unit mean of the served user vectors over the training log (every fresh next-item
+                    example's readout, decayed, as the evaluation computes it), float32 [D]; the live refinement's
+                    push-down direction (dreamumm_ref.refined_vector). Older checkpoints lack it.
     dream.pt        DREAM state_dict
     item_tower.pt   {"config": ItemTowerConfig, "state_dict": ...}  (models.dream.load_item_tower)
     features.json   {"text_dim", "visual_dim", "text": bool, "visual": bool}
@@ -129,6 +132,8 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
     from dreamstream.data.recbole import load_dataset
     import torch
 
+    from dreamstream.dreamumm_ref import mean_user_direction
+
     from dreamstream.data.split import leave_last_out
     from dreamstream.engagement import dataset_weights
     from dreamstream.evaluation.events import EventLog
@@ -164,12 +169,15 @@ def run_training(data_dir: Path, name: str | None, out: Path, dream_config, trai
     # computed by the evaluation's scorer, decay included
     served = DreamUMMScorer(items, Popularity.fit(log), train_config.half_life_s)
     np.save(out / "users.npy", served.users(Histories(log, log.sequences())))
+    # the served examples teach the item tower and give m_user, as in the evaluation's cold-item job
+    examples = served_examples(log, items, train_config.half_life_s)
+    np.save(out / "mean_user.npy", mean_user_direction(examples[0].numpy()))
     metrics: dict = {"dream": {"valid": {"hitrate@20": fitted.fit.best_score}, "best_epoch": fitted.fit.best_epoch,
                                "seconds": round(fitted.fit.seconds, 2)}}
 
     tower, metrics["item_tower"] = distil_item_tower(
         features, torch.from_numpy(items), dream_config.dim, dream=dream, steps=tower_steps, seed=train_config.seed,
-        progress=train_config.progress, served=served_examples(log, items, train_config.half_life_s),
+        progress=train_config.progress, served=examples,
         tau=dream_config.tau)
     save_item_tower(tower, out / "item_tower.pt")
     tower_config, _, _ = tower_inputs(features, ds.n_items)

@@ -19,7 +19,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     """(data dir, checkpoint dir): a small synthetic dataset and a checkpoint in `dreamstream train`'s layout.
 
     DREAM itself is not trained here (its own tests do that): the item space is
-    the generator's ground-truth latent space, user/LightGCN vectors are random.
+    the generator's ground-truth latent space, user/LightGCN vectors are random,
+    ``mean_user.npy`` is m_user over that space's served examples of the
+    training log (as `train` writes it; tests/models/test_dream_train.py checks train).
     OPAL *is* trained, by :func:`models.opal.train_opal`, for two epochs.
     """
     import json
@@ -30,8 +32,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     from dreamstream.data.datagen import SynthConfig, generate
     from dreamstream.data.recbole import load_dataset
     from dreamstream.data.split import leave_last_out
+    from dreamstream.dreamumm_ref import mean_user_direction
+    from dreamstream.engagement import dataset_weights
+    from dreamstream.evaluation.events import EventLog
     from models.dream import ItemTower, ItemTowerConfig, save_item_tower
     from models.opal import OpalConfig, train_opal
+    from models.readout_trainer import served_examples
 
     data = generate(tmp_path_factory.mktemp("data"), SynthConfig(n_users=150, n_items=240, text_dim=16, visual_dim=8,
                                                                    events_per_user=(15, 40), seed=1), progress=False)
@@ -46,6 +52,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     rng = np.random.default_rng(0)
     np.save(ckpt / "items.npy", items)
     np.save(ckpt / "users.npy", rng.standard_normal((ds.n_users, 32)).astype(np.float32))
+    served_users, _ = served_examples(EventLog.from_dataset(ds, dataset_weights(ds)), items, 3600.0)
+    np.save(ckpt / "mean_user.npy", mean_user_direction(served_users.numpy()))
     np.save(ckpt / "lightgcn_items.npy", rng.standard_normal((ds.n_items, 32)).astype(np.float32))
     np.save(ckpt / "lightgcn_users.npy", rng.standard_normal((ds.n_users, 32)).astype(np.float32))
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamstream.bundle import CONTRACT, BundleError, latest_version, load_bundle, verify_bundle
+from dreamstream.bundle import CONTRACT, MEAN_USER, BundleError, latest_version, load_bundle, sha256, verify_bundle
 from export.onnx_export import random_inputs
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"  # as tests/conftest.py locates it
 
@@ -48,7 +48,8 @@ def test_onnx_equals_pytorch(random_manifest: Path, batch: int) -> None:
 
 def test_manifest_lists_checksums_and_shapes(random_manifest: Path) -> None:
     m = verify_bundle(random_manifest.parent)
-    assert set(m.files) >= {"dreamumm_step.onnx", "opal_step.onnx", "item_tower.onnx", "items.npy", "item_ids.json"}
+    assert set(m.files) >= {"dreamumm_step.onnx", "opal_step.onnx", "item_tower.onnx", "items.npy", "item_ids.json",
+                            MEAN_USER}
     raw = json.loads(random_manifest.read_text())
     assert (raw["dim"], raw["interests"], raw["hidden"], raw["text_dim"], raw["visual_dim"]) == (16, 4, 8, 12, 6)
     items = np.load(random_manifest.parent / "items.npy")
@@ -72,6 +73,50 @@ def test_a_missing_checksum_entry_is_refused(random_manifest: Path, tmp_path: Pa
     (copy / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="items.npy"):
         verify_bundle(copy)
+
+
+def _copy_with_mean_user(random_manifest: Path, folder: Path, mean_user: np.ndarray | None) -> Path:
+    """A copy of the random bundle whose mean_user.npy is ``mean_user`` (checksum updated), or gone when None."""
+    copy = folder / random_manifest.parent.name
+    shutil.copytree(random_manifest.parent, copy)
+    raw = json.loads((copy / "manifest.json").read_text())
+    (copy / MEAN_USER).unlink()
+    del raw["files"][MEAN_USER]
+    if mean_user is not None:
+        np.save(copy / MEAN_USER, mean_user)
+        raw["files"][MEAN_USER] = {"sha256": sha256(copy / MEAN_USER)}
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    return copy
+
+
+def test_mean_user_is_a_unit_vector_of_the_item_space(random_manifest: Path) -> None:
+    m_user = load_bundle(random_manifest.parent).mean_user
+    assert m_user.dtype == np.float32 and m_user.shape == (16,)
+    assert abs(np.linalg.norm(m_user) - 1) < 1e-5
+    assert np.array_equal(m_user, np.load(random_manifest.parent / MEAN_USER))
+
+
+def test_a_bundle_without_mean_user_loads_with_zeros(random_manifest: Path, tmp_path: Path) -> None:
+    copy = _copy_with_mean_user(random_manifest, tmp_path, None)  # exported before m_user existed
+    m_user = load_bundle(copy).mean_user
+    assert m_user.dtype == np.float32 and np.array_equal(m_user, np.zeros(16, np.float32))
+
+
+@pytest.mark.parametrize("bad, message", [(np.ones(17, np.float32) / np.sqrt(17), r"float32 \[16\]"),
+                                          (np.ones((1, 16), np.float32) / 4, r"float32 \[16\]"),
+                                          (np.full(16, 0.5, np.float32), "unit vector")])
+def test_a_wrong_mean_user_is_refused(random_manifest: Path, tmp_path: Path, bad: np.ndarray, message: str) -> None:
+    copy = _copy_with_mean_user(random_manifest, tmp_path, bad)
+    with pytest.raises(BundleError, match=rf"mean_user\.npy .*{message}"):
+        load_bundle(copy)
+
+
+def test_a_changed_mean_user_fails_its_checksum(random_manifest: Path, tmp_path: Path) -> None:
+    copy = tmp_path / random_manifest.parent.name
+    shutil.copytree(random_manifest.parent, copy)
+    np.save(copy / MEAN_USER, -np.load(copy / MEAN_USER))
+    with pytest.raises(BundleError, match=r"mean_user\.npy: sha256 .* does not match"):
+        load_bundle(copy)
 
 
 def test_latest_version_ignores_half_written_folders(random_manifest: Path, tmp_path: Path) -> None:

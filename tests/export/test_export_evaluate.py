@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 
-from dreamstream.bundle import load_bundle
+from dreamstream.bundle import MEAN_USER, load_bundle
 from dreamstream.cli import main
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"  # as tests/conftest.py locates it
@@ -37,6 +39,24 @@ def test_export_command_writes_a_bundle_the_contract_checker_accepts(tiny_checkp
     run = subprocess.run([sys.executable, str(SHARED / "contract" / "check_bundle.py"), str(m.path)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+    # m_user rides along, checksummed: the checkpoint's (train's mean_user_direction of the served examples)
+    assert MEAN_USER in m.files and "no push-down" not in result.output
+    assert bundle.mean_user.dtype == np.float32 and bundle.mean_user.shape == (32,)
+    assert np.allclose(bundle.mean_user, np.load(ckpt / MEAN_USER), atol=1e-6)
+    assert abs(np.linalg.norm(bundle.mean_user) - 1) < 1e-5
+
+
+def test_a_checkpoint_without_mean_user_exports_a_bundle_without_it(tiny_checkpoint: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    _, ckpt = tiny_checkpoint
+    old = tmp_path / "old-ckpt"  # trained before m_user was saved
+    shutil.copytree(ckpt, old, ignore=shutil.ignore_patterns(MEAN_USER))
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(old), "--out", str(tmp_path / "models")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("no push-down") == 1, result.output
+    bundle = load_bundle(tmp_path / "models")
+    assert MEAN_USER not in bundle.manifest.files and not (bundle.root / MEAN_USER).exists()
+    assert np.array_equal(bundle.mean_user, np.zeros(32, np.float32))
 
 
 def test_export_command_explains_an_incomplete_checkpoint(tmp_path: Path) -> None:

@@ -39,6 +39,20 @@ def test_train_writes_the_checkpoint_contract(small, tmp_path):
     assert users.dtype == np.float32 and users.shape == (n_users, 16)
     assert np.allclose(np.linalg.norm(items, axis=1), 1, atol=1e-5)
     assert np.allclose(np.linalg.norm(users, axis=1), 1, atol=1e-5)  # every user has a history: the served readout
+    # m_user: the unit mean of the served examples of the log it trained on, at its half-life (as evaluate computes it)
+    from dreamstream.data.recbole import load_dataset
+    from dreamstream.dreamumm_ref import mean_user_direction
+    from dreamstream.engagement import dataset_weights
+    from dreamstream.evaluation.events import EventLog
+    from dreamstream.evaluation.provenance import dataset_before
+    from models.readout_trainer import served_examples
+
+    trained = dataset_before(load_dataset(data), config["data"]["trained_before"])
+    served_users, _ = served_examples(EventLog.from_dataset(trained, dataset_weights(trained)), items,
+                                      config["train"]["half_life_s"])
+    m_user = np.load(out / "mean_user.npy")
+    assert m_user.dtype == np.float32 and m_user.shape == (16,)
+    assert np.array_equal(m_user, mean_user_direction(served_users.numpy()))
     assert json.loads((out / "features.json").read_text()) == {"text_dim": 24, "visual_dim": 12,
                                                                "text": True, "visual": True}
     metrics = json.loads((out / "metrics.json").read_text())

@@ -78,16 +78,21 @@ class PartitionCountMismatch(RuntimeError):
 
 
 def partition_mismatches(settings: Settings, admin) -> list[str]:
-    """Say, for each existing co-partitioned topic whose count differs from --partitions, what it has.
+    """Say, for each existing topic whose partition count differs from its setting, what it has and what is set.
 
     A worker started with the wrong count would hash users onto partitions
-    their state is not on, so this is checked before anything runs.
+    their state is not on, so this is checked before anything runs; the
+    item refiner's table is partitioned like ``item-watchers``
+    (``--item-partitions``), and Faust stops its agent on a difference.
     """
-    names = [settings.topic(name) for name in CO_PARTITIONED]
+    expected = {settings.topic(name): ("--partitions (DREAMSTREAM_PARTITIONS)", settings.partitions)
+                for name in CO_PARTITIONED}
+    expected[settings.topic(ITEM_WATCHERS)] = ("--item-partitions (DREAMSTREAM_ITEM_PARTITIONS)",
+                                               settings.item_partitions)
     found = {t.get("topic", t.get("name")): len(t.get("partitions") or [])
-             for t in admin.describe_topics(names) if not t.get("error_code")}
-    return [f"{name} has {found[name]} partitions" for name in names
-            if found.get(name) and found[name] != settings.partitions]
+             for t in admin.describe_topics(list(expected)) if not t.get("error_code")}
+    return [f"{name} has {found[name]} partitions, but {flag} is {count}" for name, (flag, count) in expected.items()
+            if found.get(name) and found[name] != count]
 
 
 def create_topics(settings: Settings, extra: list[TopicSpec] | None = None) -> dict[str, str]:
@@ -127,7 +132,7 @@ def _refuse_mismatch(settings: Settings, admin) -> None:
     mismatches = partition_mismatches(settings, admin)
     if mismatches:
         raise PartitionCountMismatch(
-            f"{'; '.join(mismatches)}, but --partitions (DREAMSTREAM_PARTITIONS) is {settings.partitions}. "
-            "Users are placed by partition, so the two must agree: set DREAMSTREAM_PARTITIONS to the topics' count, "
-            "or give a new deployment with the new count its own DREAMSTREAM_TOPIC_PREFIX (docs/production.md, Topics)."
+            f"{'; '.join(mismatches)}. Keys are placed by partition, so the two must agree: set the setting to the "
+            "topic's count, or give a new deployment with the new count its own DREAMSTREAM_TOPIC_PREFIX "
+            "(docs/production.md, Topics)."
         )

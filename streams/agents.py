@@ -59,8 +59,8 @@ def register(app: faust.App, settings: Settings) -> Worker:
 
     @app.agent(watchers, name="item-refiner")
     async def item_refiner(stream: faust.StreamT) -> None:
-        async for event in stream.events():  # one at a time: Faust writes the table's changelog for the event in hand
-            await worker.item_refiner.apply(event.message)
+        async for batch in stream.take_events(1024, settings.batch_timeout_s):
+            await worker.item_refiner.apply_batch(batch)
 
     @app.timer(settings.live_publish_s, name="item-refiner-publish")
     async def publish_refined() -> None:

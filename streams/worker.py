@@ -199,6 +199,7 @@ class Worker:
         watchers = refinement.watcher_rows(result.watchers, bundle.version)
         if await self.checkpoint.stage(result.states, result.records, result.seqs, letters, last, oldest_ms, watchers):
             self.metrics.observe_age(oldest_ms)
+        self.metrics.watchers.inc(len(watchers))
         if result.records and self.first_output is None:
             self.first_output = time.monotonic()
             log.info("first output seconds_since_start=%.2f", self.first_output - self.started)

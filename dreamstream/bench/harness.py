@@ -23,7 +23,7 @@ import numpy as np
 from dreamstream import codec
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
-from dreamstream.topics import ITEM_VECTORS, USER_EMBEDDINGS
+from dreamstream.topics import ITEM_VECTORS, ITEM_WATCHERS, USER_EMBEDDINGS, create_topics
 
 
 def synthetic_events(n_events: int, n_users: int, item_ids: Sequence[str], seed: int = 0,
@@ -163,10 +163,24 @@ class PacedFeed:
         return sent_at
 
 
-def publish_items(settings: Settings, ids: Sequence[str], vectors: np.ndarray, model: str = "test") -> int:
-    """Item vectors onto item-vectors, as `publish-items` does."""
+def publish_items(settings: Settings, ids: Sequence[str], vectors: np.ndarray, model: str = "test",
+                  live_share: float = 0.0) -> int:
+    """Item vectors onto item-vectors, as `publish-items` does.
+
+    ``live_share``: that share of the items (a seeded draw) is published as
+    the item tower would publish new videos (``live``, their vector also on
+    ``item-watchers`` as the tower vector), so the worker reports their
+    watches and its item refiner keeps them: the live path's cost in a bench.
+    """
     ts = int(time.time() * 1000)
-    msgs = [(codec.key_bytes(i), codec.pack(codec.item_vector_record(i, v, model, ts))) for i, v in zip(ids, vectors)]
+    live = np.random.default_rng(5).random(len(ids)) < live_share
+    msgs = [(codec.key_bytes(i), codec.pack(codec.item_vector_record(i, v, model, ts, live=bool(on))))
+            for i, v, on in zip(ids, vectors, live)]
+    if live.any():
+        create_topics(settings)  # item-watchers with --item-partitions, as the worker's refiner table needs
+        produce_sync(settings, settings.topic(ITEM_WATCHERS), [
+            (codec.key_bytes(i), codec.pack(codec.tower_record(i, v, model, ts)))
+            for i, v, on in zip(ids, vectors, live) if on])
     return produce_sync(settings, settings.topic(ITEM_VECTORS), msgs)
 
 

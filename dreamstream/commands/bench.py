@@ -91,12 +91,13 @@ class Latencies:
 
 
 def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float, log: Path, tick_s: float,
-                 broker_pid: int | None = None, reader_wait_ms: int = 20) -> tuple[Latencies, CpuShare | None]:
+                 broker_pid: int | None = None, reader_wait_ms: int = 20, live_share: float = 0.0
+                 ) -> tuple[Latencies, CpuShare | None]:
     """A fresh worker fed ``seconds`` of synthetic events at ``rate``: each event's latencies, and who used the CPU."""
     from dreamstream.bench import harness as h
 
     events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
-    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
+    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version, live_share=live_share)
     run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid, reader_wait_ms=reader_wait_ms)
     lat = _latencies(run.sent_at, events, run.col, run.handed_at)
     lat.stages = run.stages
@@ -133,12 +134,17 @@ class ConsumerRun:
     handed_at: list[float] = field(default_factory=list)  # paced runs: when each event went to the generator's producer
     cpu: CpuShare | None = None  # paced runs: CPU of worker, broker, load generator and reader while it ran
     stages: Snapshot | None = None  # paced runs: the worker's stage histograms from warm-up to the end
+    refiner: Any = None  # --live-share: the item refiner's catch-up after the last user record (bench.live_refiner)
 
 
 def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate: float | None = None, timeout: float = 300,
                   per_message: int = 1, tick_s: float = 0.005, broker_pid: int | None = None,
-                  reader_wait_ms: int = 20) -> ConsumerRun:
-    """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq."""
+                  reader_wait_ms: int = 20, until_refined: bool = False) -> ConsumerRun:
+    """Start a worker process, feed events (preloaded, or paced when rate is given), wait for every final seq.
+
+    ``until_refined``: then also wait for the item refiner to read every watch the worker reported.
+    """
+    from dreamstream.bench.live_refiner import wait_for_refiner
     from dreamstream.bench import harness as h
     from dreamstream.topics import create_topics
 
@@ -173,20 +179,21 @@ def _run_consumer(s: Settings, module: list[str] | None, events, log: Path, rate
         cpu.add("load generator", feeder.cpu_seconds)
         end_stages = scrape(s.web_port)
         stages = end_stages.minus(warm_stages) if end_stages and warm_stages else None
+    refiner = wait_for_refiner(s.web_port) if until_refined else None
     worker.stop()
     firsts = [t for arr in col.arrivals.values() for _, t in arr]
     done = all(col.latest.get(u, {}).get("seq", 0) >= n for u, n in expected.items())
     return ConsumerRun(col, launched, min(firsts) if firsts else None, max(firsts) if firsts else None, done, sent_at,
-                       handed_at, cpu, stages)
+                       handed_at, cpu, stages, refiner)
 
 
 class _PacedRuns:
     """Latency runs of fresh workers, each on its own topics and embedded broker: measure a rate, or measure and report it."""
 
     def __init__(self, brokers: RunBrokers, bundle: Any, n_users: int, seconds: float, tick_s: float,
-                 reader_wait_ms: int = 20) -> None:
+                 reader_wait_ms: int = 20, live_share: float = 0.0) -> None:
         self.brokers, self.bundle, self.n_users, self.seconds, self.tick_s = brokers, bundle, n_users, seconds, tick_s
-        self.reader_wait_ms = reader_wait_ms
+        self.reader_wait_ms, self.live_share = reader_wait_ms, live_share
         self.cpu: CpuShare | None = None
 
     def run(self, rate: float) -> Latencies:
@@ -195,7 +202,7 @@ class _PacedRuns:
         log = self.brokers.work / f"{tag}.log"
         settings = self.brokers.fresh(tag)
         lat, self.cpu = _latency_run(settings, self.bundle, rate, self.n_users, self.seconds, log, self.tick_s,
-                                     self.brokers.pid, self.reader_wait_ms)
+                                     self.brokers.pid, self.reader_wait_ms, self.live_share)
         if not len(lat.total):
             raise click.ClickException(f"no user-embeddings record arrived in the latency run at {rate:,.0f} events/s; see {log}")
         return lat
@@ -301,6 +308,10 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
               help="Also bisect for the highest paced rate the worker sustains, latency flat over the run (4 more latency "
                    "runs), and measure latency at 10%, 25%, 50% and 75% of it (--latency-repeats runs each): live traffic "
                    "spreads a batch over many more users than a preloaded backlog.")
+@click.option("--live-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              envvar="DREAMSTREAM_BENCH_LIVE_SHARE",
+              help="Share of the catalogue published as new (live) videos: their watches go to the item refiner, "
+                   "which runs in the worker (the live refinement's cost; the events pick videos uniformly).")
 @click.option("--reader-fetch-wait-ms", type=click.IntRange(min=1, max=1500), default=5, show_default=True,
               envvar="DREAMSTREAM_BENCH_READER_FETCH_WAIT_MS",
               help="Longest the broker may hold the bench's reader's fetch of user-embeddings when it has no data (ms). "
@@ -312,7 +323,8 @@ def _latency_reports(paced: _PacedRuns, rate: float, rates: tuple[float, ...], r
 def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None, per_message: int, skip_plain: bool, latency: bool,
           soak_minutes: float | None = None, soak_rate: float = 500.0, send_interval_ms: float | None = None,
           latency_rates: tuple[float, ...] = (), latency_seconds: float = 15.0, latency_repeats: int = 3,
-          live_max: bool = False, curve_plot: Path | None = None, reader_fetch_wait_ms: int = 5) -> None:
+          live_max: bool = False, curve_plot: Path | None = None, reader_fetch_wait_ms: int = 5,
+          live_share: float = 0.0) -> None:
     """Worker vs plain per-event Faust agent: events/s, event-to-embedding latency, ONNX cost per event."""
     from dreamstream.bench import harness as h
     from dreamstream.bundle import latest_version, load_bundle
@@ -325,7 +337,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
     settings = settings.model_copy(update={"broker": brokers.url})
     click.echo(f"broker {settings.broker}{' (embedded: a fresh one for each run)' if own_broker else ''}; bundle {bundle.version}; "
                f"{n_events} events over {n_users} users; {settings.partitions} partitions; batch {settings.batch_size}; {per_message} event(s) per message; "
-               f"load {open('/proc/loadavg').read().split()[:3]}")
+               f"load {open('/proc/loadavg').read().split()[:3]}" + (f"; live share {live_share:.0%} of the catalogue" if live_share else ""))
     if soak_minutes:  # dreamstream.bench.soak: steady load, memory must stay flat
         from dreamstream.bench.soak import soak_command
         if own_broker and soak_minutes * 60 * soak_rate > SOAK_EVENTS_ON_TANSU:
@@ -343,8 +355,8 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
 
     try:
         s = brokers.fresh("worker")
-        h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version)
-        run = _run_consumer(s, None, events, work / "worker.log", per_message=per_message)
+        h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version, live_share=live_share)
+        run = _run_consumer(s, None, events, work / "worker.log", per_message=per_message, until_refined=live_share > 0)
         launched, first, last = run.launched, run.first, run.last
         if not run.done:
             raise click.ClickException(f"worker did not publish every final seq; see {work / 'worker.log'}")
@@ -356,6 +368,8 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
             rate = n_events / (last - launched)
             click.echo(f"worker: {rate:,.0f} events/s (a lower bound: all {n_events} events came out in one read, so timed "
                        f"from launch, start-up included; use --events 60000 or more to measure)")
+        if run.refiner is not None:
+            click.echo(run.refiner.line())
         plain_rate = None
         results = BenchResults(rate, batch_size=settings.batch_size)
         if not skip_plain:
@@ -376,7 +390,7 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
         results.onnx_us = cb
         if latency:
             paced = _PacedRuns(brokers, bundle, n_users, latency_seconds, (send_interval_ms or 20) / 1000,
-                               reader_fetch_wait_ms)
+                               reader_fetch_wait_ms, live_share)
             found: list[float] = []
             results.latencies = _latency_reports(paced, rate, latency_rates, latency_repeats, live_max,
                                                  curve_plot or work / "latency_curve.png", found)

@@ -73,7 +73,7 @@ class ChangelogRows:
         t0 = time.perf_counter()
         states = [(key, st, partition) for key, (st, partition) in rows.items()]
         chunks = byte_chunks(states, limit=self.chunk_bytes, size=lambda row: state_mod.row_size(row[1]))
-        topic, encode_s = changelog_topic(self.table), 0.0
+        encode_s = 0.0
         for i, chunk in enumerate(chunks):
             if i:
                 await pause(len(chunks))
@@ -81,10 +81,19 @@ class ChangelogRows:
             encoded = [(key, state_mod.encode(st), partition) for key, st, partition in chunk]
             self.observe_encode(time.perf_counter() - t1)
             encode_s += time.perf_counter() - t1
-            for sent in await send_records(self.producer, topic, encoded):
-                mark_persisted(self.table, sent.topic, sent.partition, await sent.last_offset())
-            for key, value, partition in encoded:
-                put_row(self.table, key, value, partition)
+            await write_rows(self.producer, self.table, encoded)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("changelog rows=%d chunks=%d encode_ms=%.1f write_ms=%.1f", len(rows), len(chunks),
                       encode_s * 1e3, (time.perf_counter() - t0 - encode_s) * 1e3)
+
+
+async def write_rows(producer: Any, table: Any, encoded: list[tuple[bytes, bytes, int]]) -> None:
+    """Rows (key, value, partition) to ``table``'s changelog, each into the table once the broker acknowledged it.
+
+    What Faust's ``table[key] = value`` does inside a stream, for rows built
+    from a batch (no event in hand: ``streams.compat.faust_tables``).
+    """
+    for sent in await send_records(producer, changelog_topic(table), encoded):
+        mark_persisted(table, sent.topic, sent.partition, await sent.last_offset())
+    for key, value, partition in encoded:
+        put_row(table, key, value, partition)

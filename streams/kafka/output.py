@@ -79,7 +79,6 @@ class Output:
         if watchers:
             rows = [(key, value, None) for key, value in watchers]
             deliveries.extend(sent.future for sent in await send_records(producer, self.watchers_topic, rows))
-            self.metrics.watchers.inc(len(rows))
         if letters:
             deliveries.extend(await self._send_letters(producer, letters))
             counts = Counter(letter.label for letter in letters)

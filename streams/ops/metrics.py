@@ -41,8 +41,8 @@ class WorkerMetrics:
                                      "(unreadable, or a bad-vector: wrong width, non-finite, absurd norm).", ["reason"],
                                      registry=r)
         self.items = Counter("dreamstream_item_vectors", "Item vectors embedded by the item tower.", registry=r)
-        self.watchers = Counter("dreamstream_live_watchers", "Records sent on item-watchers: watches of live (new) "
-                                "videos with the watcher's vector, and new videos' tower vectors.", registry=r)
+        self.watchers = Counter("dreamstream_live_watchers", "Watches of live (new) videos reported on item-watchers "
+                                "with the watcher's vector.", registry=r)
         self.refined = Counter("dreamstream_live_refinements", "item-watchers records the item refiner read, by "
                                "outcome: applied, tower (a new video's start), replay (a watch-event position it "
                                "already applied), other-model (a watcher of another bundle's item space).",

@@ -72,8 +72,12 @@ def test_topics_with_another_partition_count_are_refused_with_what_to_do(make_se
     message = str(refused.value)
     assert f"{first.topic(WATCH_EVENTS)} has 3 partitions" in message
     assert f"{first.topic(USER_EMBEDDINGS)} has 3 partitions" in message
-    assert "DREAMSTREAM_PARTITIONS" in message and "is 5" in message
+    assert "DREAMSTREAM_PARTITIONS) is 5" in message and "item-watchers" not in message
     assert set(create_topics(first).values()) == {"exists"}  # the matching count still goes through
+    more_items = first.model_copy(update={"item_partitions": 2})
+    with pytest.raises(PartitionCountMismatch, match=r"item-watchers has 1 partitions, but --item-partitions "
+                                                     r"\(DREAMSTREAM_ITEM_PARTITIONS\) is 2"):
+        create_topics(more_items)
 
 
 def test_the_cli_reports_a_partition_mismatch_without_a_traceback(make_settings) -> None:

@@ -61,12 +61,16 @@ def item_vector_record(video: Any, vector: np.ndarray, model: str, ts: int, live
     return record
 
 
-def tower_record(video: Any, vector: np.ndarray, model: str, ts: int) -> dict[str, Any]:
-    """A value of ``item-watchers``: a new video's item-tower vector, the start of its live refinement."""
-    return {"kind": "tower", "video": str(video), "vector": vec_to_bin(vector), "model": model, "ts": int(ts)}
+def tower_record(video: Any, vector: np.ndarray, space: str, ts: int) -> dict[str, Any]:
+    """A value of ``item-watchers``: a new video's item-tower vector, the start of its live refinement.
+
+    ``space``: the bundle's item space (``Manifest.item_space``), which a
+    hot reload keeps and a retrained bundle changes.
+    """
+    return {"kind": "tower", "video": str(video), "vector": vec_to_bin(vector), "space": space, "ts": int(ts)}
 
 
-def watcher_record(video: Any, user_vector: np.ndarray, weight: float, model: str, partition: int, offset: int,
+def watcher_record(video: Any, user_vector: np.ndarray, weight: float, space: str, partition: int, offset: int,
                    index: int, ts: int) -> dict[str, Any]:
     """A value of ``item-watchers``: one watch of a new video with the watcher's unit vector just before it.
 
@@ -74,7 +78,7 @@ def watcher_record(video: Any, user_vector: np.ndarray, weight: float, model: st
     the refiner applies a source position once (a replayed batch re-sends it).
     """
     return {"kind": "watch", "video": str(video), "user": vec_to_bin(user_vector), "weight": float(weight),
-            "model": model, "src": [int(partition), int(offset), int(index)], "ts": int(ts)}
+            "space": space, "src": [int(partition), int(offset), int(index)], "ts": int(ts)}
 
 
 # The bounds of a dead letter (docs/topics.md, "Limits"). A letter is written as a Kafka record whose key is the

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dreamstream.dreamumm_ref import LIVE_BETA0, LIVE_GAMMA
+
 
 class Settings(BaseSettings):
     """Settings shared by the worker, the indexer, the tools and the tests."""
@@ -120,13 +122,13 @@ class Settings(BaseSettings):
         5, ge=0, description="A user with fewer positive events than this is cold: blended with impressed candidates."
     )
     live_gamma: float = Field(
-        0.1, ge=0, description="Live refinement of new videos (item-side DreamUMM): how far each watcher's unit user "
+        LIVE_GAMMA, ge=0, description="Live refinement of new videos (item-side DreamUMM): how far each watcher's unit user "
         "vector, times the watch's engagement weight, pulls a video the item tower embedded; 0 turns live refinement "
         "off (no item-watchers records, new videos keep their tower vector). 0.1 was chosen on ml-100k-dev validation "
         "(docs/evaluation.md, live refinement).",
     )
     live_beta0: float = Field(
-        0.4, ge=0, description="Live refinement: how far below its tower vector, along the bundle's mean user "
+        LIVE_BETA0, ge=0, description="Live refinement: how far below its tower vector, along the bundle's mean user "
         "direction, a new video nobody has watched starts (keeps unwatched videos out of everyone's top-k). 0.4 was "
         "chosen on ml-100k-dev validation.",
     )

@@ -97,13 +97,15 @@ class ItemRefiner:
         """The refined vectors of the rows changed since the last publish, on ``item-vectors``; how many were sent.
 
         Only rows of the served bundle's item space with a tower vector are
-        published; the rest stay until a tower vector of that space arrives.
+        published (a hot reload keeps the space; a retrained bundle's new
+        space leaves the old rows unpublished).
         A failed send keeps them for the next publish.
         """
         bundle = self.holder.bundle
-        ready = {key: row for key, row in self.dirty.items() if row.tower is not None and row.model == bundle.version}
+        space = bundle.manifest.item_space
+        ready = {key: row for key, row in self.dirty.items() if row.tower is not None and row.space == space}
         if not ready:
-            self.dirty = {k: r for k, r in self.dirty.items() if r.model == bundle.version}  # other spaces: never
+            self.dirty = {k: r for k, r in self.dirty.items() if r.space == space}  # other spaces: never
             return 0
         rows = list(ready.values())
         vectors = refined_vector(np.stack([r.tower for r in rows]), bundle.mean_user, np.stack([r.total for r in rows]),

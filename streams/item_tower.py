@@ -92,7 +92,7 @@ class ItemTower:
                 continue
             key = codec.key_bytes(video)
             if live:
-                towers.append((key, codec.pack(codec.tower_record(video, vec, bundle.version, ts))))
+                towers.append((key, codec.pack(codec.tower_record(video, vec, bundle.manifest.item_space, ts))))
                 vec = refined_vector(vec, bundle.mean_user, np.zeros_like(vec), self.settings.live_beta0,
                                      self.settings.live_gamma)
             rows.append((key, codec.pack(codec.item_vector_record(video, vec, bundle.version, ts, live=live)), None))

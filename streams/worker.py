@@ -196,7 +196,7 @@ class Worker:
         letters.extend(self.unknown_video(ev) for ev in result.unknown)
         oldest_ms = oldest_timestamp(batch)
         last = last_offsets(batch)
-        watchers = refinement.watcher_rows(result.watchers, bundle.version)
+        watchers = refinement.watcher_rows(result.watchers, bundle.manifest.item_space)
         if await self.checkpoint.stage(result.states, result.records, result.seqs, letters, last, oldest_ms, watchers):
             self.metrics.observe_age(oldest_ms)
         self.metrics.watchers.inc(len(watchers))

@@ -164,13 +164,14 @@ class PacedFeed:
 
 
 def publish_items(settings: Settings, ids: Sequence[str], vectors: np.ndarray, model: str = "test",
-                  live_share: float = 0.0) -> int:
+                  live_share: float = 0.0, space: str = "") -> int:
     """Item vectors onto item-vectors, as `publish-items` does.
 
     ``live_share``: that share of the items (a seeded draw) is published as
     the item tower would publish new videos (``live``, their vector also on
     ``item-watchers`` as the tower vector), so the worker reports their
-    watches and its item refiner keeps them: the live path's cost in a bench.
+    watches and its item refiner keeps them: the live path's cost in a bench
+    (``space``: the bundle's ``Manifest.item_space``, which the refiner checks).
     """
     ts = int(time.time() * 1000)
     live = np.random.default_rng(5).random(len(ids)) < live_share
@@ -179,7 +180,7 @@ def publish_items(settings: Settings, ids: Sequence[str], vectors: np.ndarray, m
     if live.any():
         create_topics(settings)  # item-watchers with --item-partitions, as the worker's refiner table needs
         produce_sync(settings, settings.topic(ITEM_WATCHERS), [
-            (codec.key_bytes(i), codec.pack(codec.tower_record(i, v, model, ts)))
+            (codec.key_bytes(i), codec.pack(codec.tower_record(i, v, space, ts)))
             for i, v, on in zip(ids, vectors, live) if on])
     return produce_sync(settings, settings.topic(ITEM_VECTORS), msgs)
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 @dataclass(frozen=True)
 class RefinerCatchUp:
     sent: float  # watches of live videos the worker reported on item-watchers
-    read: float  # watch records the refiner read (applied, replay, other-model)
+    read: float  # watch records the refiner read (applied, replay, other-space)
     seconds: float  # from the call (the run's last user record) until read reached sent, or the timeout
 
     def line(self) -> str:

@@ -97,7 +97,8 @@ def _latency_run(s: Settings, bundle, rate: float, n_users: int, seconds: float,
     from dreamstream.bench import harness as h
 
     events = h.synthetic_events(max(1, int(rate * seconds)), n_users, bundle.item_ids, seed=11)
-    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version, live_share=live_share)
+    h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version, live_share=live_share,
+                    space=bundle.manifest.item_space)
     run = _run_consumer(s, None, events, log, rate=rate, tick_s=tick_s, broker_pid=broker_pid, reader_wait_ms=reader_wait_ms)
     lat = _latencies(run.sent_at, events, run.col, run.handed_at)
     lat.stages = run.stages
@@ -355,7 +356,8 @@ def bench(settings: Settings, n_events: int, n_users: int, embedded: bool | None
 
     try:
         s = brokers.fresh("worker")
-        h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version, live_share=live_share)
+        h.publish_items(s, bundle.item_ids, bundle.items, model=bundle.version, live_share=live_share,
+                        space=bundle.manifest.item_space)
         run = _run_consumer(s, None, events, work / "worker.log", per_message=per_message, until_refined=live_share > 0)
         launched, first, last = run.launched, run.first, run.last
         if not run.done:

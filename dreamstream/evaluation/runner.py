@@ -26,8 +26,9 @@ The rows, and why each is there:
   no model trained on, against content baselines and the trained vectors,
   and the same stream's other events with the new videos retrievable or
   not, over one item space (:mod:`dreamstream.evaluation.cold_items`); in
-  both, an experimental row (not served yet): the new films' vectors
-  refined by their live watchers (:mod:`dreamstream.evaluation.live_refinement`).
+  both, the served row: the new films' tower vectors refined by their live
+  watchers (:mod:`dreamstream.evaluation.live_refinement`), the reference
+  of both blocks.
 
 Deterministic rows are computed once; seeded rows once per seed, and the
 report gives mean and standard deviation over seeds, and for every row its
@@ -57,6 +58,7 @@ from dreamstream.evaluation.bootstrap import hits, paired_interval
 from dreamstream.evaluation import cold_items as cold
 from dreamstream.evaluation.events import EventLog
 from dreamstream.evaluation.prequential import PrequentialResult, evaluate_queries, summarize
+from dreamstream.evaluation.live_refinement import LIVE_ROW
 from dreamstream.evaluation.protocols import Protocol, leave_last_out, prequential
 from dreamstream.evaluation.scorers import CandidateBlendScorer, DreamUMMScorer
 
@@ -121,9 +123,9 @@ LIGHTGCN = "lightgcn (BPR vectors, served readout)"
 def reference_row(results: dict) -> str | None:
     """The served row of a run: what a ranking service gets (OPAL's blend), else the streamed user vector.
 
-    In the cold-item block: the item tower's row.
+    In the cold-item blocks: the new films' served vectors (the tower, refined by live watchers), else the tower's.
     """
-    return next((name for name in (SERVED, "dream", cold.TOWER_ROW) if name in results), None)
+    return next((name for name in (SERVED, "dream", LIVE_ROW, cold.TOWER_ROW) if name in results), None)
 
 
 def history_spread(items: np.ndarray, qs) -> np.ndarray:
@@ -448,12 +450,12 @@ def _cold_job(source: Source, protocol: Protocol, job: Job, out: JobResult) -> N
 
 def _live_rows(protocol: Protocol, others: Protocol, items: np.ndarray, new: np.ndarray, served_users: np.ndarray,
                popularity: Popularity, half_life: float) -> tuple[Rows, Rows]:
-    """The experimental row in both cold-item blocks: the new films refined by their live watchers.
+    """The served row in both cold-item blocks: the new films refined by their live watchers.
 
     Its seconds are its own (the watchers, the versions and the scoring), so
-    the report shows what the experiment adds to a run.
+    the report shows what the live refinement adds to a run.
     """
-    from dreamstream.evaluation.live_refinement import LIVE_ROW, live_scorer
+    from dreamstream.evaluation.live_refinement import live_scorer
 
     scorer, build = _timed(lambda: live_scorer(items, new, protocol.test, served_users, popularity, half_life))
     cold_result, cold_seconds = _timed(lambda: evaluate_queries(protocol.test, scorer))

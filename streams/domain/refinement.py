@@ -13,9 +13,10 @@ partition reach the video's ``item-watchers`` partition in source order
 a replay. The marks are in the same row as the sum, so the changelog never
 holds one without the other.
 
-One row belongs to one item space (the bundle that embedded the tower
-vector): a watcher's vector from another bundle is not added (counted as
-``other-model``), and a tower vector of a new bundle starts the row afresh.
+One row belongs to one item space (``Manifest.item_space`` of the bundle
+that embedded the tower vector; a hot reload keeps it): a watcher's vector
+from another space is not added (counted as ``other-space``), and a tower
+vector of another space starts the row afresh.
 """
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ from dreamstream import codec
 from dreamstream.vectors import checked_matrix
 
 TOWER, WATCH = "tower", "watch"
-APPLIED, STARTED, REPLAY, OTHER_MODEL = "applied", "tower", "replay", "other-model"  # outcomes (the metric's labels)
+APPLIED, STARTED, REPLAY, OTHER_SPACE = "applied", "tower", "replay", "other-space"  # outcomes (the metric's labels)
 
 
 @dataclass
 class RefinementRow:
     """One live video: its item space, tower vector, watcher sum and the source positions already applied."""
 
-    model: str
+    space: str  # the item space of the tower vector and the watchers (Manifest.item_space)
     total: np.ndarray  # float64 [D]: sum of weight * unit user vector over the watchers applied
     tower: np.ndarray | None = None  # float32 [D]: the item tower's vector (None until its record arrives)
     watchers: int = 0
@@ -50,15 +51,15 @@ class WatchersRecord:
     kind: str  # TOWER or WATCH
     video: str
     vector: np.ndarray  # the tower vector, or the watcher's unit user vector
-    model: str
+    space: str
     ts: int
     weight: float = 0.0
     src: tuple[int, int, int] = (0, 0, 0)  # watch-events (partition, offset, index) of a watch
 
 
-def watcher_rows(watchers: list[tuple[Any, np.ndarray, float]], model: str) -> list[tuple[bytes, bytes]]:
+def watcher_rows(watchers: list[tuple[Any, np.ndarray, float]], space: str) -> list[tuple[bytes, bytes]]:
     """item-watchers records (key: the video) of a batch's watches of live videos (``BatchResult.watchers``)."""
-    return [(codec.key_bytes(ev.video), codec.pack(codec.watcher_record(ev.video, unit, weight, model, ev.partition,
+    return [(codec.key_bytes(ev.video), codec.pack(codec.watcher_record(ev.video, unit, weight, space, ev.partition,
                                                                         ev.offset, ev.index, ev.ts)))
             for ev, unit, weight in watchers]
 
@@ -84,9 +85,9 @@ def parse_batch(values: Sequence[bytes | None], dim: int) -> list[WatchersRecord
         if isinstance(f, ValueError):
             out.append(f)
             continue
-        kind, video, _, model, ts, weight, src = f
+        kind, video, _, space, ts, weight, src = f
         out.append(ValueError(errors[row]) if errors[row] is not None
-                   else WatchersRecord(kind, video, vectors[row], model, ts, weight, src))
+                   else WatchersRecord(kind, video, vectors[row], space, ts, weight, src))
         row += 1
     return out
 
@@ -100,7 +101,7 @@ def parse(value: bytes | None, dim: int) -> WatchersRecord:
 
 
 def _fields(value: bytes | None) -> tuple[str, str, bytes, str, int, float, tuple[int, int, int]]:
-    """(kind, video, vector bytes, model, ts, weight, src) of a value, its vector unchecked; ``ValueError`` if unreadable."""
+    """(kind, video, vector bytes, space, ts, weight, src) of a value, its vector unchecked; ``ValueError`` if unreadable."""
     if value is None:
         raise ValueError("value is null")
     try:
@@ -110,35 +111,35 @@ def _fields(value: bytes | None) -> tuple[str, str, bytes, str, int, float, tupl
     if not isinstance(obj, dict) or obj.get("kind") not in (TOWER, WATCH):
         raise ValueError("value must be a map with kind 'tower' or 'watch'")
     kind = obj["kind"]
-    video, model, ts = obj.get("video"), obj.get("model"), obj.get("ts")
-    if not isinstance(video, str) or not video or not isinstance(model, str) or isinstance(ts, bool) or not isinstance(ts, int):
-        raise ValueError("fields 'video' and 'model' must be non-empty str and 'ts' an int")
+    video, space, ts = obj.get("video"), obj.get("space"), obj.get("ts")
+    if not isinstance(video, str) or not video or not isinstance(space, str) or isinstance(ts, bool) or not isinstance(ts, int):
+        raise ValueError("fields 'video' and 'space' must be non-empty str and 'ts' an int")
     name = "vector" if kind == TOWER else "user"
     raw = obj.get(name)
     if not isinstance(raw, (bytes, bytearray)):
         raise ValueError(f"field '{name}' must be float32 as bin")
     if kind == TOWER:
-        return kind, video, bytes(raw), model, ts, 0.0, (0, 0, 0)
+        return kind, video, bytes(raw), space, ts, 0.0, (0, 0, 0)
     weight, src = obj.get("weight"), obj.get("src")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight):
         raise ValueError("field 'weight' must be a finite number")
     if (not isinstance(src, list) or len(src) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
                                                           for x in src)):
         raise ValueError("field 'src' must be [partition, offset, index] of non-negative ints")
-    return kind, video, bytes(raw), model, ts, float(weight), (src[0], src[1], src[2])
+    return kind, video, bytes(raw), space, ts, float(weight), (src[0], src[1], src[2])
 
 
 def apply(row: RefinementRow | None, record: WatchersRecord) -> tuple[RefinementRow | None, str]:
     """``row`` after ``record`` and the outcome; the row is ``None`` only if there was none and nothing was added."""
     if record.kind == TOWER:
-        if row is None or row.model != record.model:
-            row = RefinementRow(record.model, np.zeros(len(record.vector), np.float64))
+        if row is None or row.space != record.space:
+            row = RefinementRow(record.space, np.zeros(len(record.vector), np.float64))
         row.tower, row.ts = record.vector, max(row.ts, record.ts)
         return row, STARTED
     if row is None:
-        row = RefinementRow(record.model, np.zeros(len(record.vector), np.float64))
-    if row.model != record.model:
-        return row, OTHER_MODEL
+        row = RefinementRow(record.space, np.zeros(len(record.vector), np.float64))
+    if row.space != record.space:
+        return row, OTHER_SPACE
     partition, offset, index = record.src
     if partition in row.marks and tuple(row.marks[partition]) >= (offset, index):
         return row, REPLAY
@@ -151,7 +152,7 @@ def apply(row: RefinementRow | None, record: WatchersRecord) -> tuple[Refinement
 
 def encode(row: RefinementRow) -> bytes:
     """A row as the table stores it (msgpack; the sum in float64 so a long-lived row does not drift)."""
-    return codec.pack({"model": row.model, "total": np.ascontiguousarray(row.total, "<f8").tobytes(),
+    return codec.pack({"space": row.space, "total": np.ascontiguousarray(row.total, "<f8").tobytes(),
                        "tower": None if row.tower is None else codec.vec_to_bin(row.tower), "watchers": row.watchers,
                        "marks": {str(p): list(m) for p, m in row.marks.items()}, "ts": row.ts})
 
@@ -160,6 +161,6 @@ def decode(raw: bytes) -> RefinementRow:
     """A stored row back."""
     obj: dict[str, Any] = codec.unpack(raw)
     tower = obj.get("tower")
-    return RefinementRow(obj["model"], np.frombuffer(obj["total"], "<f8").astype(np.float64),
+    return RefinementRow(obj["space"], np.frombuffer(obj["total"], "<f8").astype(np.float64),
                          None if tower is None else codec.bin_to_vec(tower), int(obj["watchers"]),
                          {int(p): (int(m[0]), int(m[1])) for p, m in obj["marks"].items()}, int(obj["ts"]))

@@ -45,7 +45,7 @@ class WorkerMetrics:
                                 "with the watcher's vector.", registry=r)
         self.refined = Counter("dreamstream_live_refinements", "item-watchers records the item refiner read, by "
                                "outcome: applied, tower (a new video's start), replay (a watch-event position it "
-                               "already applied), other-model (a watcher of another bundle's item space).",
+                               "already applied), other-space (a watcher in another bundle's item space).",
                                ["outcome"], registry=r)
         self.refined_published = Counter("dreamstream_live_vectors_published", "Refined vectors of live videos the "
                                          "item refiner published on item-vectors.", registry=r)

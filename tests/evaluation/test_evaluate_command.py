@@ -45,10 +45,10 @@ def test_evaluate_trains_and_reports_every_row_of_both_protocols(tmp_path: Path)
             "content: tf-idf similarity to decayed history"} <= set(cold["rows"]), set(cold["rows"])
     assert cold["describe"]["cold_items"] == 9 and cold["rows"]["dream, cold items from the item tower"]["overall"]["seeds"] == 2
     others = report["protocols"]["cold-item, other events"]  # what the new items' vectors cost the rest
-    live = "dream, new films refined by live watchers (experiment: not served yet)"
-    assert live in cold["rows"] and cold["vs_served"][live]["vs"] == "dream, cold items from the item tower"
+    live = "dream, new films: tower refined by live watchers (served)"  # the product's path, the blocks' reference
+    assert live in cold["rows"] and cold["vs_served"]["dream, cold items from the item tower"]["vs"] == live
     assert set(others["rows"]) == {"dream, cold items from the item tower", "dream, cold items not retrievable", live}
-    assert others["vs_served"]["dream, cold items not retrievable"]["vs"] == "dream, cold items from the item tower"
+    assert others["vs_served"]["dream, cold items not retrievable"]["vs"] == live
     assert others["describe"]["scored_events"] + cold["describe"]["scored_events"] == pre["describe"]["scored_events"]
     assert (tmp_path / "plots" / "hitrate20_prequential.png").stat().st_size > 5000
 

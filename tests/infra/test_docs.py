@@ -11,8 +11,8 @@ import yaml
 from dreamstream import codec
 from dreamstream.settings import Settings
 from dreamstream.settings_doc import render_markdown
-from dreamstream.topics import (COMPACT, DLQ, INDEX_VERSIONS, ITEM_FEATURES, ITEM_VECTORS, USER_EMBEDDINGS,
-                                WATCH_EVENTS, topic_specs)
+from dreamstream.topics import (COMPACT, DLQ, INDEX_VERSIONS, ITEM_FEATURES, ITEM_VECTORS, ITEM_WATCHERS,
+                                USER_EMBEDDINGS, WATCH_EVENTS, topic_specs)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 DESIGN_FIELDS = {
     WATCH_EVENTS: {"user", "video", "ts", "watch_ms", "duration_ms", "kind"},
     ITEM_FEATURES: {"video", "text", "visual", "ts"},
-    ITEM_VECTORS: {"video", "vector", "model", "ts"},
+    ITEM_VECTORS: {"video", "vector", "model", "ts", "live"},  # live: ours (docs/topics.md), optional
     USER_EMBEDDINGS: {"user", "seq", "ts", "model", "vector", "interests", "interest_ids", "interest_weights", "cold"},
     DLQ: {"reason", "topic", "partition", "offset", "key", "value"},
     INDEX_VERSIONS: {"version", "path", "shards", "items", "built_at", "recall"},
@@ -79,7 +79,7 @@ def test_payload_schemas_have_the_design_fields(asyncapi):
     for channel, fields in DESIGN_FIELDS.items():
         schema = object_schema(asyncapi, channel)
         assert set(schema["properties"]) == fields, channel
-        assert set(schema["required"]) == fields - {"kind"}, channel
+        assert set(schema["required"]) == fields - {"kind", "live"}, channel
 
 
 def test_what_the_code_writes_validates_against_the_document(asyncapi, tmp_path):
@@ -98,6 +98,13 @@ def test_what_the_code_writes_validates_against_the_document(asyncapi, tmp_path)
         jsonschema.validate(jsonable(value), payload_schema(asyncapi, channel))
     jsonschema.validate([samples[WATCH_EVENTS]], payload_schema(asyncapi, WATCH_EVENTS))  # a client's batch
     jsonschema.validate(None, payload_schema(asyncapi, ITEM_VECTORS))  # tombstone
+    jsonschema.validate(jsonable(codec.item_vector_record("v1", vec, "m1", 1, live=True)),
+                        payload_schema(asyncapi, ITEM_VECTORS))
+    for value in (codec.watcher_record("v1", vec, 0.5, "m1", 2, 40, 0, 1), codec.tower_record("v1", vec, "m1", 1)):
+        jsonschema.validate(jsonable(value), payload_schema(asyncapi, ITEM_WATCHERS))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(jsonable({**codec.watcher_record("v1", vec, 0.5, "m1", 2, 40, 0, 1), "src": [1]}),
+                            payload_schema(asyncapi, ITEM_WATCHERS))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"user": "u1", "video": 1, "ts": 1}, payload_schema(asyncapi, WATCH_EVENTS))
 

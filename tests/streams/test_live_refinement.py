@@ -58,9 +58,9 @@ def test_nothing_is_reported_with_live_refinement_off_or_no_live_video(bundle) -
     assert off.watchers == [] and none_live.watchers == [] and len(on.watchers) == 9  # the first watch has no vector
 
 
-def _watch(video: str, unit: np.ndarray, src: tuple[int, int, int], weight: float = 1.0, model: str = "m1") -> bytes:
+def _watch(video: str, unit: np.ndarray, src: tuple[int, int, int], weight: float = 1.0, space: str = "m1") -> bytes:
     ev = Event("u", video, NOW, 1.0, 1.0, "watch", *src)
-    return refinement.watcher_rows([(ev, unit, weight)], model)[0][1]
+    return refinement.watcher_rows([(ev, unit, weight)], space)[0][1]
 
 
 def _unit(x) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_a_row_sums_each_watch_once_and_belongs_to_one_item_space() -> None:
     for value, want in [(tower, refinement.STARTED), (_watch("v", b, (1, 2, 0), 0.5), refinement.APPLIED),
                         (_watch("v", a, (0, 5, 0)), refinement.REPLAY), (_watch("v", a, (0, 4, 9)), refinement.REPLAY),
                         (_watch("v", a, (0, 5, 1)), refinement.APPLIED),
-                        (_watch("v", b, (1, 3, 0), model="m0"), refinement.OTHER_MODEL)]:
+                        (_watch("v", b, (1, 3, 0), space="m0"), refinement.OTHER_SPACE)]:
         row, outcome = refinement.apply(refinement.decode(refinement.encode(row)), refinement.parse(value, 3))
         assert outcome == want
     np.testing.assert_allclose(row.total, 2 * a + 0.5 * b, atol=1e-6)
@@ -84,7 +84,7 @@ def test_a_row_sums_each_watch_once_and_belongs_to_one_item_space() -> None:
     np.testing.assert_allclose(row.tower, [1, 0, 0])
     fresh, outcome = refinement.apply(row, refinement.parse(codec.pack(codec.tower_record("v", _unit([0, 0, 1]), "m2",
                                                                                           NOW)), 3))
-    assert outcome == refinement.STARTED and fresh.model == "m2" and fresh.watchers == 0 and not fresh.total.any()
+    assert outcome == refinement.STARTED and fresh.space == "m2" and fresh.watchers == 0 and not fresh.total.any()
 
 
 def test_the_refined_vector_is_the_evaluated_formula() -> None:
@@ -95,7 +95,7 @@ def test_the_refined_vector_is_the_evaluated_formula() -> None:
 
 @pytest.mark.parametrize("value, why", [
     (None, "null"), (b"\xc1", "msgpack"), (codec.pack({"kind": "other"}), "kind"),
-    (codec.pack({"kind": "watch", "video": "v", "model": "m", "ts": 1}), "'user'"),
+    (codec.pack({"kind": "watch", "video": "v", "space": "m", "ts": 1}), "'user'"),
     (codec.pack({**codec.watcher_record("v", np.ones(3), 1.0, "m", 0, 1, 0, 1), "user": codec.vec_to_bin(np.ones(2))}),
      "expected 3-d"),
     (codec.pack({**codec.watcher_record("v", np.ones(3), 1.0, "m", 0, 1, 0, 1), "weight": float("nan")}), "weight"),

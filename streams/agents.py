@@ -80,7 +80,10 @@ def register(app: faust.App, settings: Settings) -> Worker:
     @app.on_partitions_revoked.connect
     async def release_partitions(app: Any, revoked: Any, **kwargs: Any) -> None:
         await worker.release("rebalance")  # the next owner starts where this worker's output ends
-        await worker.item_refiner.publish()  # before the next owner's newer vectors of the same videos
+        try:  # before the next owner's newer vectors of the same videos
+            await worker.item_refiner.publish()
+        except Exception:  # a bug must not break Faust's rebalance half done; the rows are in the table
+            log.exception("item refiner: publishing before the rebalance failed; the videos' next watch republishes")
 
     @app.on_before_shutdown.connect
     async def release_on_shutdown(app: Any, **kwargs: Any) -> None:

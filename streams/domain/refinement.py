@@ -58,10 +58,18 @@ class WatchersRecord:
 
 
 def watcher_rows(watchers: list[tuple[Any, np.ndarray, float]], space: str) -> list[tuple[bytes, bytes]]:
-    """item-watchers records (key: the video) of a batch's watches of live videos (``BatchResult.watchers``)."""
+    """item-watchers records (key: the video) of a batch's watches of live videos (``BatchResult.watchers``).
+
+    In source order (partition, offset, index), not in the order the batch's
+    waves noted them (wave 0 holds every user's first event of the batch, so
+    a later offset can come first): the refiner takes a position at or
+    before its mark for a replay, so a watch sent after a later one of its
+    partition would be dropped (the SIGKILL e2e test caught exactly that).
+    """
+    ordered = sorted(watchers, key=lambda w: (w[0].partition, w[0].offset, w[0].index))
     return [(codec.key_bytes(ev.video), codec.pack(codec.watcher_record(ev.video, unit, weight, space, ev.partition,
                                                                         ev.offset, ev.index, ev.ts)))
-            for ev, unit, weight in watchers]
+            for ev, unit, weight in ordered]
 
 
 def parse_batch(values: Sequence[bytes | None], dim: int) -> list[WatchersRecord | ValueError]:

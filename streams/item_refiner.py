@@ -30,8 +30,9 @@ import numpy as np
 from dreamstream import codec
 from dreamstream.dreamumm_ref import refined_vector
 from dreamstream.settings import Settings
-from dreamstream.topics import ITEM_VECTORS
+from dreamstream.topics import ITEM_VECTORS, ITEM_WATCHERS
 from streams.compat.faust_tables import producer as faust_producer
+from streams.compat.tansu_rows import complete_rows
 from streams.domain import refinement
 from streams.kafka.batch_send import send_records
 from streams.kafka.changelog_rows import write_rows
@@ -52,7 +53,9 @@ class ItemRefiner:
         self.table = app.Table("item-refinement", key_type=bytes, value_type=bytes, partitions=settings.item_partitions,
                                help="Per live video: tower vector, watcher sum, watch-event positions applied.")
         self.producer: Callable[[], Any] = lambda: faust_producer(app)
-        self.items_topic = settings.topic(ITEM_VECTORS)
+        self.app, self.items_topic = app, settings.topic(ITEM_VECTORS)
+        self.watchers_topic = settings.topic(ITEM_WATCHERS)
+        self.generation: int | None = None  # the Faust group generation whose rows are complete
         self.dirty: dict[bytes, refinement.RefinementRow] = {}  # rows changed since the last publish
 
     async def apply_batch(self, batch: list[Any]) -> None:
@@ -62,6 +65,7 @@ class ItemRefiner:
         acknowledges the batch): a failed write is retried here, as the item
         tower retries its sends, since the rows are already applied in memory.
         """
+        await self._complete_rows()
         messages = [event.message for event in batch]
         parsed = refinement.parse_batch([m.value for m in messages], int(self.holder.bundle.manifest.dim))
         changed: dict[bytes, tuple[refinement.RefinementRow, int]] = {}
@@ -88,6 +92,20 @@ class ItemRefiner:
                             len(letters), err)
                 await asyncio.sleep(1.0)
         self.dirty.update((key, row) for key, (row, _) in changed.items())
+
+    async def _complete_rows(self) -> None:
+        """After a rebalance, before the first batch: the table's rows Faust's recovery left short (tansu only).
+
+        A video's newest row wins (the log is read in order): the last rows
+        before a crash otherwise went missing, and with them the watches
+        whose offsets were already committed.
+        """
+        generation = self.app.consumer_generation_id
+        if generation == self.generation:
+            return
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.watchers_topic}
+        await complete_rows(self.app, self.table, self.settings, assigned, replaces=lambda new, old: True)
+        self.generation = generation
 
     def _row(self, key: bytes) -> refinement.RefinementRow | None:
         stored = self.table.get(key)

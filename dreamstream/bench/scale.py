@@ -446,7 +446,7 @@ MILESTONES = (
     ("joining", "(Re-)joining group"),  # the consumer group join asked (the broker may hold it: Kafka's initial delay)
     ("joined", "Joined group"),
     ("items_ready", "item table caught up"),  # the item-vectors tail read
-    ("assigned", "completing user rows"),  # partitions assigned, table recovery done
+    ("assigned", "completing user-state rows"),  # partitions assigned, table recovery done
     ("feed", "feed assigned"),  # rows completed; reading watch-events
     ("first_output", "first output"),  # the first batch's records handed to the producer
 )

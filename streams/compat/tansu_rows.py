@@ -1,4 +1,4 @@
-"""Repair for the development broker: complete the user rows Faust's recovery left one produce batch short.
+"""Repair for the development broker: complete the table rows Faust's recovery left one produce batch short.
 
 Faust recovers the user table up to ``end_offsets``, which on tansu is one
 produce batch short (its ListOffsets answers the last batch's base offset):
@@ -11,6 +11,10 @@ is harmless). For the same reason Faust's recovery consistency check
 (stored offset beyond the end offset) is switched off on tansu
 (:func:`faust_settings`).
 
+The item refiner's table (``streams.item_refiner``) is completed the same
+way, the newest row of a video winning: without it a video's last watches
+before a crash were lost from its sum (their offsets were committed).
+
 On for tansu only (``Settings.dev_broker``); on Kafka, Faust's recovery
 reaches the true end by itself.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from dreamstream.kafka.security import aiokafka_options
 from dreamstream.settings import Settings
@@ -36,15 +40,21 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     return {"recovery_consistency_check": False} if settings.dev_broker else {}
 
 
-async def complete_rows(app: Any, table: Any, settings: Settings, partitions: set[int]) -> None:
-    """Make sure the table holds the newest durable row of every user of these partitions (tansu only)."""
+async def complete_rows(app: Any, table: Any, settings: Settings, partitions: set[int],
+                        replaces: Callable[[bytes, bytes], bool] | None = None) -> None:
+    """Make sure the table holds the newest durable row of every key of these partitions (tansu only).
+
+    ``replaces(new, old)``: does row ``new`` replace ``old``? (default: the user
+    rows' positions, :func:`further`; rows read later in the log are newer).
+    """
+    replaces = replaces or further
     if not settings.dev_broker or not partitions:
         return
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     t0 = time.monotonic()
     topic = changelog_topic(table)
-    log.info("completing user rows partitions=%s", sorted(partitions))
+    log.info("completing %s rows partitions=%s", table.name, sorted(partitions))
     consumer = AIOKafkaConsumer(**aiokafka_options(settings), group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
@@ -58,14 +68,14 @@ async def complete_rows(app: Any, table: Any, settings: Settings, partitions: se
         if m.value is None:
             return
         have = table.data.get(m.key)
-        if have is None or further(m.value, have):
+        if have is None or replaces(m.value, have):
             put_row(table, m.key, m.value, m.partition)
 
     async def at_end() -> bool:
         if await caught_up(consumer, tps):
             return True
         if time.monotonic() - t0 > 5:
-            log.info("completing user rows: positions=%s highwaters=%s",
+            log.info("completing %s rows: positions=%s highwaters=%s", table.name,
                      {tp.partition: await consumer.position(tp) for tp in tps},
                      {tp.partition: consumer.highwater(tp) for tp in tps})
         return False
@@ -75,7 +85,7 @@ async def complete_rows(app: Any, table: Any, settings: Settings, partitions: se
     finally:
         await consumer.stop()
     drop_buffered_rows(app, table, partitions)
-    log.info("user rows complete partitions=%s from=%s rows_read=%d seconds=%.2f", sorted(partitions),
+    log.info("%s rows complete partitions=%s from=%s rows_read=%d seconds=%.2f", table.name, sorted(partitions),
              {tp.partition: o for tp, o in start.items()}, read, time.monotonic() - t0)
 
 

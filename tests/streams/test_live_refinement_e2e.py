@@ -76,7 +76,7 @@ def _counts(events) -> dict[str, int]:
 
 
 def _watchers(s) -> tuple[dict[str, dict[tuple, tuple[float, np.ndarray]]], dict[str, np.ndarray]]:
-    """item-watchers as the refiner must apply it: each video's watches by source position (a re-sent one once)."""
+    """item-watchers as the refiner must apply it: each video's watches by source position, the first record of each."""
     from e2e_support import read_topic
 
     watches: dict[str, dict[tuple, tuple[float, np.ndarray]]] = defaultdict(dict)
@@ -85,7 +85,10 @@ def _watchers(s) -> tuple[dict[str, dict[tuple, tuple[float, np.ndarray]]], dict
         if value["kind"] == "tower":
             towers[value["video"]] = codec.bin_to_vec(value["vector"])
         else:
-            watches[value["video"]][tuple(value["src"])] = (value["weight"], codec.bin_to_vec(value["user"]).astype(float))
+            # the first record of a position counts: a re-sent one may carry a slightly different vector (its
+            # user's replay read the item vectors of now, and live videos in the history were refined meanwhile)
+            watches[value["video"]].setdefault(tuple(value["src"]),
+                                               (value["weight"], codec.bin_to_vec(value["user"]).astype(float)))
     return watches, towers
 
 

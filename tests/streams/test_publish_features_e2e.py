@@ -43,6 +43,20 @@ def content_dataset(folder: Path, text_dim: int, visual_dim: int) -> tuple[list[
     return ids, by_cluster
 
 
+def content_stack(make_settings, tmp_path: Path, bundle_dir: Path, **overrides):
+    """Settings (2 partitions, small batches, ``overrides``), the bundle installed, topics, the content dataset:
+    (settings, data folder, catalogue ids, ids by cluster)."""
+    from e2e_support import install, manifest
+
+    s = make_settings(partitions=2, web_port=free_port(), cold_min_positive=0, batch_size=64, batch_timeout_s=0.05,
+                      **overrides)
+    install(bundle_dir, s.model_dir)
+    create_topics(s)
+    m = manifest(bundle_dir)
+    data = tmp_path / "content"
+    return (s, data, *content_dataset(data, int(m["text_dim"]), int(m["visual_dim"])))
+
+
 def publish_features(s, data: Path, items: list[str]) -> None:
     cli = str(Path(sys.executable).parent / "dreamstream")
     done = subprocess.run([cli, "publish-features", "--data", str(data), "--items", ",".join(items)],
@@ -53,19 +67,14 @@ def publish_features(s, data: Path, items: list[str]) -> None:
 
 def test_a_new_video_published_as_features_is_retrieved_by_a_user_who_watched_similar_ones(make_settings, tmp_path,
                                                                                            bundle_dir) -> None:
-    from e2e_support import install, manifest, wait_until
+    from e2e_support import wait_until
 
     from dreamstream.client import Retriever, latest_user_record
     from dreamstream.index.manifest import read_manifest
     from dreamstream.index.publish import read_current
 
-    s = make_settings(partitions=2, web_port=free_port(), cold_min_positive=0, batch_size=64, batch_timeout_s=0.05,
-                      index_shards=1, index_interval_s=0.3)
-    install(bundle_dir, s.model_dir)
-    create_topics(s)
-    m = manifest(bundle_dir)
-    data = tmp_path / "content"
-    catalogue, by_cluster = content_dataset(data, int(m["text_dim"]), int(m["visual_dim"]))
+    s, data, catalogue, by_cluster = content_stack(make_settings, tmp_path, bundle_dir, index_shards=1,
+                                                   index_interval_s=0.3)
 
     def indexed() -> int:
         current = read_current(s.index_dir)
@@ -103,19 +112,14 @@ def test_a_new_video_published_as_features_is_retrieved_by_a_user_who_watched_si
 def test_a_new_video_is_refined_by_its_live_watchers_and_republished(make_settings, tmp_path, bundle_dir) -> None:
     """The live path end to end: the tower's first vector (live), each watch reported with the watcher's vector just
     before it, and the refiner's published vector = normalize(tower - beta0 m_user + gamma sum w u)."""
-    from e2e_support import install, manifest, read_topic, wait_until
+    from e2e_support import read_topic, wait_until
 
     from dreamstream.bundle import load_bundle
     from dreamstream.dreamumm_ref import refined_vector
     from dreamstream.topics import ITEM_VECTORS, ITEM_WATCHERS
 
-    s = make_settings(partitions=2, web_port=free_port(), cold_min_positive=0, batch_size=64, batch_timeout_s=0.05,
-                      live_publish_s=0.3, live_gamma=0.5)
-    install(bundle_dir, s.model_dir)
-    create_topics(s)
-    m = manifest(bundle_dir)
-    data = tmp_path / "content"
-    catalogue, by_cluster = content_dataset(data, int(m["text_dim"]), int(m["visual_dim"]))
+    s, data, catalogue, by_cluster = content_stack(make_settings, tmp_path, bundle_dir, live_publish_s=0.3,
+                                                   live_gamma=0.5)
     bundle = load_bundle(bundle_dir)
 
     def newest(video: str) -> dict | None:

@@ -26,9 +26,22 @@ class LiveVideos:
     def __init__(self) -> None:
         self.keys: set[int] = set()
 
-    def mark(self, videos: Iterable[str], live: Iterable[bool]) -> None:
-        """``videos[i]`` is live or not from now on (its newest record said so)."""
-        for video, flag in zip(videos, live):
+    def changes(self, videos: Sequence[str], live: Sequence[bool]) -> list[tuple[str, bool]]:
+        """The (video, flag) pairs among ``videos[i]`` / ``live[i]`` that change the set: only they need writing.
+
+        Why: the item table marks every vector it stores, and a catalogue
+        load is millions of trained (not live) videos; while no video is live
+        that is one ``any`` over the flags, not a hash and a RocksDB delete
+        per video (a 10M cold start spent ~5 s writing those deletes).
+        """
+        if not self.keys and not any(live):
+            return []
+        keys = self.keys
+        return [(video, flag) for video, flag in zip(videos, live) if flag != (hash(video) in keys)]
+
+    def mark(self, changes: Iterable[tuple[str, bool]]) -> None:
+        """Apply :meth:`changes`: each video is live or not from now on (its newest record said so)."""
+        for video, flag in changes:
             if flag:
                 self.keys.add(hash(video))
             else:

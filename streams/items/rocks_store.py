@@ -89,7 +89,7 @@ class RocksItemStore(ItemStore):
         self.cache: CompactTable | None = None
         self.lookups = LookupCounts()
         self.live = LiveVideos()
-        self.live.mark(self._stored_live(), itertools.repeat(True))
+        self.live.mark(zip(self._stored_live(), itertools.repeat(True)))
         self.applied: dict[int, int] = {int(p): int(o) for p, o in (self._read_json(OFFSETS) or {}).items()}
 
     def _stored_live(self) -> Iterator[str]:
@@ -102,17 +102,18 @@ class RocksItemStore(ItemStore):
     def mark_live(self, videos: Sequence[str], live: Sequence[bool]) -> None:
         from rocksdict import WriteBatch
 
-        if not len(videos):
+        changes = self.live.changes(videos, live)
+        if not changes:
             return
         batch = WriteBatch(raw_mode=True)
-        for video, flag in zip(videos, live):
+        for video, flag in changes:
             key = LIVE + video.encode("utf-8", "surrogatepass")
             if flag:
                 batch.put(key, b"")
             else:
                 batch.delete(key)
         self.db.write(batch)
-        super().mark_live(videos, live)
+        self.live.mark(changes)
 
     def _read_json(self, key: bytes) -> dict | None:
         raw = self.db.get(key)

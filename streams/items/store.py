@@ -101,7 +101,7 @@ class ItemStore(ABC):
 
     def mark_live(self, videos: Sequence[str], live: Sequence[bool]) -> None:
         """Which of ``videos`` (just stored or removed) are live from now on (``streams.items.live_videos``)."""
-        self.live.mark(videos, live)
+        self.live.mark(self.live.changes(videos, live))
 
     def live_mask(self, videos: Sequence[str]) -> np.ndarray:
         """bool [n]: which of ``videos`` are live (their watches go to the item refiner)."""

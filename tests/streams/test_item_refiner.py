@@ -138,3 +138,13 @@ def test_live_marks_follow_the_newest_record_and_survive_a_rocksdb_restart(tmp_p
     again = RocksItemStore(tmp_path / "items", "item-vectors")
     assert again.live_mask(["a", "b", "c"]).tolist() == [True, False, False]
     again.close()
+
+
+def test_only_marks_that_change_the_live_set_are_written() -> None:
+    from streams.items.live_videos import LiveVideos
+
+    live = LiveVideos()
+    assert live.changes(["a", "b"], [False, False]) == [], "a catalogue of trained videos writes nothing"
+    live.mark(live.changes(["a", "b"], [True, False]))
+    assert live.changes(["a", "b", "c"], [True, False, False]) == [], "unchanged marks are not written again"
+    assert live.changes(["a", "c"], [False, True]) == [("a", False), ("c", True)]

@@ -95,7 +95,7 @@ def apply_batch(
     """Apply ``events`` (in log order, see :func:`in_stream_order`) to ``states``; see the module docstring."""
     d, k, h = bundle.manifest.dim, bundle.manifest.interests, bundle.manifest.hidden
     result = BatchResult()
-    p = plan(states, events, items, new_state(d, k, h))
+    p = plan(states, events, items, new_state(d, k, h), live=settings.live_gamma > 0)
     result.replays, result.unknown = p.replays, p.unknown  # new users share one empty state: only read below
     users, bases = p.users, p.bases
     n = len(users)
@@ -110,7 +110,6 @@ def apply_batch(
 
     ts_all, r_all, imp_all = _event_columns(p.events, settings)
     V_all = p.vectors.reshape(len(p.events), d)  # one lookup per batch (an empty store has width 0)
-    live_all = items.live_mask([ev.video for ev in p.events]) if settings.live_gamma > 0 else None
     wave_list = waves(p.ranks)
     result.waves = len(wave_list)
     for sel in wave_list:
@@ -130,8 +129,8 @@ def apply_batch(
         if watch.any():
             wi, gw, r, Vw = idx[watch], g[watch][:, None], r_all[sel][watch], V[watch]
             gow = go[watch][:, None]
-            if live_all is not None:
-                _report_watchers(result, p.events, sel[watch], live_all, S[wi], r[:, 0])
+            if p.live is not None:
+                _report_watchers(result, p.events, sel[watch], p.live, S[wi], r[:, 0])
             S[wi] = run_step(bundle.sessions["dreamumm_step"], ["state_out"], state=S[wi], item=Vw, weight=r, decay=gw)[0]
             C[wi] *= gw
             liked = r[:, 0] > 0

@@ -63,15 +63,21 @@ class Plan:
     ranks: np.ndarray  # per event: how many of its user's events come before it (its wave)
     events: list[Event]  # the events to apply, in stream order
     vectors: np.ndarray  # their item vectors, float32 [events, D]
+    live: np.ndarray | None = None  # with ``live`` asked for: bool [events], whose video is live (streams.items.live_videos)
     replays: int = 0  # events at or before their user's stored position: skipped
     unknown: list[Event] = field(default_factory=list)  # events whose video is not in the item table: dead letters
 
 
 def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items: ItemLookup,
-         empty: UserState) -> Plan:
-    """Rows and waves of the events to apply; replays and unknown videos are counted in the plan and left out."""
+         empty: UserState, live: bool = False) -> Plan:
+    """Rows and waves of the events to apply; replays and unknown videos are counted in the plan and left out.
+
+    ``live``: also say which events' videos are live (the same ids, looked up once).
+    """
     ordered = in_stream_order(events)
-    matrix, found = items.lookup([ev.video for ev in ordered])
+    videos = [ev.video for ev in ordered]
+    matrix, found = items.lookup(videos)
+    live_all = items.live_mask(videos) if live else None
     known = found.tolist()
     row: dict[str, int] = {}
     users: list[str] = []
@@ -105,7 +111,7 @@ def plan(states: Mapping[str, UserState | None], events: Sequence[Event], items:
         todo.append(ev)
         take.append(j)
     return Plan(users, bases, lasts, np.array(rows, np.int64), np.array(ranks, np.int64), todo, matrix[take],
-                replays, unknown)
+                None if live_all is None else live_all[take], replays, unknown)
 
 
 def _replayed(ev: Event, base: UserState, last: Event | None) -> bool:

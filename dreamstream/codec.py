@@ -23,6 +23,19 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def unpack_map(value: bytes | None) -> dict[str, Any]:
+    """A record value that must be a msgpack map; ``ValueError`` says what it is instead (null, not msgpack, no map)."""
+    if value is None:
+        raise ValueError("value is null")
+    try:
+        obj = unpack(value)
+    except Exception as err:  # msgpack raises several unrelated types on garbage
+        raise ValueError(f"value is not msgpack: {type(err).__name__}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"value must be a map, got {type(obj).__name__}")
+    return obj
+
+
 def vec_to_bin(vector: np.ndarray) -> bytes:
     """A float vector or matrix as float32 little-endian row-major bytes."""
     return np.ascontiguousarray(vector, dtype=F32).tobytes()

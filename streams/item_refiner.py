@@ -37,7 +37,7 @@ from streams.domain import refinement
 from streams.kafka.batch_send import send_records
 from streams.kafka.changelog_rows import write_rows
 from streams.kafka.output import DeadLetter, Output
-from streams.kafka.transient import TRANSIENT
+from streams.kafka.transient import TRANSIENT, until_taken
 from streams.ops.metrics import WorkerMetrics
 from streams.ops.reload import BundleHolder
 
@@ -81,17 +81,14 @@ class ItemRefiner:
             if outcome in (refinement.APPLIED, refinement.STARTED):
                 changed[key] = (row, m.partition)  # the table is partitioned like item-watchers
         rows = [(key, refinement.encode(row), partition) for key, (row, partition) in changed.items()]
-        while True:
-            try:
-                await write_rows(self.producer(), self.table, rows)
-                if letters:
-                    await asyncio.gather(*await self.output.send({}, letters))
-                break
-            except TRANSIENT as err:
-                log.warning("item refiner: writing %d rows and %d letters failed (%r); retrying in 1s", len(rows),
-                            len(letters), err)
-                await asyncio.sleep(1.0)
+        await until_taken(lambda: self._write(rows, letters),
+                          f"item refiner: writing {len(rows)} rows and {len(letters)} letters")
         self.dirty.update((key, row) for key, (row, _) in changed.items())
+
+    async def _write(self, rows: list[tuple[bytes, bytes, int]], letters: list[DeadLetter]) -> None:
+        await write_rows(self.producer(), self.table, rows)
+        if letters:
+            await asyncio.gather(*await self.output.send({}, letters))
 
     async def _complete_rows(self) -> None:
         """After a rebalance, before the first batch: the table's rows Faust's recovery left short (tansu only).

@@ -13,9 +13,7 @@ refiner (``streams.item_refiner``) adds the watchers to it.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Callable
-
 
 import numpy as np
 
@@ -26,11 +24,9 @@ from dreamstream.vectors import checked_vector
 from streams.domain.item_features import embed, parse_features, tower_dims
 from streams.kafka.batch_send import send_records
 from streams.kafka.output import DeadLetter, Output
-from streams.kafka.transient import TRANSIENT
+from streams.kafka.transient import until_taken
 from streams.ops.metrics import WorkerMetrics
 from streams.ops.reload import BundleHolder
-
-log = logging.getLogger("streams.worker")
 
 
 class ItemTower:
@@ -59,14 +55,8 @@ class ItemTower:
             except ValueError as err:
                 letters.append(_letter(m, f"item-features: {err}", "item-features"))
         rows, towers = self._embedded(bundle, good, letters)
-        while True:
-            try:
-                await self._send(rows, towers, letters)
-                break
-            except TRANSIENT as err:
-                log.warning("item tower: sending %d vectors and %d letters failed (%r); retrying in 1s", len(rows),
-                            len(letters), err)
-                await asyncio.sleep(1.0)
+        await until_taken(lambda: self._send(rows, towers, letters),
+                          f"item tower: sending {len(rows)} vectors and {len(letters)} letters")
         self.metrics.items.inc(len(rows))
 
     def _embedded(self, bundle: Any, good: list, letters: list[DeadLetter]

@@ -9,10 +9,9 @@ counters, so a refiner that falls behind shows as seconds here.
 from __future__ import annotations
 
 import time
-import urllib.request
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
+from dreamstream.bench.scale import metric_sums
 
 
 @dataclass(frozen=True)
@@ -28,19 +27,13 @@ class RefinerCatchUp:
 
 
 def _counts(port: int) -> tuple[float, float] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
+    """(watches the worker reported, watch records its refiner read), from its page; None if it cannot be read."""
+    sums = metric_sums(port)
+    if not sums:
         return None
-    sent = read = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "dreamstream_live_watchers_total":
-                sent += sample.value
-            elif sample.name == "dreamstream_live_refinements_total" and sample.labels.get("outcome") != "tower":
-                read += sample.value
-    return sent, read
+    read = sum(v for (name, outcome), v in sums.items()
+               if name == "dreamstream_live_refinements_total" and outcome != "tower")
+    return sums.get(("dreamstream_live_watchers_total", ""), 0.0), read
 
 
 def wait_for_refiner(port: int, timeout_s: float = 120.0) -> RefinerCatchUp | None:

@@ -504,7 +504,7 @@ def _where_time_went(point: ScalePoint, cpu: tuple[float, float, float] | None, 
 
 
 def metric_sums(port: int) -> dict[tuple[str, str], float]:
-    """(sample name, its stage or result label) -> value of the worker's /metrics page; {} if it cannot be read."""
+    """(sample name, its stage, result or outcome label) -> value of the worker's /metrics page; {} if unreadable."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -514,7 +514,8 @@ def metric_sums(port: int) -> dict[tuple[str, str], float]:
             text = resp.read().decode()
     except OSError:
         return {}
-    return {(sample.name, sample.labels.get("stage") or sample.labels.get("result") or ""): sample.value
+    return {(sample.name, sample.labels.get("stage") or sample.labels.get("result") or sample.labels.get("outcome")
+             or ""): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 

@@ -15,14 +15,7 @@ from dreamstream import codec
 
 def parse_features(value: bytes | None, text_dim: int, visual_dim: int) -> tuple[str, np.ndarray, np.ndarray, int]:
     """An ``item-features`` value -> (video, text [Dt], visual [Dv], ts); ``ValueError`` says what is wrong."""
-    if value is None:
-        raise ValueError("value is null")
-    try:
-        obj = codec.unpack(value)
-    except Exception as err:
-        raise ValueError(f"value is not msgpack: {type(err).__name__}") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"value must be a map, got {type(obj).__name__}")
+    obj = codec.unpack_map(value)
     video = obj.get("video")
     if (isinstance(video, bool) or not isinstance(video, (str, int)) or not str(video)
             or len(str(video).encode("utf-8", "surrogatepass")) > codec.MAX_ID_BYTES):

@@ -110,15 +110,10 @@ def parse(value: bytes | None, dim: int) -> WatchersRecord:
 
 def _fields(value: bytes | None) -> tuple[str, str, bytes, str, int, float, tuple[int, int, int]]:
     """(kind, video, vector bytes, space, ts, weight, src) of a value, its vector unchecked; ``ValueError`` if unreadable."""
-    if value is None:
-        raise ValueError("value is null")
-    try:
-        obj = codec.unpack(value)
-    except Exception as err:  # msgpack raises several unrelated types on garbage
-        raise ValueError(f"value is not msgpack: {type(err).__name__}") from None
-    if not isinstance(obj, dict) or obj.get("kind") not in (TOWER, WATCH):
-        raise ValueError("value must be a map with kind 'tower' or 'watch'")
-    kind = obj["kind"]
+    obj = codec.unpack_map(value)
+    kind = obj.get("kind")
+    if kind not in (TOWER, WATCH):
+        raise ValueError("field 'kind' must be 'tower' or 'watch'")
     video, space, ts = obj.get("video"), obj.get("space"), obj.get("ts")
     if not isinstance(video, str) or not video or not isinstance(space, str) or isinstance(ts, bool) or not isinstance(ts, int):
         raise ValueError("fields 'video' and 'space' must be non-empty str and 'ts' an int")
@@ -137,8 +132,8 @@ def _fields(value: bytes | None) -> tuple[str, str, bytes, str, int, float, tupl
     return kind, video, bytes(raw), space, ts, float(weight), (src[0], src[1], src[2])
 
 
-def apply(row: RefinementRow | None, record: WatchersRecord) -> tuple[RefinementRow | None, str]:
-    """``row`` after ``record`` and the outcome; the row is ``None`` only if there was none and nothing was added."""
+def apply(row: RefinementRow | None, record: WatchersRecord) -> tuple[RefinementRow, str]:
+    """``row`` after ``record`` (a new row when there was none) and the outcome; the row is changed in place."""
     if record.kind == TOWER:
         if row is None or row.space != record.space:
             row = RefinementRow(record.space, np.zeros(len(record.vector), np.float64))
@@ -149,7 +144,7 @@ def apply(row: RefinementRow | None, record: WatchersRecord) -> tuple[Refinement
     if row.space != record.space:
         return row, OTHER_SPACE
     partition, offset, index = record.src
-    if partition in row.marks and tuple(row.marks[partition]) >= (offset, index):
+    if partition in row.marks and row.marks[partition] >= (offset, index):
         return row, REPLAY
     row.total += record.weight * record.vector.astype(np.float64)
     row.watchers += 1
